@@ -1,0 +1,1 @@
+"""Image inspection: references, sources (registry, Docker Engine), layer analysis, facts."""

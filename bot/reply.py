@@ -1,0 +1,69 @@
+"""The platform-neutral reply every adapter renders.
+
+The body and section texts use a small Markdown subset that Slack mrkdwn, Discord and a
+terminal can all show: paragraphs, ``- `` bullets, ``**bold**``, ```code```, fenced code
+blocks and ``[text](url)`` links. Adapters convert; the engine never knows the platform.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class ReplyKind(StrEnum):
+    ANSWER = "answer"
+    FALLBACK = "fallback"
+    IMAGE = "image"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    title: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A titled block of the reply (e.g. "Layers", "Advice") that adapters may split on."""
+
+    title: str
+    body: str
+
+
+@dataclass(slots=True)
+class Reply:
+    kind: ReplyKind
+    title: str
+    body: str
+    facts: list[Fact] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
+    suggestions: list[str] = field(default_factory=list)
+    topic: str | None = None
+    related: list[str] = field(default_factory=list)
+    # Structured payload for machine consumers (e.g. image facts as JSON); never rendered.
+    data: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["kind"] = str(self.kind)
+        return out
+
+    def plain_text(self) -> str:
+        """The whole reply as plain text: the fallback every platform accepts."""
+        parts = [self.title, self.body]
+        parts += [f"{f.name}: {f.value}" for f in self.facts]
+        for s in self.sections:
+            parts += [s.title, s.body]
+        if self.sources:
+            parts.append("Sources: " + ", ".join(f"{s.title} <{s.url}>" for s in self.sources))
+        return "\n\n".join(p for p in parts if p)
