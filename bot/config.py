@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     port: int = Field(3000, validation_alias="DOCKWISE_PORT")
 
     # Images
-    cache_dir: Path = Field(default_factory=_default_cache_dir, validation_alias="DOCKWISE_CACHE_DIR")
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir, validation_alias="DOCKWISE_CACHE_DIR"
+    )
     insecure_registries: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="DOCKWISE_INSECURE_REGISTRIES"
     )

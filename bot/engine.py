@@ -30,7 +30,7 @@ def check_input(text: str) -> str:
     """Strip and validate user text; raises InvalidInput with a one-line message."""
     cleaned = text.strip()
     if not cleaned:
-        raise InvalidInput("Empty question: ask me about containers, e.g. \"why FROM ubuntu?\"")
+        raise InvalidInput('Empty question: ask me about containers, e.g. "why FROM ubuntu?"')
     if len(cleaned) > MAX_INPUT_CHARS:
         raise InvalidInput(
             f"That message is {len(cleaned):,} characters; I read at most {MAX_INPUT_CHARS:,}."

@@ -19,15 +19,43 @@ class QuestionIntent:
 # A reference-looking token: no spaces, starts alnum, may hold / : @ . _ -
 _REF = r"(?P<ref>[A-Za-z0-9][A-Za-z0-9._/:@+-]*)"
 _PATTERNS = [
-    re.compile(rf"^(?:please\s+)?(?:explain|inspect|analy[sz]e|describe)\s+(?:the\s+)?(?:image\s+)?`?{_REF}`?\s*\??$", re.I),
-    re.compile(rf"^what(?:'s|’s| is)\s+(?:inside|in)\s+(?:the\s+)?(?:image\s+)?`?{_REF}`?\s*\??$", re.I),
+    re.compile(
+        rf"^(?:please\s+)?(?:explain|inspect|analy[sz]e|describe)\s+(?:the\s+)?(?:image\s+)?`?{_REF}`?\s*\??$",
+        re.I,
+    ),
+    re.compile(
+        rf"^what(?:'s|’s| is)\s+(?:inside|in)\s+(?:the\s+)?(?:image\s+)?`?{_REF}`?\s*\??$", re.I
+    ),
     re.compile(rf"^/?image-explain\s+`?{_REF}`?$", re.I),
 ]
 # Words that look like references but are questions ("explain layers", "explain containers").
 _NOT_IMAGES = {
-    "layers", "layer", "containers", "container", "images", "image", "docker", "kernel",
-    "it", "this", "that", "me", "scratch", "namespaces", "cgroups", "volumes", "dockerfile",
-    "dockerfiles", "entrypoint", "cmd", "why", "how", "what", "multi-stage", "musl", "glibc",
+    "layers",
+    "layer",
+    "containers",
+    "container",
+    "images",
+    "image",
+    "docker",
+    "kernel",
+    "it",
+    "this",
+    "that",
+    "me",
+    "scratch",
+    "namespaces",
+    "cgroups",
+    "volumes",
+    "dockerfile",
+    "dockerfiles",
+    "entrypoint",
+    "cmd",
+    "why",
+    "how",
+    "what",
+    "multi-stage",
+    "musl",
+    "glibc",
 }
 
 

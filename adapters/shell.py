@@ -1,0 +1,97 @@
+"""The shell adapter: try dockwise in a terminal, no tokens needed.
+
+An interactive prompt with line editing and history (GNU readline, history kept in the
+cache dir), ``help`` and ``quit``. Every other line goes to the same engine, rendered by
+the same terminal renderer the CLI uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from adapters.terminal import render_text
+from bot.engine import Engine
+
+PROMPT = "dockwise> "
+BANNER = (
+    "dockwise: ask me about containers and images, or type `explain IMAGE`.\n"
+    "Type `help` for examples, `quit` to leave."
+)
+HELP = """Things to try:
+  why do Dockerfiles start FROM ubuntu?
+  is a container a VM?
+  alpine or slim?
+  explain debian:bookworm-slim       (inspects a real image)
+  topics                             (lists what I know about)
+  quit                               (or Ctrl-D)"""
+
+
+def _setup_history(path: Path | None) -> None:
+    if path is None:
+        return
+    try:
+        import readline
+    except ImportError:  # pragma: no cover - readline exists on Linux/macOS
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        readline.read_history_file(str(path))
+    readline.set_history_length(1000)
+
+
+def _save_history(path: Path | None) -> None:
+    if path is None:
+        return
+    try:
+        import readline
+
+        readline.write_history_file(str(path))
+    except (ImportError, OSError):
+        pass
+
+
+def run_shell(
+    engine: Engine,
+    *,
+    history_file: Path | None = None,
+    stdout: TextIO = sys.stdout,
+    color: bool = False,
+) -> int:
+    """Run the prompt loop until ``quit`` or end of input; returns the exit status."""
+    _setup_history(history_file)
+    print(BANNER, file=stdout, flush=True)
+    try:
+        with asyncio.Runner() as runner:
+            while True:
+                try:
+                    line = input(PROMPT)
+                except EOFError:
+                    print(file=stdout)
+                    break
+                except KeyboardInterrupt:
+                    print("\n(use `quit` or Ctrl-D to leave)", file=stdout, flush=True)
+                    continue
+                text = line.strip()
+                if not text:
+                    continue
+                command = text.lower().rstrip("!.")
+                if command in {"quit", "exit", "bye", ":q"}:
+                    break
+                if command in {"help", "?"}:
+                    print(HELP, file=stdout, flush=True)
+                    continue
+                if command == "topics":
+                    for article in engine.knowledge.articles.values():
+                        print(f"  {article.id:20} {article.title}", file=stdout)
+                    stdout.flush()
+                    continue
+                reply = runner.run(engine.handle(text))
+                print(render_text(reply, color=color), file=stdout, flush=True)
+            runner.run(engine.aclose())
+    finally:
+        _save_history(history_file)
+    print("bye", file=stdout, flush=True)
+    return 0

@@ -1,0 +1,175 @@
+"""The ``dockwise`` command line (typer). Interfaces here are contracts other tools use."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from bot.engine import Engine, check_input
+from bot.errors import DockwiseError
+from bot.reply import Reply
+
+app = typer.Typer(
+    name="dockwise",
+    help="A teammate that unblocks people learning containers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One clear line on stderr and a non-zero exit: never a traceback."""
+    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    typer.echo(f"dockwise: error: {first}", err=True)
+    raise typer.Exit(code)
+
+
+def answer_json(reply: Reply) -> dict[str, Any]:
+    """The ``ask --json`` contract: kind, topic, title, text, sources (URLs), related."""
+    return {
+        "kind": str(reply.kind),
+        "topic": reply.topic,
+        "title": reply.title,
+        "text": reply.body,
+        "sources": [s.url for s in reply.sources],
+        "related": list(reply.related),
+    }
+
+
+def _print_json(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def _load_engine() -> Engine:
+    try:
+        return Engine()
+    except (OSError, ValueError) as exc:
+        fail(f"cannot load the knowledge base: {exc}")
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help='The question, or "-" to read one per line.')],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Answer a question about containers and images."""
+    from adapters.terminal import render_text
+
+    engine = _load_engine()
+    if question == "-":
+        for line in sys.stdin:
+            text = line.rstrip("\n")
+            try:
+                reply = engine.knowledge.answer(check_input(text))
+            except DockwiseError as exc:
+                if as_json:
+                    _print_json(
+                        {
+                            "kind": "error",
+                            "topic": None,
+                            "title": "Invalid question",
+                            "text": str(exc),
+                            "sources": [],
+                            "related": [],
+                        }
+                    )
+                else:
+                    typer.echo(f"dockwise: error: {exc}", err=True)
+                continue
+            if as_json:
+                _print_json(answer_json(reply))
+            else:
+                typer.echo(render_text(reply) + "\n")
+            sys.stdout.flush()
+        return
+    try:
+        reply = engine.knowledge.answer(check_input(question))
+    except DockwiseError as exc:
+        fail(str(exc), code=2)
+    if as_json:
+        _print_json(answer_json(reply))
+    else:
+        typer.echo(render_text(reply, color=sys.stdout.isatty()))
+
+
+@app.command()
+def topics() -> None:
+    """List the articles dockwise knows."""
+    engine = _load_engine()
+    for article in engine.knowledge.articles.values():
+        typer.echo(f"{article.id:22} {article.title}")
+
+
+@app.command()
+def chat() -> None:
+    """Chat in this terminal (the shell adapter)."""
+    from adapters.shell import run_shell
+    from bot.config import get_settings
+
+    engine = _load_engine()
+    history = get_settings().cache_dir / "chat_history"
+    raise typer.Exit(run_shell(engine, history_file=history, color=sys.stdout.isatty()))
+
+
+@app.command()
+def explain(
+    image: Annotated[str, typer.Argument(help="Image reference, e.g. python:3.12-slim")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False,
+    source: Annotated[
+        str, typer.Option(help="Where to read the image: auto, registry or docker.")
+    ] = "auto",
+    platform: Annotated[
+        str | None, typer.Option(help="Platform to pick from a multi-platform image, os/arch.")
+    ] = None,
+) -> None:
+    """Inspect an image and explain what it carries."""
+    from adapters.terminal import render_text
+    from bot.image.explain import Explainer
+    from bot.image.render import render_reply
+    from bot.image.source import Platform
+
+    if source not in ("auto", "registry", "docker"):
+        fail(f"invalid --source {source!r}: choose auto, registry or docker", code=2)
+    try:
+        chosen = Platform.parse(platform) if platform else None
+        ref = check_input(image)
+    except (ValueError, DockwiseError) as exc:
+        fail(str(exc), code=2)
+
+    async def run() -> Any:
+        explainer = Explainer()
+        try:
+            return await explainer.facts(ref, source=source, platform=chosen)
+        finally:
+            await explainer.aclose()
+
+    try:
+        facts = asyncio.run(run())
+    except DockwiseError as exc:
+        fail(str(exc))
+    if as_json:
+        _print_json(facts.to_json())
+    else:
+        typer.echo(render_text(render_reply(facts), color=sys.stdout.isatty()))
+
+
+def main() -> None:
+    """Console entry point: user errors are one line; bugs too, unless DOCKWISE_DEBUG=1."""
+    try:
+        app()
+    except DockwiseError as exc:
+        typer.echo(f"dockwise: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so in one line, keep tracebacks for debugging
+        if os.environ.get("DOCKWISE_DEBUG"):
+            raise
+        typer.echo(f"dockwise: internal error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(70)

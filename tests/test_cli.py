@@ -1,0 +1,102 @@
+"""The `dockwise` CLI contract, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.knowledge import KnowledgeBase
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def dockwise(
+    *args: str, stdin: str | None = None, tmp: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if tmp is not None:
+        env["DOCKWISE_CACHE_DIR"] = str(tmp)
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def kb() -> KnowledgeBase:
+    return KnowledgeBase.load()
+
+
+def test_ask_json_contract(kb: KnowledgeBase) -> None:
+    result = dockwise("ask", "--json", "is a container a VM?")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    obj = json.loads(lines[0])
+    assert set(obj) == {"kind", "topic", "title", "text", "sources", "related"}
+    assert obj["kind"] == "answer" and obj["topic"] == "containers-vs-vms"
+    article = kb.articles["containers-vs-vms"]
+    assert obj["title"] == article.title and obj["text"] == article.body
+    assert obj["sources"] == [s.url for s in article.sources]
+    assert all(url.startswith("https://") for url in obj["sources"])
+    assert obj["related"] and set(obj["related"]) <= set(kb.articles)
+
+
+def test_ask_json_off_topic_is_fallback() -> None:
+    obj = json.loads(dockwise("ask", "--json", "what is the capital of France?").stdout)
+    assert obj["kind"] == "fallback" and obj["topic"] is None and obj["sources"] == []
+
+
+def test_ask_text_prints_title_and_sources(kb: KnowledgeBase) -> None:
+    result = dockwise("ask", "why FROM ubuntu?")
+    assert result.returncode == 0
+    article = kb.articles["why-base-image"]
+    assert result.stdout.startswith(article.title)
+    assert article.sources[0].url in result.stdout
+
+
+def test_batch_mode_answers_each_line_in_order(kb: KnowledgeBase) -> None:
+    questions = [
+        "why FROM ubuntu?",
+        "what's the weather in Paris?",
+        "alpine or slim?",
+        "",
+        "CMD vs ENTRYPOINT?",
+    ]
+    result = dockwise("ask", "--json", "-", stdin="\n".join(questions) + "\n")
+    assert result.returncode == 0, result.stderr
+    objs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(objs) == len(questions)
+    for question, obj in zip(questions, objs, strict=True):
+        if not question:
+            assert obj["kind"] == "error"
+            continue
+        single = kb.answer(question)
+        assert obj["kind"] == str(single.kind) and obj["topic"] == single.topic
+
+
+@pytest.mark.parametrize("text", ["", "   ", "q" * 4001])
+def test_bad_input_is_one_clear_line(text: str) -> None:
+    result = dockwise("ask", "--json", text)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    err = result.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dockwise: error:")
+    assert "Traceback" not in result.stderr
+
+
+def test_topics_lists_every_article(kb: KnowledgeBase) -> None:
+    result = dockwise("topics")
+    assert result.returncode == 0
+    listed = [line.split()[0] for line in result.stdout.splitlines()]
+    assert listed == sorted(kb.articles)
