@@ -159,6 +159,64 @@ def explain(
         typer.echo(render_text(render_reply(facts), color=sys.stdout.isatty()))
 
 
+@app.command()
+def serve() -> None:
+    """Run every adapter whose credentials are set, with /healthz, /readyz and /metrics."""
+    from bot.config import get_settings
+    from bot.serve import serve as run_serve
+
+    settings = get_settings()
+    try:
+        asyncio.run(run_serve(settings))
+    except DockwiseError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def run() -> None:
+    """Serve Slack/Discord when their tokens are set; otherwise chat in this terminal."""
+    from bot.config import get_settings
+
+    settings = get_settings()
+    if settings.slack_enabled or settings.discord_enabled:
+        serve()
+    else:
+        typer.echo("No Slack or Discord tokens set: starting the shell adapter.", err=True)
+        chat()
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the effective settings, secrets masked."""
+    from bot.config import get_settings
+
+    for name, value in get_settings().masked().items():
+        typer.echo(f"{name} = {value}")
+
+
+@app.command("discord-invite")
+def discord_invite(
+    application_id: Annotated[
+        int | None, typer.Option(help="The Discord application id (asked from Discord if unset).")
+    ] = None,
+) -> None:
+    """Print the OAuth2 URL that adds the bot to a Discord server."""
+    from adapters.discord import fetch_application_id, invite_url
+    from bot.config import get_settings
+
+    if application_id is None:
+        settings = get_settings()
+        if settings.discord_token is None:
+            fail("set DISCORD_TOKEN or pass --application-id", code=2)
+        try:
+            application_id = asyncio.run(fetch_application_id(settings))
+        except DockwiseError as exc:
+            fail(str(exc))
+    typer.echo(invite_url(application_id))
+
+
 def main() -> None:
     """Console entry point: user errors are one line; bugs too, unless DOCKWISE_DEBUG=1."""
     try:

@@ -60,6 +60,24 @@ class Settings(BaseSettings):
             return [part.strip().lower() for part in value.split(",") if part.strip()]
         return value
 
+    def masked(self) -> dict[str, str]:
+        """Every setting by its environment variable name, secrets shown as ``***``."""
+        out: dict[str, str] = {}
+        for name, field in type(self).model_fields.items():
+            alias = field.validation_alias
+            key = alias if isinstance(alias, str) else name.upper()
+            if isinstance(alias, AliasChoices):
+                key = str(alias.choices[0])
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                shown = "***"
+            elif isinstance(value, list):
+                shown = ",".join(value)
+            else:
+                shown = "" if value is None else str(value)
+            out[key] = shown
+        return out
+
     @property
     def slack_enabled(self) -> bool:
         return self.slack_bot_token is not None and (
