@@ -8,11 +8,13 @@ one-line message, never exceptions or tracebacks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from bot.errors import DockwiseError, InvalidInput
 from bot.intent import ExplainIntent, parse_intent
 from bot.knowledge import KnowledgeBase
+from bot.limits import Admission, with_timeout
 from bot.reply import Reply, ReplyKind
 
 if TYPE_CHECKING:
@@ -38,12 +40,34 @@ def check_input(text: str) -> str:
     return cleaned
 
 
+@dataclass(frozen=True, slots=True)
+class Asker:
+    """Who is asking, for rate limits: platform ("slack", "discord", "shell"), user, channel."""
+
+    platform: str
+    user: str
+    channel: str | None = None
+
+
+LOCAL = Asker("shell", "local")
+
+
 class Engine:
     def __init__(
-        self, knowledge: KnowledgeBase | None = None, explainer: Explainer | None = None
+        self,
+        knowledge: KnowledgeBase | None = None,
+        explainer: Explainer | None = None,
+        admission: Admission | None = None,
+        explain_timeout: float | None = None,
     ) -> None:
+        from bot.config import get_settings
+
         self.knowledge = knowledge if knowledge is not None else KnowledgeBase.load()
         self._explainer = explainer
+        self.admission = admission if admission is not None else Admission(get_settings())
+        self.explain_timeout = (
+            explain_timeout if explain_timeout is not None else get_settings().explain_timeout
+        )
 
     @property
     def explainer(self) -> Explainer:
@@ -60,16 +84,19 @@ class Engine:
         except DockwiseError as exc:
             return error_reply(str(exc))
 
-    async def handle(self, text: str) -> Reply:
+    async def handle(self, text: str, *, asker: Asker = LOCAL) -> Reply:
         """Anything a user typed: a question, or a request to explain an image."""
         try:
             cleaned = check_input(text)
+            intent = parse_intent(cleaned)
+            if isinstance(intent, ExplainIntent):
+                return await self.explain(intent.reference, asker=asker)
+            if asker.platform == LOCAL.platform:  # one person at a terminal: no limits
+                return self.knowledge.answer(cleaned)
+            async with self.admission.question(asker.platform, asker.user, asker.channel):
+                return self.knowledge.answer(cleaned)
         except DockwiseError as exc:
             return error_reply(str(exc))
-        intent = parse_intent(cleaned)
-        if isinstance(intent, ExplainIntent):
-            return await self.explain(intent.reference)
-        return self.knowledge.answer(cleaned)
 
     async def explain(
         self,
@@ -77,12 +104,25 @@ class Engine:
         *,
         source: Literal["auto", "registry", "docker"] = "auto",
         platform: Platform | None = None,
+        asker: Asker = LOCAL,
     ) -> Reply:
+        title = f"Couldn't explain {reference.strip()[:100]}"
         try:
             ref = check_input(reference)
-            return await self.explainer.explain(ref, source=source, platform=platform)
+
+            async def work() -> Reply:
+                return await with_timeout(
+                    self.explainer.explain(ref, source=source, platform=platform),
+                    self.explain_timeout,
+                    f"explaining {ref[:100]}",
+                )
+
+            if asker.platform == LOCAL.platform:
+                return await work()
+            async with self.admission.explanation(asker.platform, asker.user, asker.channel):
+                return await work()
         except DockwiseError as exc:
-            return error_reply(str(exc), title=f"Couldn't explain {reference.strip()[:100]}")
+            return error_reply(str(exc), title=title)
 
     async def aclose(self) -> None:
         if self._explainer is not None:

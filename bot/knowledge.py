@@ -6,9 +6,11 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import frontmatter
 
+from bot.other_senses import OTHER_SENSES
 from bot.reply import Reply, ReplyKind, Source
 from bot.retrieval import Decision, Passage, Retriever
 
@@ -35,7 +37,7 @@ class Article:
     @classmethod
     def from_file(cls, path: Path) -> Article:
         post = frontmatter.load(str(path))
-        meta = post.metadata
+        meta: dict[str, Any] = dict(post.metadata)
         article_id = str(meta.get("id", path.stem))
         if article_id != path.stem:
             raise ValueError(f"{path.name}: id {article_id!r} differs from the file name")
@@ -80,10 +82,10 @@ class KnowledgeBase:
             raise ValueError("the knowledge base has no articles")
         self.articles = {a.id: a for a in sorted(articles, key=lambda a: a.id)}
         passages = [p for a in self.articles.values() for p in a.passages()]
-        domain = [
-            " ".join([a.title, a.summary, *a.questions, *a.keywords])
-            for a in self.articles.values()
+        passages += [
+            Passage(f"~{name}", text, reject=True) for name, text in OTHER_SENSES.items()
         ]
+        domain = [" ".join([a.title, *a.keywords]) for a in self.articles.values()]
         self.retriever = Retriever(passages, domain)
 
     @classmethod
