@@ -57,6 +57,7 @@ class Passage:
     article_id: str
     text: str
     weight: float = 1.0
+    reject: bool = False  # a neighbouring, non-container topic (see bot.other_senses)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +74,18 @@ class Decision:
 
 
 class Retriever:
-    MIN_COVERAGE = 0.5
+    MIN_COVERAGE = 0.2
     MIN_SCORE = 1.0
     SECOND_PASSAGE_SHARE = 0.3
+    REJECT_MARGIN = 1.0
 
     def __init__(self, passages: Sequence[Passage], domain_text: Iterable[str]) -> None:
         self._stemmer = Stemmer.Stemmer("english")
         self._passages = list(passages)
         self._article_ids = sorted({p.article_id for p in self._passages})
+        self._reject = np.array(
+            [any(p.reject for p in self._passages if p.article_id == a) for a in self._article_ids]
+        )
         self._article_index = {a: i for i, a in enumerate(self._article_ids)}
         self._passage_article = np.array(
             [self._article_index[p.article_id] for p in self._passages], dtype=np.int32
@@ -113,9 +118,15 @@ class Retriever:
             return Decision([], coverage, False)
         scores = self._bm25.get_scores(query) * self._weights
         per_article = self._aggregate(scores)
+        rejected = float(per_article[self._reject].max()) if self._reject.any() else 0.0
+        per_article[self._reject] = -1.0
         order = np.argsort(-per_article)[:k]
         hits = [Hit(self._article_ids[i], float(per_article[i])) for i in order]
-        on_topic = coverage >= self.MIN_COVERAGE and hits[0].score >= self.MIN_SCORE
+        on_topic = (
+            coverage >= self.MIN_COVERAGE
+            and hits[0].score >= self.MIN_SCORE
+            and hits[0].score > rejected * self.REJECT_MARGIN
+        )
         return Decision(hits, coverage, on_topic)
 
     def _aggregate(self, scores: np.ndarray) -> np.ndarray:
