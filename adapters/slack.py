@@ -1,0 +1,538 @@
+"""The Slack adapter: slack-bolt's AsyncApp in Socket Mode or HTTP mode.
+
+It translates Slack events into engine calls and replies into Block Kit; it holds no
+business logic.
+
+- ``/image-explain IMAGE``: acknowledged at once with an ephemeral "Looking at …", then the
+  explanation is posted to the channel through the command's ``response_url``.
+- ``@dockwise <question>`` (or ``@dockwise explain IMAGE``) in a channel: answered in a
+  thread under the question. Direct messages work the same without the mention; the
+  answer goes to the DM (into the thread if the message was in one).
+- Slack retries (``X-Slack-Retry-Num`` > 0) are acknowledged and skipped, and an
+  ``event_id`` seen before (Socket Mode redelivery) is skipped: one question, one answer.
+- The bot's own messages and message subtypes (edits, joins, bot messages) are ignored.
+- Failures become a friendly message in the thread; the adapter keeps running.
+
+Modes: Socket Mode when ``SLACK_APP_TOKEN`` is set, else HTTP mode (Events API and slash
+commands at ``POST /slack/events``, signature and 5-minute replay checks on).
+``DOCKWISE_SLACK_API_URL`` points the Web API (and ``apps.connections.open``) elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from adapters.slack_blocks import escape, render_blocks, render_messages, render_text
+from bot.config import Settings
+from bot.engine import Engine
+from bot.errors import InvalidInput, Unauthorized, Unreachable
+from bot.reply import Reply, ReplyKind
+
+__all__ = [
+    "EVENTS_PATH",
+    "SlackAdapter",
+    "build_slack_app",
+    "escape",
+    "render_blocks",
+    "render_messages",
+    "run_slack",
+]
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+COMMAND = "/image-explain"
+USAGE = (
+    f"Usage: `{COMMAND} IMAGE`, e.g. `{COMMAND} python:3.12-slim` or "
+    f"`{COMMAND} ghcr.io/org/app@sha256:…`. I'll show what the image carries: distro user "
+    "space (or none), packages, shell, user, layers, size, secrets in ENV, and advice.\n"
+    "You can also mention me with a question, e.g. `@dockwise why FROM ubuntu?`."
+)
+FRIENDLY_ERROR = (
+    "Sorry, something went wrong on my side while answering that. Please try again in a moment."
+)
+#: How long the explanation waits for the ack to be on its way to Slack (ordering only).
+ACK_GATE_TIMEOUT = 3.0
+SEEN_EVENTS_MAX = 2048
+SEEN_EVENTS_TTL = 3600.0
+
+
+class SeenEvents:
+    """A bounded set of recently seen event ids, each remembered for ``ttl`` seconds."""
+
+    def __init__(self, maxsize: int = SEEN_EVENTS_MAX, ttl: float = SEEN_EVENTS_TTL) -> None:
+        self._items: OrderedDict[str, float] = OrderedDict()
+        self._maxsize = maxsize
+        self._ttl = ttl
+
+    def add(self, key: str) -> bool:
+        """Remember ``key``; False if it was already seen (and not yet expired)."""
+        now = time.monotonic()
+        while self._items:
+            oldest, seen_at = next(iter(self._items.items()))
+            if now - seen_at < self._ttl:
+                break
+            del self._items[oldest]
+        if key in self._items:
+            return False
+        self._items[key] = now
+        while len(self._items) > self._maxsize:
+            self._items.popitem(last=False)
+        return True
+
+
+class _AckGates:
+    """Hold back a slash command's explanation until its ack has been sent to Slack.
+
+    Whoever delivers the request (HTTP route or Socket Mode handler) opens a gate keyed by
+    the command's ``trigger_id`` before dispatching and releases it once the ack is on the
+    wire; the listener waits on it, so "Looking at …" always arrives first.
+    """
+
+    def __init__(self) -> None:
+        self._gates: dict[str, asyncio.Event] = {}
+
+    def open(self, key: str | None) -> None:
+        if key:
+            self._gates[key] = asyncio.Event()
+
+    def release(self, key: str | None) -> None:
+        gate = self._gates.pop(key, None) if key else None
+        if gate is not None:
+            gate.set()
+
+    async def wait(self, key: str | None) -> None:
+        gate = self._gates.get(key) if key else None
+        if gate is None:
+            return
+        try:
+            await asyncio.wait_for(gate.wait(), ACK_GATE_TIMEOUT)
+        except TimeoutError:
+            self._gates.pop(key or "", None)
+
+
+class RedactSecrets(logging.Filter):
+    """Replace the Slack tokens and signing secret in log records (message and traceback)."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [secret for secret in secrets if len(secret) >= 8]
+
+    def _redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        record.msg = self._redact(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            record.exc_text = self._redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+def _redact_on(logger: logging.Logger, secrets: list[str]) -> None:
+    for existing in logger.filters:
+        if isinstance(existing, RedactSecrets):
+            existing.secrets += [
+                s for s in RedactSecrets(secrets).secrets if s not in existing.secrets
+            ]
+            return
+    logger.addFilter(RedactSecrets(secrets))
+
+
+_CONTROL = re.compile(r"<([^<>]*)>")
+
+
+def _plain_control(body: str, bot_user_id: str | None) -> str:
+    """One ``<…>`` sequence of Slack's message format as the plain text a user typed."""
+    target, _, label = body.partition("|")
+    if target.startswith("@"):
+        if bot_user_id and target[1:] == bot_user_id:
+            return " "
+        return f"@{label or target[1:]}"
+    if target.startswith("#"):
+        return f"#{label or target[1:]}"
+    if target.startswith("!"):
+        name = target[1:].split("^", 1)[0]
+        return label if label.startswith("@") else f"@{label or name}"
+    if label:
+        return label  # an auto-linked "ghcr.io/org/app:1" is shown as its label
+    return target.removeprefix("mailto:")
+
+
+def slack_to_plain(text: str, bot_user_id: str | None = None) -> str:
+    """Slack message text as typed: the bot's mention removed, other mentions, channels
+    and auto-links turned back into their labels, ``&lt;``/``&gt;``/``&amp;`` unescaped."""
+    plain = _CONTROL.sub(lambda m: _plain_control(m.group(1), bot_user_id), text)
+    plain = plain.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return " ".join(plain.split())
+
+
+def _api_base_url(settings: Settings) -> str | None:
+    if not settings.slack_api_url:
+        return None
+    url = settings.slack_api_url
+    return url if url.endswith("/") else url + "/"
+
+
+def _secret(value: Any) -> str | None:
+    return None if value is None else str(value.get_secret_value())
+
+
+class SlackAdapter:
+    """Owns the bolt app and the few pieces of state the adapter needs."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        token = _secret(settings.slack_bot_token)
+        if not token:
+            raise InvalidInput("SLACK_BOT_TOKEN is not set: the Slack adapter needs a bot token")
+        self.engine = engine
+        self.settings = settings
+        self.seen = SeenEvents()
+        self.answered = SeenEvents()
+        secrets = [token, _secret(settings.slack_app_token), _secret(settings.slack_signing_secret)]
+        bolt_logger = logging.getLogger("dockwise.slack.bolt")
+        for logger in (log, bolt_logger):
+            _redact_on(logger, [s for s in secrets if s])
+        self.gates = _AckGates()
+        base_url = _api_base_url(settings)
+        client = (
+            AsyncWebClient(token=token, base_url=base_url)
+            if base_url
+            else AsyncWebClient(token=token)
+        )
+        self.app = AsyncApp(
+            client=client,
+            signing_secret=_secret(settings.slack_signing_secret) or "",
+            logger=bolt_logger,
+        )
+        self.app.use(self._skip_duplicates)
+        self.app.command(COMMAND)(self._on_command)
+        self.app.event("app_mention")(self._on_mention)
+        self.app.event("message")(self._on_message)
+        self.app.error(self._on_error)
+
+    # --- middleware ---------------------------------------------------------------------
+
+    async def _skip_duplicates(
+        self, req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[None]]
+    ) -> BoltResponse | None:
+        retry = req.headers.get("x-slack-retry-num", ["0"])[0]
+        if retry.isdigit() and int(retry) > 0:
+            log.info("slack: skipping retry %s (%s)", retry, _first(req, "x-slack-retry-reason"))
+            return BoltResponse(status=200, body="", headers={"x-slack-no-retry": "1"})
+        event_id = req.body.get("event_id") if isinstance(req.body, dict) else None
+        if isinstance(event_id, str) and not self.seen.add(event_id):
+            log.info("slack: skipping redelivered event %s", event_id)
+            return BoltResponse(status=200, body="")
+        await next()
+        return None
+
+    # --- listeners ----------------------------------------------------------------------
+
+    async def _on_command(
+        self, ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        text = slack_to_plain(str(command.get("text") or ""))
+        trigger = command.get("trigger_id")
+        if not text or text.lower() in {"help", "-h", "--help", "?"}:
+            await ack(response_type="ephemeral", **render_text(USAGE))
+            self.gates.release(trigger)
+            return
+        await ack(
+            response_type="ephemeral", **render_text(f"Looking at `{text.replace('`', '')}`…")
+        )
+        await self.gates.wait(trigger)
+        reply = await self._guarded(self.engine.explain(text))
+        await self._post_command_reply(reply, command, client)
+
+    async def _on_mention(
+        self, event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+    ) -> None:
+        if _ignored(event, context.bot_user_id):
+            return
+        thread_ts = str(event.get("thread_ts") or event.get("ts") or "") or None
+        await self._answer(event, client, context.bot_user_id, thread_ts)
+
+    async def _on_message(
+        self, event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+    ) -> None:
+        if event.get("channel_type") != "im" or _ignored(event, context.bot_user_id):
+            return
+        thread_ts = event.get("thread_ts")
+        await self._answer(
+            event, client, context.bot_user_id, str(thread_ts) if thread_ts else None
+        )
+
+    async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
+        log.error(
+            "slack: unhandled error for %s: %s",
+            body.get("type") or body.get("command"),
+            type(error).__name__,
+            exc_info=error,
+        )
+
+    # --- helpers ------------------------------------------------------------------------
+
+    async def _answer(
+        self,
+        event: dict[str, Any],
+        client: AsyncWebClient,
+        bot_user_id: str | None,
+        thread_ts: str | None,
+    ) -> None:
+        channel = str(event.get("channel") or "")
+        if not self.answered.add(f"{channel}:{event.get('ts')}"):
+            return  # the same message delivered as both app_mention and message.im
+        text = slack_to_plain(str(event.get("text") or ""), bot_user_id)
+        reply = await self._guarded(self.engine.handle(text))
+        await self._post(client, channel, thread_ts, render_messages(reply))
+
+    async def _guarded(self, call: Awaitable[Reply]) -> Reply:
+        try:
+            return await call
+        except Exception as exc:
+            log.error("slack: engine failed: %s", type(exc).__name__, exc_info=exc)
+            return Reply(
+                kind=ReplyKind.ERROR, title="Sorry, I couldn't answer", body=FRIENDLY_ERROR
+            )
+
+    async def _post(
+        self,
+        client: AsyncWebClient,
+        channel: str,
+        thread_ts: str | None,
+        messages: list[dict[str, Any]],
+    ) -> None:
+        for message in messages:
+            try:
+                await client.chat_postMessage(
+                    channel=channel,
+                    thread_ts=thread_ts,
+                    text=message["text"],
+                    blocks=message["blocks"],
+                    unfurl_links=False,
+                    unfurl_media=False,
+                )
+            except Exception as exc:
+                log.error("slack: chat.postMessage failed: %s", _describe(exc))
+                await self._post_plain_error(client, channel, thread_ts)
+                return
+
+    async def _post_plain_error(
+        self, client: AsyncWebClient, channel: str, thread_ts: str | None
+    ) -> None:
+        try:
+            await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=FRIENDLY_ERROR)
+        except Exception as exc:
+            log.error("slack: could not report the failure either: %s", _describe(exc))
+
+    async def _post_command_reply(
+        self, reply: Reply, command: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        messages = render_messages(reply)
+        response_url = command.get("response_url")
+        if not response_url:
+            await self._post(client, str(command.get("channel_id") or ""), None, messages)
+            return
+        webhook = AsyncWebhookClient(url=str(response_url))
+        for message in messages:
+            try:
+                response = await webhook.send(
+                    text=message["text"],
+                    blocks=message["blocks"],
+                    response_type="in_channel",
+                    replace_original=False,
+                )
+            except Exception as exc:
+                log.error("slack: response_url post failed: %s", _describe(exc))
+                return
+            if response.status_code != 200:
+                log.error("slack: response_url refused the reply (%s)", response.status_code)
+                return
+
+    # --- transports ---------------------------------------------------------------------
+
+    async def handle_http(self, request: web.Request) -> web.StreamResponse:
+        """The aiohttp handler for ``POST /slack/events`` (events, slash commands)."""
+        bolt_request = await to_bolt_request(request)
+        trigger = _trigger_id(bolt_request)
+        self.gates.open(trigger)
+        try:
+            bolt_response = await self.app.async_dispatch(bolt_request)
+            response = await to_aiohttp_response(bolt_response)
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        finally:
+            self.gates.release(trigger)
+
+    async def check_credentials(self) -> None:
+        """Ask Slack who we are (auth.test): a wrong token or URL fails here, in one line."""
+        try:
+            await self.app.client.auth_test()
+        except SlackApiError as exc:
+            raise Unauthorized(
+                f"Slack refused SLACK_BOT_TOKEN ({_error_code(exc) or 'refused'}): "
+                "check the bot token (xoxb-…)"
+            ) from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise Unreachable(
+                f"Cannot reach the Slack API at {self.app.client.base_url} ({type(exc).__name__})"
+            ) from None
+
+    async def open_socket_url(self, app_token: str) -> str:
+        """apps.connections.open: the websocket URL for Socket Mode (checks the app token)."""
+        try:
+            response = await self.app.client.apps_connections_open(app_token=app_token)
+        except SlackApiError as exc:
+            raise Unauthorized(
+                f"Slack refused SLACK_APP_TOKEN ({_error_code(exc) or 'refused'}): it must be "
+                "an app-level token (xapp-…) with the connections:write scope"
+            ) from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise Unreachable(
+                f"Cannot reach the Slack API at {self.app.client.base_url} ({type(exc).__name__})"
+            ) from None
+        return str(response["url"])
+
+    def socket_mode_handler(self) -> AsyncSocketModeHandler:
+        token = _secret(self.settings.slack_app_token)
+        if not token:
+            raise InvalidInput("SLACK_APP_TOKEN is not set: Socket Mode needs an app-level token")
+        return _GatedSocketModeHandler(self, token)
+
+
+class _GatedSocketModeHandler(AsyncSocketModeHandler):
+    """bolt's Socket Mode handler, releasing the ack gate once the ack envelope is sent."""
+
+    def __init__(self, adapter: SlackAdapter, app_token: str) -> None:
+        super().__init__(adapter.app, app_token, web_client=adapter.app.client)
+        self.adapter = adapter
+
+    async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+        trigger = req.payload.get("trigger_id") if req.type == "slash_commands" else None
+        self.adapter.gates.open(trigger)
+        try:
+            await super().handle(client, req)
+        finally:
+            self.adapter.gates.release(trigger)
+
+
+def _first(req: AsyncBoltRequest, name: str) -> str:
+    values = req.headers.get(name) or [""]
+    return values[0]
+
+
+def _trigger_id(req: AsyncBoltRequest) -> str | None:
+    if not isinstance(req.raw_body, str) or "command=" not in req.raw_body:
+        return None
+    values = parse_qs(req.raw_body).get("trigger_id")
+    return values[0] if values else None
+
+
+def _ignored(event: dict[str, Any], bot_user_id: str | None) -> bool:
+    """Own messages, other bots' messages and subtypes (edits, joins, ...) get no answer."""
+    if event.get("subtype") or event.get("bot_id") or event.get("bot_profile"):
+        return True
+    return bot_user_id is not None and event.get("user") == bot_user_id
+
+
+def _error_code(exc: Exception) -> str | None:
+    """Slack's error code (``invalid_auth``, ``channel_not_found``, ...) if there is one."""
+    response = getattr(exc, "response", None)
+    try:
+        error = response.get("error") if response is not None else None
+    except Exception:
+        return None
+    return str(error) if error else None
+
+
+def _describe(exc: Exception) -> str:
+    """A log-safe description: the exception type and Slack's error code, never tokens."""
+    error = _error_code(exc)
+    return f"{type(exc).__name__}" + (f" ({error})" if error else "")
+
+
+# --- public API ------------------------------------------------------------------------
+
+
+def build_slack_app(engine: Engine, settings: Settings) -> AsyncApp:
+    """The configured bolt app (listeners and middleware registered)."""
+    return SlackAdapter(engine, settings).app
+
+
+async def run_slack(
+    engine: Engine, settings: Settings, *, web_app: web.Application | None = None
+) -> SlackAdapter:
+    """Run the Slack adapter.
+
+    - Socket Mode (``SLACK_APP_TOKEN`` set): connects and runs until cancelled.
+    - HTTP mode with ``web_app``: adds ``POST /slack/events`` to that aiohttp app and
+      returns at once (the caller runs the app, e.g. ``dockwise serve``).
+    - HTTP mode without ``web_app``: serves ``POST /slack/events`` on
+      ``DOCKWISE_HOST:DOCKWISE_PORT`` until cancelled.
+
+    Returns the adapter (only reached in HTTP mode with ``web_app``).
+    """
+    adapter = SlackAdapter(engine, settings)
+    if settings.slack_app_token is not None:
+        await adapter.check_credentials()
+        # The SDK retries a refused connection forever; ask once first for a clear error.
+        url = await adapter.open_socket_url(_secret(settings.slack_app_token) or "")
+        handler = adapter.socket_mode_handler()
+        handler.client.wss_uri = url
+        try:
+            await handler.connect_async()  # type: ignore[no-untyped-call]
+            log.info("slack: connected in Socket Mode")
+            await asyncio.Event().wait()
+        finally:
+            await handler.close_async()  # type: ignore[no-untyped-call]
+        return adapter  # pragma: no cover - the wait above only ends by cancellation
+    if settings.slack_signing_secret is None:
+        raise InvalidInput(
+            "SLACK_SIGNING_SECRET is not set: HTTP mode needs it (or set SLACK_APP_TOKEN "
+            "for Socket Mode)"
+        )
+    await adapter.check_credentials()
+    if web_app is not None:
+        web_app.router.add_post(EVENTS_PATH, adapter.handle_http)
+        return adapter
+    own = web.Application()
+    own.router.add_post(EVENTS_PATH, adapter.handle_http)
+    runner = web.AppRunner(own)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    log.info("slack: HTTP mode on %s:%s%s", settings.host, settings.port, EVENTS_PATH)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+    return adapter  # pragma: no cover - the wait above only ends by cancellation

@@ -1,0 +1,373 @@
+"""Render a ``Reply`` as Slack Block Kit messages that always fit Slack's limits.
+
+Everything that reaches Slack is escaped first (``&``, ``<``, ``>``), so user-controlled
+text (a question echoed back, image labels, ENV values, history) can never turn into a
+``<!channel>`` ping or a ``<@U…>`` mention. The only ``<…>`` sequences in the output are
+the links this module builds itself from the reply's Markdown links and sources.
+
+Limits honoured (Slack rejects the message otherwise): at most 50 blocks per message, a
+header's plain text at most 150 characters, a section's text at most 3,000, at most 10
+fields per section and 2,000 characters per field, at most 10 context elements. Long
+bodies are split on paragraph, then line, then word boundaries (a single word is cut
+only when it is longer than a whole section); fenced code is closed and reopened across
+the cut. When one message cannot hold the reply, the rest goes into continuation messages.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bot.reply import Reply, ReplyKind
+
+MAX_BLOCKS = 50
+MAX_HEADER = 150
+MAX_SECTION_TEXT = 3000
+MAX_FIELDS = 10
+MAX_FIELD_TEXT = 2000
+MAX_CONTEXT_ELEMENTS = 10
+MAX_CONTEXT_TEXT = 3000
+#: The plain ``text`` of every message (notifications, screen readers, old clients).
+MAX_FALLBACK_TEXT = 3000
+#: Keep each message readable (and far below Slack's payload limits): this much block text
+#: at most before the reply continues in a new message.
+MAX_MESSAGE_CHARS = 12000
+
+CONTINUED = "(continued)"
+ELLIPSIS = "…"
+
+Block = dict[str, Any]
+
+_FENCE = re.compile(r"^\s*```")
+_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
+_LINK = re.compile(r"\[([^\[\]]+)\]\(([^()\s]+)\)")
+_BULLET = re.compile(r"^(\s*)[-*+] (?=\S)")
+_HEADING = re.compile(r"^#{1,6} +(.+?)\s*#*\s*$")
+_SAFE_URL = re.compile(r"^(?:https?://|mailto:)[^\s<>|]+$", re.IGNORECASE)
+# A word for splitting purposes: links (which contain spaces) stay whole.
+_WORD = re.compile(r"(?:<[^<>]*>|\S)+")
+
+
+def escape(text: str) -> str:
+    """Escape Slack's three control characters so text is shown, never interpreted."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def link(url: str, title: str) -> str:
+    """A link the bot builds itself: ``<url|title>`` with the title escaped.
+
+    URLs that are not plain http(s)/mailto addresses are shown as text instead.
+    """
+    if not _SAFE_URL.match(url):
+        return escape(f"{title} ({url})")
+    return f"<{url.replace('&', '&amp;')}|{escape(title).replace('|', '¦')}>"
+
+
+# --- Markdown subset -> mrkdwn -------------------------------------------------------
+
+
+def _inline(text: str) -> str:
+    """Convert one line of non-code Markdown; ``code`` spans are escaped but kept as-is."""
+    parts = text.split("`")
+    out: list[str] = []
+    for i, part in enumerate(parts):
+        if i % 2 == 1 and i < len(parts) - 1:  # inside a closed `code` span
+            out.append(escape(part))
+            continue
+        converted: list[str] = []
+        pos = 0
+        for m in _LINK.finditer(part):
+            converted.append(_bold(escape(part[pos : m.start()])))
+            converted.append(link(m.group(2), m.group(1)))
+            pos = m.end()
+        converted.append(_bold(escape(part[pos:])))
+        out.append("".join(converted))
+    return "`".join(out)
+
+
+def _bold(text: str) -> str:
+    return _BOLD.sub(r"*\1*", text)
+
+
+def to_mrkdwn(markdown: str) -> str:
+    """Convert the reply Markdown subset to Slack mrkdwn (escaped, links built by us)."""
+    lines: list[str] = []
+    in_code = False
+    for line in markdown.splitlines():
+        if _FENCE.match(line):
+            in_code = not in_code
+            lines.append("```")  # Slack ignores a language tag and would show it
+            continue
+        if in_code:
+            lines.append(escape(line))
+            continue
+        heading = _HEADING.match(line)
+        if heading:
+            lines.append(f"*{_inline(heading.group(1))}*")
+            continue
+        bullet = _BULLET.match(line)
+        if bullet:
+            indent = bullet.group(1)
+            lines.append(f"{indent}• {_inline(line[bullet.end() :])}")
+            continue
+        lines.append(_inline(line))
+    if in_code:
+        lines.append("```")
+    return "\n".join(lines).strip("\n")
+
+
+# --- splitting -------------------------------------------------------------------------
+
+
+def _safe_cut(text: str, cut: int) -> int:
+    """Move ``cut`` back so it is not inside an ``&entity;`` or a ``<link|...>``."""
+    amp = text.rfind("&", max(0, cut - 6), cut)
+    if amp != -1 and ";" not in text[amp:cut]:
+        cut = amp
+    lt = text.rfind("<", 0, cut)
+    if lt != -1 and ">" not in text[lt:cut]:
+        cut = lt
+    return cut if cut > 0 else len(text[:1])
+
+
+def truncate(text: str, limit: int, suffix: str = ELLIPSIS) -> str:
+    """Shorten mrkdwn to ``limit`` characters (suffix included), preferring a word break."""
+    if len(text) <= limit:
+        return text
+    room = max(1, limit - len(suffix))
+    cut = _safe_cut(text, room)
+    space = text.rfind(" ", 0, cut)
+    if space > room // 2:
+        cut = space
+    return text[:cut].rstrip() + suffix
+
+
+def _hard_split(word: str, limit: int) -> list[str]:
+    pieces: list[str] = []
+    while len(word) > limit:
+        cut = _safe_cut(word, limit)
+        pieces.append(word[:cut])
+        word = word[cut:]
+    if word:
+        pieces.append(word)
+    return pieces
+
+
+def _pack(pieces: list[str], sep: str, limit: int) -> list[str]:
+    """Greedily join pieces (each <= limit) with ``sep`` into chunks <= limit."""
+    chunks: list[str] = []
+    current: str | None = None
+    for piece in pieces:
+        if current is None:
+            current = piece
+        elif len(current) + len(sep) + len(piece) <= limit:
+            current += sep + piece
+        else:
+            chunks.append(current)
+            current = piece
+    if current is not None:
+        chunks.append(current)
+    return chunks
+
+
+def _split_line(line: str, limit: int) -> list[str]:
+    words: list[str] = []
+    for word in _WORD.findall(line):
+        words.extend(_hard_split(word, limit) if len(word) > limit else [word])
+    return _pack(words, " ", limit)
+
+
+def _split_prose(paragraph: str, limit: int) -> list[str]:
+    lines: list[str] = []
+    for line in paragraph.split("\n"):
+        lines.extend(_split_line(line, limit) if len(line) > limit else [line])
+    return _pack(lines, "\n", limit)
+
+
+def _split_code(paragraph: str, limit: int) -> list[str]:
+    inner = paragraph.split("\n")[1:-1]  # drop the opening and closing fences
+    wrap = len("```\n\n```")
+    lines: list[str] = []
+    for line in inner:
+        lines.extend(_hard_split(line, limit - wrap) if len(line) > limit - wrap else [line])
+    return [f"```\n{chunk}\n```" for chunk in _pack(lines, "\n", limit - wrap)]
+
+
+def _paragraphs(mrkdwn: str) -> list[tuple[str, bool]]:
+    """Blank-line separated paragraphs; a fenced code block is one (code) paragraph."""
+    out: list[tuple[str, bool]] = []
+    current: list[str] = []
+    in_code = False
+
+    def flush(is_code: bool) -> None:
+        if current:
+            out.append(("\n".join(current), is_code))
+            current.clear()
+
+    for line in mrkdwn.split("\n"):
+        if line.strip() == "```":
+            if not in_code:
+                flush(False)
+                current.append(line)
+                in_code = True
+            else:
+                current.append(line)
+                flush(True)
+                in_code = False
+            continue
+        if in_code or line.strip():
+            current.append(line)
+        else:
+            flush(False)
+    if in_code:
+        current.append("```")
+        flush(True)
+    flush(False)
+    return out
+
+
+def split_mrkdwn(mrkdwn: str, limit: int = MAX_SECTION_TEXT) -> list[str]:
+    """Split converted mrkdwn into chunks of at most ``limit`` characters, cleanly."""
+    if len(mrkdwn) <= limit:
+        return [mrkdwn] if mrkdwn.strip() else []
+    pieces: list[str] = []
+    for paragraph, is_code in _paragraphs(mrkdwn):
+        if len(paragraph) <= limit:
+            pieces.append(paragraph)
+        elif is_code:
+            pieces.extend(_split_code(paragraph, limit))
+        else:
+            pieces.extend(_split_prose(paragraph, limit))
+    return _pack(pieces, "\n\n", limit)
+
+
+# --- blocks ----------------------------------------------------------------------------
+
+
+def _header_text(reply: Reply) -> str:
+    title = reply.title.strip() or "dockwise"
+    if reply.kind is ReplyKind.ERROR:
+        title = f"⚠️ {title}"
+    return truncate(escape(" ".join(title.split())), MAX_HEADER)
+
+
+def _section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _context(texts: list[str]) -> Block:
+    return {
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": t} for t in texts[:MAX_CONTEXT_ELEMENTS]],
+    }
+
+
+def _sources_text(reply: Reply) -> str | None:
+    if not reply.sources:
+        return None
+    prefix, sep = "Sources: ", " · "
+    text = prefix
+    for i, source in enumerate(reply.sources):
+        item = link(source.url, source.title or source.url)
+        candidate = text + (sep if i else "") + item
+        if len(candidate) > MAX_CONTEXT_TEXT:
+            break
+        text = candidate
+    return text if text != prefix else None
+
+
+def _suggestions_text(reply: Reply) -> str | None:
+    if not reply.suggestions:
+        return None
+    items = " · ".join(f"“{escape(s.strip())}”" for s in reply.suggestions if s.strip())
+    return truncate(f"Try asking: {items}", MAX_CONTEXT_TEXT) if items else None
+
+
+def render_blocks(reply: Reply) -> list[Block]:
+    """Every block of the reply, in order (may be more than one message can hold)."""
+    blocks: list[Block] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": _header_text(reply), "emoji": True},
+        }
+    ]
+    blocks += [_section(chunk) for chunk in split_mrkdwn(to_mrkdwn(reply.body))]
+
+    fields = [
+        {
+            "type": "mrkdwn",
+            "text": truncate(f"*{escape(f.name)}*\n{escape(f.value)}", MAX_FIELD_TEXT),
+        }
+        for f in reply.facts
+    ]
+    for i in range(0, len(fields), MAX_FIELDS):
+        blocks.append({"type": "section", "fields": fields[i : i + MAX_FIELDS]})
+
+    for section in reply.sections:
+        blocks.append({"type": "divider"})
+        title = f"*{escape(' '.join(section.title.split()))}*"
+        chunks = split_mrkdwn(to_mrkdwn(section.body))
+        if chunks and len(title) + 1 + len(chunks[0]) <= MAX_SECTION_TEXT:
+            chunks[0] = f"{title}\n{chunks[0]}"
+        else:
+            chunks.insert(0, truncate(title, MAX_SECTION_TEXT))
+        blocks += [_section(chunk) for chunk in chunks]
+
+    context = [t for t in (_sources_text(reply), _suggestions_text(reply)) if t]
+    if context:
+        blocks.append(_context(context))
+    return blocks
+
+
+def _block_text(block: Block) -> str:
+    parts: list[str] = []
+    if "text" in block:
+        parts.append(str(block["text"]["text"]))
+    parts += [str(f["text"]) for f in block.get("fields", [])]
+    parts += [str(e["text"]) for e in block.get("elements", []) if "text" in e]
+    return "\n".join(parts)
+
+
+def _fallback(blocks: list[Block], *, continued_from: bool, continues: bool) -> str:
+    text = "\n\n".join(t for t in (_block_text(b) for b in blocks) if t)
+    if continued_from:
+        text = f"{CONTINUED} {text}"
+    suffix = f" {ELLIPSIS} {CONTINUED}"
+    if continues:
+        return truncate(text, MAX_FALLBACK_TEXT - len(suffix), suffix="") + suffix
+    return truncate(text, MAX_FALLBACK_TEXT, suffix=suffix)
+
+
+def render_messages(reply: Reply) -> list[dict[str, Any]]:
+    """Message payloads (``text`` + ``blocks``), each within Slack's limits, in order."""
+    groups: list[list[Block]] = [[]]
+    size = 0
+    for block in render_blocks(reply):
+        length = len(_block_text(block))
+        current = groups[-1]
+        if current and (len(current) >= MAX_BLOCKS or size + length > MAX_MESSAGE_CHARS):
+            if current[-1]["type"] == "divider":  # never end a message on a divider
+                current.pop()
+            groups.append([_context([f"_{CONTINUED}_"])])  # shown atop each continuation
+            size = 0
+            if block["type"] == "divider":
+                continue
+        groups[-1].append(block)
+        size += length
+    messages: list[dict[str, Any]] = []
+    for i, group in enumerate(groups):
+        messages.append(
+            {
+                "text": _fallback(
+                    group[1:] if i else group, continued_from=i > 0, continues=i < len(groups) - 1
+                ),
+                "blocks": group,
+            }
+        )
+    return messages
+
+
+def render_text(text: str) -> dict[str, Any]:
+    """A simple one-section message (usage, progress) with the text escaped."""
+    mrkdwn = truncate(to_mrkdwn(text), MAX_SECTION_TEXT)
+    return {"text": truncate(mrkdwn, MAX_FALLBACK_TEXT), "blocks": [_section(mrkdwn)]}

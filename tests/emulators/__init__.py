@@ -1,0 +1,1 @@
+"""Small in-process emulators of chat platforms, for tests over loopback."""
