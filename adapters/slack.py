@@ -46,7 +46,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters.slack_blocks import escape, render_blocks, render_messages, render_text
 from bot.config import Settings
-from bot.engine import Engine
+from bot.engine import Asker, Engine
 from bot.errors import InvalidInput, Unauthorized, Unreachable
 from bot.reply import Reply, ReplyKind
 
@@ -269,7 +269,8 @@ class SlackAdapter:
             response_type="ephemeral", **render_text(f"Looking at `{text.replace('`', '')}`…")
         )
         await self.gates.wait(trigger)
-        reply = await self._guarded(self.engine.explain(text))
+        asker = Asker("slack", str(command.get("user_id") or ""), command.get("channel_id"))
+        reply = await self._guarded(self.engine.explain(text, asker=asker))
         await self._post_command_reply(reply, command, client)
 
     async def _on_mention(
@@ -311,7 +312,8 @@ class SlackAdapter:
         if not self.answered.add(f"{channel}:{event.get('ts')}"):
             return  # the same message delivered as both app_mention and message.im
         text = slack_to_plain(str(event.get("text") or ""), bot_user_id)
-        reply = await self._guarded(self.engine.handle(text))
+        asker = Asker("slack", str(event.get("user") or ""), channel)
+        reply = await self._guarded(self.engine.handle(text, asker=asker))
         await self._post(client, channel, thread_ts, render_messages(reply))
 
     async def _guarded(self, call: Awaitable[Reply]) -> Reply:
