@@ -1,0 +1,319 @@
+"""The Discord adapter (discord.py 2.x): slash commands, mentions and DMs.
+
+* ``/ask question:<text>`` and ``/image-explain image:<ref>`` are application commands. The
+  bot defers at once (Discord allows 3 seconds) and sends the answer as follow-ups.
+* A message that mentions the bot is answered as a reply to it (in a thread, the reply
+  stays in the thread); direct messages need no mention. ``explain IMAGE`` works in both.
+* Replies are embeds rendered by :mod:`adapters.discord_embeds`, split to fit Discord's
+  limits. Every send disables mentions, so echoed user text never pings anyone.
+
+The adapter only translates: every answer comes from :class:`bot.engine.Engine`.
+
+``DOCKWISE_DISCORD_API_URL`` (the REST base, like ``https://discord.com/api/v10``) and
+``DOCKWISE_DISCORD_GATEWAY_URL`` point the client at another Discord, such as the test
+emulator. discord.py keeps both in class attributes (``discord.http.Route.BASE`` and
+``DiscordWebSocket.DEFAULT_GATEWAY``), so the client sets them when it logs in and restores
+them when it closes. Resumes use the ``resume_gateway_url`` the gateway itself announces.
+
+This module is ``adapters.discord``; ``import discord`` below is an absolute import and
+resolves to the discord.py package, not to this file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import discord
+import yarl
+from discord import app_commands
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from adapters.discord_embeds import render_plain, render_reply
+from bot.config import Settings
+from bot.engine import Asker, Engine, error_reply
+from bot.errors import DockwiseError, InvalidInput, Unauthorized, Unreachable
+from bot.reply import Reply
+
+log = logging.getLogger(__name__)
+
+#: Sends message number ``index`` of a reply: embeds, or plain ``content`` when not None.
+Sender = Callable[[int, list[discord.Embed], str | None], Awaitable[None]]
+
+INVITE_SCOPES = ("bot", "applications.commands")
+NO_MENTIONS = discord.AllowedMentions.none()
+FAILURE_MESSAGE = "Something went wrong on my side while answering. Please try again in a moment."
+ASK_EXAMPLE = "e.g. why do Dockerfiles start FROM ubuntu?"
+IMAGE_EXAMPLE = "e.g. python:3.12-slim or ghcr.io/org/app:1.0"
+
+
+def invite_permissions() -> discord.Permissions:
+    """The least the bot needs: see channels, read history, send messages and embeds."""
+    return discord.Permissions(
+        view_channel=True,
+        send_messages=True,
+        send_messages_in_threads=True,
+        embed_links=True,
+        read_message_history=True,
+    )
+
+
+def invite_url(application_id: int) -> str:
+    """The OAuth2 URL that adds the bot (with its slash commands) to a server."""
+    return discord.utils.oauth_url(
+        application_id, permissions=invite_permissions(), scopes=INVITE_SCOPES
+    )
+
+
+def strip_mentions(text: str, user_id: int) -> str:
+    """``text`` without mentions of ``user_id`` (``<@ID>`` or ``<@!ID>``), spaces tidied."""
+    without = re.sub(rf"<@!?{user_id}>", " ", text)
+    return re.sub(r"[ \t]+", " ", without).strip()
+
+
+class _Endpoints:
+    """Points discord.py's REST base and default gateway elsewhere, and back again."""
+
+    def __init__(self, api_url: str | None, gateway_url: str | None) -> None:
+        self.api_url = api_url.rstrip("/") if api_url else None
+        self.gateway_url = yarl.URL(gateway_url) if gateway_url else None
+        self._saved: tuple[str, yarl.URL] | None = None
+
+    def apply(self) -> None:
+        if self._saved is None:
+            self._saved = (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
+        if self.api_url is not None:
+            Route.BASE = self.api_url
+        if self.gateway_url is not None:
+            DiscordWebSocket.DEFAULT_GATEWAY = self.gateway_url
+
+    def restore(self) -> None:
+        if self._saved is not None:
+            Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = self._saved
+            self._saved = None
+
+
+def _token(settings: Settings) -> str:
+    if settings.discord_token is None:
+        raise InvalidInput(
+            "DISCORD_TOKEN is not set: put the bot token from the developer portal there."
+        )
+    token = settings.discord_token.get_secret_value().strip()
+    if not token:
+        raise InvalidInput(
+            "DISCORD_TOKEN is empty: put the bot token from the developer portal there."
+        )
+    return token
+
+
+class DockwiseClient(discord.Client):
+    """The dockwise bot: answers slash commands, mentions and DMs from the engine."""
+
+    def __init__(self, engine: Engine, settings: Settings, **options: Any) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = False  # privileged; mentions and DMs still carry content
+        super().__init__(intents=intents, allowed_mentions=NO_MENTIONS, **options)
+        self.engine = engine
+        self.settings = settings
+        self.tree = app_commands.CommandTree(self)
+        self._endpoints = _Endpoints(settings.discord_api_url, settings.discord_gateway_url)
+        self._add_commands()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def login(self, token: str) -> None:
+        self._endpoints.apply()
+        await super().login(token)
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            self._endpoints.restore()
+
+    async def setup_hook(self) -> None:
+        """Register the slash commands: in one guild (instant, for development) or globally."""
+        guild_id = self.settings.discord_guild_id
+        try:
+            if guild_id is not None:
+                guild = discord.Object(id=guild_id)
+                self.tree.copy_global_to(guild=guild)
+                synced = await self.tree.sync(guild=guild)
+                log.info("synced %d slash commands to guild %s", len(synced), guild_id)
+            else:
+                synced = await self.tree.sync()
+                log.info("synced %d global slash commands", len(synced))
+        except discord.HTTPException as exc:
+            # Mentions and DMs still work; commands need the applications.commands scope.
+            log.warning("could not sync slash commands (HTTP %s): %s", exc.status, exc.text)
+
+    # -- slash commands ------------------------------------------------------------------
+
+    def _add_commands(self) -> None:
+        @self.tree.command(name="ask", description="Ask a question about containers")
+        @app_commands.describe(question=ASK_EXAMPLE)
+        async def ask(
+            interaction: discord.Interaction, question: app_commands.Range[str, 1, 4000]
+        ) -> None:
+            asker = _asker(interaction.user.id, interaction.channel_id)
+            await self.answer_interaction(
+                interaction, lambda: self.engine.handle(question, asker=asker)
+            )
+
+        @self.tree.command(name="image-explain", description="Explain a container image")
+        @app_commands.describe(image=IMAGE_EXAMPLE)
+        async def image_explain(
+            interaction: discord.Interaction, image: app_commands.Range[str, 1, 512]
+        ) -> None:
+            asker = _asker(interaction.user.id, interaction.channel_id)
+            await self.answer_interaction(
+                interaction, lambda: self.engine.explain(image, asker=asker)
+            )
+
+    async def answer_interaction(
+        self, interaction: discord.Interaction, work: Callable[[], Awaitable[Reply]]
+    ) -> None:
+        """Defer now (the 3-second window), compute the reply, send it as follow-ups."""
+        try:
+            await interaction.response.defer(thinking=True)
+        except discord.HTTPException as exc:
+            log.warning("could not acknowledge interaction (HTTP %s)", exc.status)
+            return
+        reply = await self.compute(work)
+
+        async def send(index: int, embeds: list[discord.Embed], content: str | None) -> None:
+            if content is None:
+                await interaction.followup.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
+            else:
+                await interaction.followup.send(content, allowed_mentions=NO_MENTIONS)
+
+        await self._deliver(reply, send)
+
+    # -- messages ------------------------------------------------------------------------
+
+    def addressed_text(self, message: discord.Message) -> str | None:
+        """The text meant for the bot (mention removed), or None if the message isn't for it."""
+        me = self.user
+        if me is None or message.author.bot or message.author.id == me.id:
+            return None
+        is_dm = isinstance(message.channel, discord.DMChannel)
+        mentioned = any(user.id == me.id for user in message.mentions)
+        if not (is_dm or mentioned):
+            return None
+        return strip_mentions(message.content, me.id)
+
+    async def on_message(self, message: discord.Message) -> None:
+        text = self.addressed_text(message)
+        if text is None:
+            return
+        with contextlib.suppress(discord.HTTPException):  # the indicator is a nicety
+            await message.channel.typing()
+        asker = _asker(message.author.id, message.channel.id)
+        reply = await self.compute(lambda: self.engine.handle(text, asker=asker))
+
+        # The first message replies to the question (a plain message if it was deleted
+        # meanwhile); the rest continue in the same channel or thread.
+        reference = message.to_reference(fail_if_not_exists=False)
+
+        async def send(index: int, embeds: list[discord.Embed], content: str | None) -> None:
+            kwargs: dict[str, Any] = {"allowed_mentions": NO_MENTIONS}
+            if index == 0:
+                kwargs["reference"] = reference
+                kwargs["mention_author"] = False
+            if content is None:
+                await message.channel.send(embeds=embeds, **kwargs)
+            else:
+                await message.channel.send(content, **kwargs)
+
+        await self._deliver(reply, send)
+
+    # -- shared --------------------------------------------------------------------------
+
+    async def compute(self, work: Callable[[], Awaitable[Reply]]) -> Reply:
+        """Run the engine; a bug becomes a friendly reply (logged), never a crash."""
+        try:
+            return await work()
+        except DockwiseError as exc:
+            return error_reply(str(exc))
+        except Exception:
+            log.exception("the engine failed while answering")
+            return error_reply(FAILURE_MESSAGE)
+
+    async def _deliver(self, reply: Reply, send: Sender) -> None:
+        """Send the rendered reply; if Discord refuses the embeds, fall back to plain text."""
+        messages = render_reply(reply)
+        sent = 0
+        try:
+            for rendered in messages:
+                await send(sent, rendered.embeds, None)
+                sent += 1
+            if messages:
+                return
+        except discord.HTTPException as exc:
+            log.warning("Discord refused a reply embed (HTTP %s): %s", exc.status, exc.text)
+            if sent:
+                return  # part of the answer is out; a plain repeat would duplicate it
+        try:
+            for index, content in enumerate(render_plain(reply)):
+                await send(index, [], content)
+        except discord.HTTPException as exc:
+            log.warning("Discord refused a plain reply (HTTP %s): %s", exc.status, exc.text)
+
+
+class DockwiseShardedClient(DockwiseClient, discord.AutoShardedClient):
+    """The same bot over several gateway shards (``DISCORD_SHARD_COUNT``)."""
+
+
+def _asker(user_id: int, channel_id: int | None) -> Asker:
+    return Asker("discord", str(user_id), str(channel_id) if channel_id is not None else None)
+
+
+def build_discord_client(engine: Engine, settings: Settings) -> DockwiseClient:
+    """The bot client for these settings: sharded when ``DISCORD_SHARD_COUNT`` is set."""
+    if settings.discord_shard_count is not None:
+        if settings.discord_shard_count < 1:
+            raise InvalidInput("DISCORD_SHARD_COUNT must be at least 1.")
+        return DockwiseShardedClient(engine, settings, shard_count=settings.discord_shard_count)
+    return DockwiseClient(engine, settings)
+
+
+async def run_discord(engine: Engine, settings: Settings) -> None:
+    """Log in and serve until cancelled; discord.py reconnects on its own."""
+    token = _token(settings)
+    client = build_discord_client(engine, settings)
+    try:
+        async with client:
+            await client.start(token)
+    except discord.LoginFailure:
+        raise Unauthorized("Discord rejected DISCORD_TOKEN: copy the bot token again.") from None
+    except discord.GatewayNotFound:
+        raise Unreachable("Discord's gateway is unreachable; try again later.") from None
+    except (OSError, aiohttp.ClientError) as exc:
+        raise Unreachable(f"Cannot reach Discord: {type(exc).__name__}") from None
+
+
+async def fetch_application_id(settings: Settings) -> int:
+    """The bot's application id, asked from Discord (``GET /oauth2/applications/@me``)."""
+    token = _token(settings)
+    endpoints = _Endpoints(settings.discord_api_url, settings.discord_gateway_url)
+    client = discord.Client(intents=discord.Intents.none())
+    endpoints.apply()
+    try:
+        await client.login(token)  # fetches /users/@me and /oauth2/applications/@me
+        if client.application_id is None:
+            raise Unreachable("Discord did not say which application this token belongs to.")
+        return client.application_id
+    except discord.LoginFailure:
+        raise Unauthorized("Discord rejected DISCORD_TOKEN: copy the bot token again.") from None
+    except discord.HTTPException as exc:
+        raise Unreachable(f"Discord answered HTTP {exc.status} for the application.") from None
+    except (OSError, aiohttp.ClientError) as exc:
+        raise Unreachable(f"Cannot reach Discord: {type(exc).__name__}") from None
+    finally:
+        await client.close()
+        endpoints.restore()

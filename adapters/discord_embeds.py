@@ -1,0 +1,235 @@
+"""Render a ``Reply`` as Discord embeds that always fit Discord's limits.
+
+Discord rejects a whole message when any limit is crossed, so the renderer splits instead
+of truncating content: long text is cut on paragraph, then line, then word boundaries into
+several embeds, and embeds are packed into as many messages as needed. Open code fences
+are closed at a cut and reopened in the next piece, so splitting never breaks formatting.
+
+The reply's Markdown subset (paragraphs, ``- `` bullets, ``**bold**``, ```code```, fenced
+blocks, ``[text](url)`` links) is what Discord renders natively, so text passes through.
+Sources become masked links in a field; the footer cannot hold links, so it carries the
+follow-up suggestions instead.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import discord
+
+from bot.reply import Reply, ReplyKind
+
+# Discord's documented limits (https://discord.com/developers/docs/resources/message).
+CONTENT_LIMIT = 2000
+TITLE_LIMIT = 256
+DESCRIPTION_LIMIT = 4096
+FIELD_COUNT_LIMIT = 25
+FIELD_NAME_LIMIT = 256
+FIELD_VALUE_LIMIT = 1024
+FOOTER_LIMIT = 2048
+EMBED_TOTAL_LIMIT = 6000
+EMBEDS_PER_MESSAGE = 10
+MESSAGE_EMBED_TOTAL_LIMIT = 6000
+
+ELLIPSIS = "…"
+_FENCE = re.compile(r"^\s*(```+)(.*)$")
+
+KIND_COLOURS: dict[ReplyKind, discord.Colour] = {
+    ReplyKind.ANSWER: discord.Colour.from_rgb(36, 150, 237),  # container blue
+    ReplyKind.IMAGE: discord.Colour.from_rgb(46, 160, 67),
+    ReplyKind.FALLBACK: discord.Colour.light_grey(),
+    ReplyKind.ERROR: discord.Colour.red(),
+}
+
+
+@dataclass(slots=True)
+class RenderedMessage:
+    """One message to send: its embeds fit every per-embed and per-message limit."""
+
+    embeds: list[discord.Embed] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(embed_length(e) for e in self.embeds)
+
+
+def embed_length(embed: discord.Embed) -> int:
+    """Characters Discord counts towards the 6000 limit of an embed."""
+    return len(embed)
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters on a word boundary, with an ellipsis if cut."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - len(ELLIPSIS)]
+    space = cut.rfind(" ")
+    if space >= limit // 2:
+        cut = cut[:space]
+    return cut.rstrip() + ELLIPSIS
+
+
+def _open_fence(text: str) -> tuple[str, str] | None:
+    """(opening line, backtick run) of a code fence still open at the end of ``text``."""
+    opening: tuple[str, str] | None = None
+    for line in text.split("\n"):
+        match = _FENCE.match(line)
+        if not match:
+            continue
+        if opening is None:
+            opening = (shorten(line.strip(), 40), match.group(1))
+        elif match.group(1).startswith(opening[1]) and not match.group(2).strip():
+            opening = None
+    return opening
+
+
+def _cut_position(text: str, limit: int) -> int:
+    """Where to cut ``text`` (longer than ``limit``) so the head is at most ``limit`` long."""
+    window = text[: limit + 1]
+    for separator in ("\n\n", "\n"):
+        pos = window.rfind(separator)
+        if pos >= limit // 2:
+            return pos
+    pos = max(window.rfind(" "), window.rfind("\n"))
+    return pos if pos >= limit // 4 else limit
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Split ``text`` into pieces of at most ``limit`` characters, cutting cleanly.
+
+    Prefers paragraph breaks, then line breaks, then spaces; only a word longer than
+    ``limit`` is cut mid-word. A code fence open at a cut is closed there and reopened at
+    the start of the next piece. Pieces are never empty.
+    """
+    if limit < 200:
+        raise ValueError("limit too small to split text cleanly")
+    pieces: list[str] = []
+    rest = text.strip("\n")
+    while rest.strip():
+        if len(rest) <= limit:
+            pieces.append(rest)
+            break
+        budget = limit
+        while True:
+            cut = _cut_position(rest, budget)
+            head = rest[:cut].rstrip()
+            fence = _open_fence(head)
+            closing = "" if fence is None else "\n" + fence[1]
+            if len(head) + len(closing) <= limit:
+                break
+            budget = limit - len(closing)
+        tail = rest[cut:].lstrip(" ").strip("\n")
+        if head.strip():
+            pieces.append(head + closing)
+        rest = f"{fence[0]}\n{tail}" if fence is not None and tail else tail
+    return pieces
+
+
+class _EmbedBuilder:
+    """Fills embeds in order, starting a continuation embed whenever one would overflow."""
+
+    def __init__(self, colour: discord.Colour) -> None:
+        self.colour = colour
+        self.embeds: list[discord.Embed] = []
+
+    @property
+    def current(self) -> discord.Embed:
+        if not self.embeds:
+            self.new()
+        return self.embeds[-1]
+
+    def new(self, title: str | None = None, description: str | None = None) -> discord.Embed:
+        embed = discord.Embed(
+            colour=self.colour,
+            title=shorten(title, TITLE_LIMIT) if title else None,
+            description=description or None,
+        )
+        self.embeds.append(embed)
+        return embed
+
+    def text(self, title: str | None, body: str) -> None:
+        """A titled block of text: one embed per description-sized piece."""
+        pieces = split_text(body, DESCRIPTION_LIMIT) or [""]
+        for index, piece in enumerate(pieces):
+            self.new(title if index == 0 else None, piece)
+
+    def add_field(self, name: str, value: str, *, inline: bool = False) -> None:
+        name = shorten(name, FIELD_NAME_LIMIT) or "\u200b"
+        pieces = split_text(value, FIELD_VALUE_LIMIT) or ["—"]
+        for index, piece in enumerate(pieces):
+            piece_name = name if index == 0 else shorten(f"{name} (continued)", FIELD_NAME_LIMIT)
+            embed = self.current
+            if (
+                len(embed.fields) >= FIELD_COUNT_LIMIT
+                or embed_length(embed) + len(piece_name) + len(piece) > EMBED_TOTAL_LIMIT
+            ):
+                embed = self.new()
+            embed.add_field(name=piece_name, value=piece, inline=inline)
+
+    def footer(self, text: str) -> None:
+        text = shorten(text, FOOTER_LIMIT)
+        if not text:
+            return
+        embed = self.current
+        if embed_length(embed) + len(text) > EMBED_TOTAL_LIMIT:
+            embed = self.new()
+        embed.set_footer(text=text)
+
+
+def _source_lines(reply: Reply) -> str:
+    return "\n".join(f"- [{shorten(s.title, 200)}]({s.url})" for s in reply.sources)
+
+
+def render_embeds(reply: Reply) -> list[discord.Embed]:
+    """Every embed of the reply, in reading order, each within Discord's embed limits."""
+    builder = _EmbedBuilder(KIND_COLOURS.get(reply.kind, discord.Colour.blurple()))
+    title = reply.title.strip()
+    if len(title) > TITLE_LIMIT:  # keep the full title: the rest opens the description
+        body = f"**{title}**\n\n{reply.body}"
+        builder.text(shorten(title, TITLE_LIMIT), body)
+    else:
+        builder.text(title or None, reply.body)
+    for fact in reply.facts:
+        builder.add_field(fact.name, fact.value, inline=True)
+    for section in reply.sections:
+        if len(section.body) <= FIELD_VALUE_LIMIT and len(section.title) <= FIELD_NAME_LIMIT:
+            builder.add_field(section.title, section.body)
+        else:
+            builder.text(section.title, section.body)
+    if reply.sources:
+        builder.add_field("Sources", _source_lines(reply))
+    if reply.suggestions:
+        builder.footer("Try also: " + " · ".join(reply.suggestions))
+    return [e for e in builder.embeds if embed_length(e) > 0 or e.fields]
+
+
+def pack_messages(embeds: list[discord.Embed]) -> list[RenderedMessage]:
+    """Group embeds into messages of at most 10 embeds and 6000 embed characters."""
+    messages: list[RenderedMessage] = []
+    for embed in embeds:
+        size = embed_length(embed)
+        last = messages[-1] if messages else None
+        if (
+            last is None
+            or len(last.embeds) >= EMBEDS_PER_MESSAGE
+            or last.total + size > MESSAGE_EMBED_TOTAL_LIMIT
+        ):
+            last = RenderedMessage()
+            messages.append(last)
+        last.embeds.append(embed)
+    return messages
+
+
+def render_reply(reply: Reply) -> list[RenderedMessage]:
+    """The reply as one or more messages of embeds, each accepted by Discord."""
+    return pack_messages(render_embeds(reply))
+
+
+def render_plain(reply: Reply) -> list[str]:
+    """The reply as plain message contents of at most 2000 characters (the fallback)."""
+    text = reply.plain_text()
+    if reply.suggestions:
+        text += "\n\nTry also: " + " · ".join(reply.suggestions)
+    return split_text(text, CONTENT_LIMIT) or ["\u200b"]
