@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import sys
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn, cast
 
 import typer
 
@@ -145,7 +145,8 @@ def explain(
     async def run() -> Any:
         explainer = Explainer()
         try:
-            return await explainer.facts(ref, source=source, platform=chosen)
+            kind = cast(Literal["auto", "registry", "docker"], source)
+            return await explainer.facts(ref, source=kind, platform=chosen)
         finally:
             await explainer.aclose()
 

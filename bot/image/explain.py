@@ -1,0 +1,262 @@
+"""``Explainer``: a named image -> ``ImageFacts`` -> ``Reply``.
+
+1. Resolve the reference with a source: ``docker`` (the local engine), ``registry``, or
+   ``auto`` (the engine when it has the image, else the registry; no engine is normal).
+2. Scan every filesystem layer once (bot.image.layers), at most two at a time, each layer's
+   scan cached by digest in SQLite (bot.image.cache): a layer shared with an image analysed
+   before, by this process or another one using the same cache dir, is not downloaded again.
+3. Stack the scans into facts (bot.image.analysis), add advice and text (bot.image.render).
+
+Concurrent requests share work in-process: one resolve per (source, reference, platform),
+one analysis per resolved image digest, one scan per layer digest; the others await it.
+The whole explanation is bounded by ``Settings.explain_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import platform as host_platform
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+
+from bot.config import Settings, get_settings
+from bot.errors import ImageNotFound, InvalidInput, TimedOut, Unreachable
+from bot.image.analysis import image_facts
+from bot.image.cache import LayerFactsCache, SqliteLayerCache, SqliteManifestCache
+from bot.image.facts import ImageFacts
+from bot.image.layers import LayerScan, scan_layer
+from bot.image.render import finish, render
+from bot.image.source import ImageSource, LayerBlob, Platform, ResolvedImage
+from bot.reply import Reply
+
+if TYPE_CHECKING:
+    from bot.image.registry import ManifestCache
+
+log = logging.getLogger(__name__)
+
+SourceChoice = Literal["auto", "registry", "docker"]
+MAX_PARALLEL_LAYERS = 2
+_MACHINES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+T = TypeVar("T")
+
+
+def default_platform() -> Platform:
+    """linux on this machine's architecture (amd64 when unknown)."""
+    return Platform("linux", _MACHINES.get(host_platform.machine().lower(), "amd64"))
+
+
+class _Flights:
+    """In-process single-flight: one task per key, awaited shielded so one caller giving up
+    does not cancel the others; when the last caller gives up, the task is cancelled (a
+    stuck download does not outlive every request that wanted it)."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, tuple[asyncio.Task[Any], list[int]]] = {}
+
+    async def run(self, key: str, make: Callable[[], Awaitable[T]]) -> T:
+        entry = self._tasks.get(key)
+        if entry is None:
+
+            async def runner() -> T:
+                return await make()
+
+            task = asyncio.create_task(runner(), name=f"dockwise {key[:80]}")
+            entry = (task, [0])
+            self._tasks[key] = entry
+            task.add_done_callback(lambda done: self._forget(key, done))
+        task, waiters = entry
+        waiters[0] += 1
+        try:
+            result: T = await asyncio.shield(task)
+            return result
+        finally:
+            waiters[0] -= 1
+            if waiters[0] == 0 and not task.done():
+                task.cancel()
+
+    def _forget(self, key: str, task: asyncio.Task[Any]) -> None:
+        entry = self._tasks.get(key)
+        if entry is not None and entry[0] is task:
+            del self._tasks[key]
+        if not task.cancelled():
+            task.exception()  # mark retrieved even when every waiter went away
+
+
+class Explainer:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        sources: Mapping[str, ImageSource] | None = None,
+        *,
+        layer_cache: LayerFactsCache | None = None,
+        manifest_cache: ManifestCache | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else get_settings()
+        self._sources: dict[str, ImageSource] = dict(sources or {})
+        self._owned: list[ImageSource] = []
+        self._shared_caches: Any = None
+        cache_dir = self.settings.cache_dir
+        local_layers = layer_cache if layer_cache is not None else SqliteLayerCache(cache_dir)
+        local_manifests = (
+            manifest_cache if manifest_cache is not None else SqliteManifestCache(cache_dir)
+        )
+        self.layer_cache: LayerFactsCache = local_layers
+        self.manifest_cache: ManifestCache = local_manifests
+        if self.settings.redis_url is not None and layer_cache is None:
+            from bot.image.redis_cache import make_caches
+
+            caches = make_caches(
+                self.settings, local_layers=local_layers, local_manifests=local_manifests
+            )
+            self.layer_cache, self.manifest_cache = caches.layers, caches.manifests
+            self._shared_caches = caches
+        self._resolves = _Flights()
+        self._images = _Flights()
+        self._layers = _Flights()
+        self._slots: asyncio.Semaphore | None = None
+
+    # ----------------------------------------------------------------- sources
+
+    def source(self, name: Literal["registry", "docker"]) -> ImageSource:
+        found = self._sources.get(name)
+        if found is None:
+            found = self._make_source(name)
+            self._sources[name] = found
+            self._owned.append(found)
+        return found
+
+    def _make_source(self, name: Literal["registry", "docker"]) -> ImageSource:
+        settings = self.settings
+        if name == "docker":
+            from bot.image.docker_source import DockerSource
+
+            return cast("ImageSource", DockerSource(settings))
+        from bot.image.registry import RegistrySource
+        from bot.netguard import check_url, guarded_connector
+
+        def guard(url: str) -> None:
+            check_url(url, settings)
+
+        return RegistrySource.from_settings(
+            settings,
+            cache=self.manifest_cache,
+            url_guard=guard,
+            connector_factory=lambda: guarded_connector(settings),
+        )
+
+    async def _resolve(
+        self, reference: str, source: SourceChoice, platform: Platform
+    ) -> ResolvedImage:
+        if source == "auto":
+            try:
+                return await self.source("docker").resolve(reference, platform)
+            except (ImageNotFound, Unreachable) as exc:
+                log.debug("engine does not have %s (%s); trying the registry", reference, exc)
+            source = "registry"
+        if source == "registry":
+            from bot.image.reference import parse_reference
+            from bot.netguard import check_registry_allowed
+
+            check_registry_allowed(parse_reference(reference).domain, self.settings)
+        return await self.source(source).resolve(reference, platform)
+
+    # ----------------------------------------------------------------- layers
+
+    async def scan(self, blob: LayerBlob) -> LayerScan:
+        """The scan of one layer: from the cache, or streamed once (shared by callers)."""
+        cached = await self._cached(blob)
+        if cached is not None:
+            return cached
+        return await self._layers.run(blob.digest, lambda: self._scan_fresh(blob))
+
+    async def _cached(self, blob: LayerBlob) -> LayerScan | None:
+        for key in dict.fromkeys(k for k in (blob.digest, blob.diff_id) if k):
+            doc = await self.layer_cache.get(key)
+            scan = LayerScan.from_dict(doc) if doc is not None else None
+            if scan is not None:
+                return scan
+        return None
+
+    async def _scan_fresh(self, blob: LayerBlob) -> LayerScan:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(MAX_PARALLEL_LAYERS)
+        async with self._slots:
+            cached = await self._cached(blob)  # another process may have just stored it
+            if cached is not None:
+                return cached
+            scan = await scan_layer(blob, self.settings.cache_dir / "tmp")
+        doc = scan.to_dict()
+        for key in dict.fromkeys(k for k in (blob.digest, blob.diff_id) if k):
+            await self.layer_cache.put(key, doc)
+        return scan
+
+    async def _analyse(self, resolved: ResolvedImage) -> ImageFacts:
+        scans = await asyncio.gather(*(self.scan(blob) for blob in resolved.layers))
+        return finish(image_facts(resolved, list(scans)))
+
+    # ----------------------------------------------------------------- public API
+
+    async def facts(
+        self,
+        reference: str,
+        *,
+        source: SourceChoice = "auto",
+        platform: Platform | None = None,
+    ) -> ImageFacts:
+        if source not in ("auto", "registry", "docker"):
+            raise InvalidInput(f"unknown image source {source!r}: use auto, registry or docker")
+        text = reference.strip()
+        if not text:
+            raise InvalidInput("Which image? e.g. `explain python:3.12-slim`")
+        from bot.image.reference import parse_reference
+
+        name = str(parse_reference(text))  # InvalidReference: one clear line
+        wanted = platform if platform is not None else default_platform()
+        try:
+            async with asyncio.timeout(self.settings.explain_timeout):
+                resolved = await self._resolves.run(
+                    f"{source}|{name}|{wanted}", lambda: self._resolve(name, source, wanted)
+                )
+                key = "|".join(
+                    [
+                        resolved.source,
+                        resolved.digest or resolved.reference,
+                        str(resolved.platform),
+                        resolved.reference,
+                    ]
+                )
+                shared = await self._images.run(key, lambda: self._analyse(resolved))
+        except TimeoutError:
+            raise TimedOut(
+                f"explaining {name} took longer than {self.settings.explain_timeout:g}s"
+            ) from None
+        log.info("explained %s (%s, %s)", name, resolved.source, resolved.digest)
+        result = copy.deepcopy(shared)  # callers may mutate theirs
+        return result
+
+    async def explain(
+        self,
+        reference: str,
+        *,
+        source: SourceChoice = "auto",
+        platform: Platform | None = None,
+    ) -> Reply:
+        return render(await self.facts(reference, source=source, platform=platform))
+
+    async def aclose(self) -> None:
+        for owned in self._owned:
+            closer = getattr(owned, "aclose", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer()
+        self._owned.clear()
+        if self._shared_caches is not None:
+            with contextlib.suppress(Exception):
+                await self._shared_caches.aclose()
+
+
+__all__ = ["Explainer", "default_platform"]

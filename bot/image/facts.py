@@ -1,0 +1,125 @@
+"""The typed facts about one image, and their JSON shape (``dockwise explain --json``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True, slots=True)
+class OsInfo:
+    id: str | None
+    version_id: str | None
+    pretty_name: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "version_id": self.version_id, "pretty_name": self.pretty_name}
+
+
+@dataclass(frozen=True, slots=True)
+class PackageInfo:
+    manager: Literal["dpkg", "apk", "rpm"]
+    count: int | None  # None: the database exists but could not be read (too big, corrupt)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"manager": self.manager, "count": self.count}
+
+
+@dataclass(frozen=True, slots=True)
+class LayerFact:
+    """One history entry. ``empty`` entries (ENV, CMD, ...) have no filesystem layer, so no
+    digest; ``size`` is the layer's uncompressed tar size in bytes (0 for empty entries)."""
+
+    digest: str | None
+    size: int | None
+    created_by: str
+    empty: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest,
+            "size": self.size,
+            "created_by": self.created_by,
+            "empty": self.empty,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SizeInfo:
+    compressed: int | None  # sum of blob sizes; None when the source cannot tell (engine)
+    uncompressed: int | None  # sum of tar stream bytes of every layer
+
+    def to_json(self) -> dict[str, Any]:
+        return {"compressed": self.compressed, "uncompressed": self.uncompressed}
+
+
+@dataclass(frozen=True, slots=True)
+class Waste:
+    """One path that cost space more than once (dive's definition), for advice."""
+
+    path: str
+    size: int
+    layers: tuple[int, ...]  # indexes into the filesystem layers, bottom to top
+
+
+@dataclass(slots=True)
+class ImageFacts:
+    reference: str
+    source: Literal["registry", "docker"]
+    digest: str | None
+    platform: str
+    platforms: list[str]
+    created: str | None
+    os: OsInfo | None
+    scratch: bool
+    packages: PackageInfo | None
+    shell: bool
+    user: str
+    runs_as_root: bool
+    entrypoint: list[str] | None
+    cmd: list[str] | None
+    workdir: str
+    exposed_ports: list[str]
+    env: dict[str, str]  # secrets already replaced by <redacted>
+    labels: dict[str, str]
+    base_image: str | None
+    layers: list[LayerFact]
+    size: SizeInfo
+    wasted_bytes: int
+    advice: list[str] = field(default_factory=list)
+    text: str = ""
+    # Not part of the JSON: inputs for advice and rendering.
+    secret_env: list[str] = field(default_factory=list)  # names only, never values
+    shell_path: str | None = None
+    waste: list[Waste] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "source": self.source,
+            "digest": self.digest,
+            "platform": self.platform,
+            "platforms": list(self.platforms),
+            "created": self.created,
+            "os": self.os.to_json() if self.os else None,
+            "scratch": self.scratch,
+            "packages": self.packages.to_json() if self.packages else None,
+            "shell": self.shell,
+            "user": self.user,
+            "runs_as_root": self.runs_as_root,
+            "entrypoint": list(self.entrypoint) if self.entrypoint is not None else None,
+            "cmd": list(self.cmd) if self.cmd is not None else None,
+            "workdir": self.workdir,
+            "exposed_ports": list(self.exposed_ports),
+            "env": dict(self.env),
+            "labels": dict(self.labels),
+            "base_image": self.base_image,
+            "layers": [layer.to_json() for layer in self.layers],
+            "size": self.size.to_json(),
+            "wasted_bytes": self.wasted_bytes,
+            "advice": list(self.advice),
+            "text": self.text,
+        }
+
+
+__all__ = ["ImageFacts", "LayerFact", "OsInfo", "PackageInfo", "SizeInfo", "Waste"]

@@ -1,0 +1,412 @@
+"""Read one layer in a single streaming pass: its file index and its few telling files.
+
+``scan_layer(blob, tmp_dir)`` pulls the blob's compressed chunks from the source's async
+iterator, decompresses them incrementally (gzip via ``isal``, zstd via ``zstandard``, or
+none) and walks the tar stream with ``tarfile`` in ``r|`` mode, all in a worker thread so
+the event loop stays free. The thread pulls the next chunk from the loop while it works on
+the current one (one chunk of read-ahead), so the network and the CPU overlap.
+
+Nothing is ever extracted to a path taken from the archive. The result, ``LayerScan``, is:
+
+- the index (normalised path -> kind, size, link target), whiteouts and opaque dirs, which
+  the overlay merge and the wasted-space calculation need;
+- the parsed content of the interesting files (os-release, dpkg/apk/rpm databases), each read
+  into memory under a per-file cap (rpm's sqlite db goes to a random temp file under the
+  cache dir, is counted with sqlite3 and deleted);
+- the number of bytes in the uncompressed tar stream. The stream is always read to its end:
+  the wasted-space index needs every header anyway, and the registry source verifies the
+  blob digest only once the whole blob has been read.
+
+A ``LayerScan`` depends only on the layer bytes, so it is cached by layer digest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import io
+import os
+import tarfile
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from isal import isal_zlib
+
+from bot.errors import ContentError
+from bot.image import parsers
+from bot.image.source import Compression, LayerBlob
+
+SCAN_VERSION = 1  # bump when LayerScan's meaning changes: old cache rows are ignored
+OUT_CHUNK = 256 * 1024
+_GZIP_ERROR: type[Exception] = getattr(isal_zlib, "error")  # noqa: B009
+RPM_COPY_CHUNK = 1024 * 1024
+
+Kind = Literal["f", "d", "l", "h", "o"]  # file, dir, symlink, hard link, other
+CapturedKind = Literal[
+    "os_release", "alpine_release", "debian_version", "dpkg", "dpkg_d", "apk", "rpm"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    kind: Kind
+    size: int = 0
+    link: str | None = None  # symlink target as written (may be absolute); hard link: path
+
+
+@dataclass(frozen=True, slots=True)
+class Captured:
+    """What an interesting file said. ``kind`` names the parser; ``value`` its result
+    (os-release fields, a first line, a package count); None when unreadable or too big."""
+
+    kind: CapturedKind
+    value: dict[str, str] | str | int | None
+
+
+@dataclass(slots=True)
+class LayerScan:
+    digest: str
+    entries: dict[str, Entry] = field(default_factory=dict)
+    whiteouts: list[str] = field(default_factory=list)  # paths this layer deletes
+    opaque: list[str] = field(default_factory=list)  # dirs whose lower contents it hides
+    files: dict[str, Captured] = field(default_factory=dict)
+    uncompressed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (what the layer-facts caches store)."""
+        return {
+            "v": SCAN_VERSION,
+            "digest": self.digest,
+            "entries": {p: [e.kind, e.size, e.link] for p, e in self.entries.items()},
+            "whiteouts": self.whiteouts,
+            "opaque": self.opaque,
+            "files": {p: [c.kind, c.value] for p, c in self.files.items()},
+            "uncompressed": self.uncompressed,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> LayerScan | None:
+        """None for entries written by another version (or damaged): they are re-scanned."""
+        try:
+            if doc.get("v") != SCAN_VERSION:
+                return None
+            return cls(
+                digest=str(doc["digest"]),
+                entries={p: Entry(k, int(s), lk) for p, (k, s, lk) in doc["entries"].items()},
+                whiteouts=[str(p) for p in doc["whiteouts"]],
+                opaque=[str(p) for p in doc["opaque"]],
+                files={p: Captured(k, v) for p, (k, v) in doc["files"].items()},
+                uncompressed=int(doc["uncompressed"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+
+def normalise(name: str) -> str | None:
+    """A tar member name as a path relative to the image root; None for the root itself
+    and for names that try to climb out of it (``..``)."""
+    parts = []
+    for part in name.replace("\\", "/").split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            return None
+        parts.append(part)
+    return "/".join(parts) or None
+
+
+def interest(path: str) -> tuple[CapturedKind, int] | None:
+    """Which parser an interesting path goes to, and its size cap in bytes."""
+    if path in parsers.OS_RELEASE_PATHS:
+        return "os_release", parsers.OS_RELEASE_CAP
+    if path == parsers.ALPINE_RELEASE:
+        return "alpine_release", parsers.OS_RELEASE_CAP
+    if path == parsers.DEBIAN_VERSION:
+        return "debian_version", parsers.OS_RELEASE_CAP
+    if path == parsers.DPKG_STATUS:
+        return "dpkg", parsers.DPKG_CAP
+    parent, _, base = path.rpartition("/")
+    if parent == parsers.DPKG_STATUS_D and not base.endswith(".md5sums"):
+        return "dpkg_d", parsers.DPKG_CAP
+    if path == parsers.APK_INSTALLED:
+        return "apk", parsers.APK_CAP
+    if path in parsers.RPM_SQLITE_PATHS:
+        return "rpm", parsers.RPM_CAP
+    return None
+
+
+# --------------------------------------------------------------------------- byte plumbing
+
+
+class _Pull:
+    """Runs in the worker thread: fetches chunks from the async iterator on the loop,
+    one chunk ahead of the consumer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stream: AsyncIterator[bytes]) -> None:
+        self._loop = loop
+        self._stream = stream
+        self._next: concurrent.futures.Future[bytes | None] | None = None
+        self.stop = threading.Event()
+        self.compressed = 0
+
+    async def _one(self) -> bytes | None:
+        try:
+            return await anext(self._stream)
+        except StopAsyncIteration:
+            return None
+
+    def _schedule(self) -> None:
+        self._next = asyncio.run_coroutine_threadsafe(self._one(), self._loop)
+
+    def __call__(self) -> bytes:
+        if self.stop.is_set():
+            raise ContentError("layer read was cancelled")
+        if self._next is None:
+            self._schedule()
+        assert self._next is not None
+        chunk = self._next.result()
+        if chunk is None:
+            self._next = None
+            return b""
+        self._schedule()
+        self.compressed += len(chunk)
+        return bytes(chunk)
+
+    async def aclose(self) -> None:
+        self.stop.set()
+        pending = self._next
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wrap_future(pending)
+        closer = getattr(self._stream, "aclose", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer()
+
+
+class _Raw(io.RawIOBase):
+    """Compressed bytes as a file: ``read(n)`` returns at most n bytes, b"" at the end."""
+
+    def __init__(self, pull: Callable[[], bytes]) -> None:
+        self._pull = pull
+        self._buf = b""
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        while not self._buf and not self._eof:
+            self._buf = self._pull()
+            self._eof = not self._buf
+        if size is None or size < 0:
+            size = len(self._buf)
+        out, self._buf = self._buf[:size], self._buf[size:]
+        return out
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+class _Gunzip(io.RawIOBase):
+    """Incremental gzip (multi-member) with bounded output per read, using isal."""
+
+    def __init__(self, raw: _Raw) -> None:
+        self._raw = raw
+        self._obj = isal_zlib.decompressobj(wbits=31)
+        self._tail = b""
+        self._done = False
+        self._started = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = OUT_CHUNK if size is None or size < 0 else max(size, 1)
+        while not self._done:
+            data = self._tail or self._raw.read(OUT_CHUNK)
+            self._tail = b""
+            if not data:
+                if self._started and not self._obj.eof:
+                    raise ContentError("layer gzip stream is truncated")
+                self._done = True
+                break
+            self._started = True
+            try:
+                out: bytes = self._obj.decompress(data, want)
+            except _GZIP_ERROR as exc:
+                raise ContentError(f"layer is not valid gzip ({exc})") from None
+            self._tail = self._obj.unconsumed_tail
+            if self._obj.eof:
+                rest = self._obj.unused_data
+                self._obj = isal_zlib.decompressobj(wbits=31)
+                self._started = False
+                # Another member follows, or trailing padding we ignore.
+                self._tail = rest if rest.startswith(b"\x1f\x8b") else b""
+            if out:
+                return out
+        return b""
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+class _Counted:
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._inner.read(size)
+        self.count += len(data)
+        return data
+
+
+def _decoder(raw: _Raw, compression: Compression) -> Any:
+    if compression == "gzip":
+        return _Gunzip(raw)
+    if compression == "zstd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(
+            raw,  # type: ignore[arg-type]
+            read_size=OUT_CHUNK,
+            read_across_frames=True,
+            closefd=False,
+        )
+    return raw
+
+
+# --------------------------------------------------------------------------- the tar walk
+
+
+def _read_capped(tf: tarfile.TarFile, member: tarfile.TarInfo, cap: int) -> bytes | None:
+    if member.size > cap:
+        return None
+    handle = tf.extractfile(member)
+    if handle is None:
+        return None
+    return handle.read(cap + 1)[: cap + 1]
+
+
+def _count_rpm(tf: tarfile.TarFile, member: tarfile.TarInfo, tmp_dir: Path) -> int | None:
+    if member.size > parsers.RPM_CAP:
+        return None
+    handle = tf.extractfile(member)
+    if handle is None:
+        return None
+    try:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="rpmdb-", suffix=".sqlite", dir=tmp_dir)
+    except OSError:
+        return None  # no usable cache dir: the count stays unknown
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := handle.read(RPM_COPY_CHUNK):
+                out.write(chunk)
+        return parsers.count_rpm_sqlite(Path(name))
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+
+
+def _capture(
+    kind: CapturedKind, tf: tarfile.TarFile, member: tarfile.TarInfo, cap: int, tmp_dir: Path
+) -> Captured:
+    if kind == "rpm":
+        return Captured("rpm", _count_rpm(tf, member, tmp_dir))
+    data = _read_capped(tf, member, cap)
+    if data is None or len(data) > cap:
+        return Captured(kind, None)
+    value: dict[str, str] | str | int | None
+    if kind == "os_release":
+        value = parsers.parse_os_release(data)
+    elif kind in ("alpine_release", "debian_version"):
+        value = parsers.first_line(data)
+    elif kind == "dpkg":
+        value = parsers.count_dpkg_status(data)
+    elif kind == "dpkg_d":
+        value = parsers.count_dpkg_status_d(data)
+    else:
+        value = parsers.count_apk_installed(data)
+    return Captured(kind, value)
+
+
+def walk_tar(fileobj: Any, digest: str, tmp_dir: Path) -> LayerScan:
+    """Index one uncompressed tar stream (blocking; run it in a thread)."""
+    scan = LayerScan(digest=digest)
+    with tarfile.open(fileobj=fileobj, mode="r|") as tf:
+        for member in tf:
+            path = normalise(member.name)
+            if path is None:
+                continue
+            parent, _, base = path.rpartition("/")
+            if base.startswith(".wh."):
+                if base == ".wh..wh..opq":
+                    scan.opaque.append(parent)
+                elif len(base) > 4:
+                    scan.whiteouts.append(f"{parent}/{base[4:]}" if parent else base[4:])
+                continue
+            if member.isdir():
+                scan.entries[path] = Entry("d")
+            elif member.issym():
+                scan.entries[path] = Entry("l", 0, member.linkname)
+            elif member.islnk():
+                target = normalise(member.linkname)
+                if target is None:
+                    continue
+                # Same inode as ``target``: no extra bytes (dive counts it as 0 too).
+                scan.entries[path] = Entry("h", 0, target)
+                if target in scan.files and interest(path) is not None:
+                    scan.files[path] = scan.files[target]
+            elif member.isreg():
+                scan.entries[path] = Entry("f", member.size)
+                wanted = interest(path)
+                if wanted is not None:
+                    scan.files[path] = _capture(wanted[0], tf, member, wanted[1], tmp_dir)
+            else:
+                scan.entries[path] = Entry("o")
+    # Read to the end: trailing padding counts as stream bytes, and sources verify digests
+    # only once the whole blob has been read.
+    while fileobj.read(OUT_CHUNK):
+        pass
+    return scan
+
+
+def _scan_blocking(pull: _Pull, compression: Compression, digest: str, tmp_dir: Path) -> LayerScan:
+    counted = _Counted(_decoder(_Raw(pull), compression))
+    try:
+        scan = walk_tar(counted, digest, tmp_dir)
+    except tarfile.TarError as exc:
+        raise ContentError(f"layer {digest[:19]} is not a readable tar archive ({exc})") from None
+    except EOFError as exc:
+        raise ContentError(f"layer {digest[:19]} is truncated or corrupt ({exc})") from None
+    except Exception as exc:
+        if type(exc).__module__.startswith("zstandard"):
+            raise ContentError(f"layer {digest[:19]} is not valid zstd ({exc})") from None
+        raise
+    scan.uncompressed = counted.count
+    return scan
+
+
+async def scan_layer(blob: LayerBlob, tmp_dir: Path) -> LayerScan:
+    """Stream ``blob`` once and index it; raises the source's errors or ContentError."""
+    loop = asyncio.get_running_loop()
+    pull = _Pull(loop, blob.open())
+    try:
+        return await asyncio.to_thread(_scan_blocking, pull, blob.compression, blob.digest, tmp_dir)
+    finally:
+        await pull.aclose()
+
+
+__all__ = ["Captured", "Entry", "LayerScan", "normalise", "scan_layer", "walk_tar"]

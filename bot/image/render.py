@@ -1,0 +1,311 @@
+"""``ImageFacts`` -> advice, a plain-language explanation and a chat ``Reply``.
+
+The explanation ties the facts to the one idea learners miss: an image brings a *user
+space* (files, a C library, maybe a package manager and a shell), never a kernel; every
+container uses the host's kernel. FROM scratch images bring nothing but their own files.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bot.image.facts import ImageFacts
+from bot.reply import Fact, Reply, ReplyKind, Section, Source
+
+MIB = 1024 * 1024
+WASTE_ADVICE_BYTES = 1 * MIB  # below this, duplicated bytes are not worth a remark
+FULL_DISTRO_PACKAGES = 100  # more installed packages than a -slim Debian/Ubuntu carries
+LAYER_LINE_CHARS = 120
+GLIBC_DISTROS = frozenset({"debian", "ubuntu", "fedora", "rhel", "centos", "rocky", "almalinux"})
+_BUILD_TOOLS = re.compile(
+    r"\b(build-essential|build-base|gcc|g\+\+|clang|make|cmake|golang|rustc|cargo|"
+    r"openjdk-\d+-jdk|maven|gradle|python3?-dev|musl-dev|libc6?-dev)\b"
+)
+_MANAGER_TOOL = {"dpkg": "apt/dpkg", "apk": "apk", "rpm": "dnf/rpm"}
+
+DOCS = {
+    "layers": Source(
+        "Understanding the image layers (Docker docs)",
+        "https://docs.docker.com/get-started/docker-concepts/building-images/understanding-image-layers/",
+    ),
+    "base": Source(
+        "Base images (Docker docs)", "https://docs.docker.com/build/building/base-images/"
+    ),
+    "multi-stage": Source(
+        "Multi-stage builds (Docker docs)", "https://docs.docker.com/build/building/multi-stage/"
+    ),
+    "best-practices": Source(
+        "Docker build best practices", "https://docs.docker.com/build/building/best-practices/"
+    ),
+    "secrets": Source(
+        "Build secrets (Docker docs)", "https://docs.docker.com/build/building/secrets/"
+    ),
+    "security": Source("Docker Engine security", "https://docs.docker.com/engine/security/"),
+    "debug": Source(
+        "docker debug (Docker docs)", "https://docs.docker.com/reference/cli/docker/debug/"
+    ),
+}
+
+
+def human(size: int | None) -> str:
+    if size is None:
+        return "unknown"
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"  # pragma: no cover - the loop always returns
+
+
+def short_name(reference: str) -> str:
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if reference.startswith(prefix):
+            return reference[len(prefix) :]
+    return reference
+
+
+def os_name(facts: ImageFacts) -> str | None:
+    if facts.os is None:
+        return None
+    pretty = facts.os.pretty_name
+    if pretty:
+        return re.sub(r"\s*\([^)]*\)\s*$", "", pretty).strip() or pretty
+    parts = [p for p in (facts.os.id, facts.os.version_id) if p]
+    return " ".join(parts) or None
+
+
+def _libc(facts: ImageFacts) -> str | None:
+    if facts.os is None or facts.os.id is None:
+        return None
+    if facts.os.id == "alpine":
+        return "musl"
+    return "glibc" if facts.os.id in GLIBC_DISTROS else None
+
+
+def _distroless(facts: ImageFacts) -> bool:
+    pretty = (facts.os.pretty_name or "") if facts.os else ""
+    return "distroless" in pretty.lower() or (facts.os is not None and not facts.shell)
+
+
+def _layer_instructions(facts: ImageFacts, indexes: tuple[int, ...]) -> list[str]:
+    filesystem = [layer for layer in facts.layers if not layer.empty]
+    out = []
+    for index in indexes:
+        if 0 <= index < len(filesystem):
+            text = filesystem[index].created_by or f"layer {index + 1}"
+            out.append(text if len(text) <= 60 else text[:57] + "...")
+    return out
+
+
+def _build_tools(facts: ImageFacts) -> list[str]:
+    found: dict[str, None] = {}
+    for layer in facts.layers:
+        if layer.created_by.startswith("RUN"):
+            for match in _BUILD_TOOLS.finditer(layer.created_by):
+                found.setdefault(match.group(1), None)
+    return list(found)
+
+
+# --------------------------------------------------------------------------- advice
+
+
+def advise(facts: ImageFacts) -> list[str]:
+    advice: list[str] = []
+    for name in facts.secret_env:
+        advice.append(
+            f"ENV {name} looks like a secret and is baked into the image config: anyone who "
+            "can pull the image can read it (docker inspect). Pass it at run time or use "
+            "build secrets instead, and rotate it."
+        )
+    if facts.runs_as_root:
+        advice.append(
+            "It runs as root. Add a user and switch to it (`RUN useradd ...` then `USER app`) "
+            "so a compromised process has less power over the host kernel it shares."
+        )
+    count = facts.packages.count if facts.packages else None
+    os_id = facts.os.id if facts.os else None
+    if (
+        os_id in ("debian", "ubuntu")
+        and count is not None
+        and count > FULL_DISTRO_PACKAGES
+        and "slim" not in facts.reference
+    ):
+        advice.append(
+            f"{count} packages from a full {os_name(facts)} user space: a -slim variant, a "
+            "distroless base or a multi-stage build ships far fewer files (smaller, fewer CVEs)."
+        )
+    tools = _build_tools(facts)
+    if tools:
+        advice.append(
+            f"Build tools are installed in the final image ({', '.join(tools[:4])}): build in "
+            "one stage and copy only the result into a slim runtime stage (multi-stage build)."
+        )
+    if facts.wasted_bytes >= WASTE_ADVICE_BYTES:
+        where: list[str] = []
+        for waste in facts.waste[:2]:
+            steps = "; ".join(_layer_instructions(facts, waste.layers))
+            where.append(f"/{waste.path} ({human(waste.size)}: {steps})")
+        advice.append(
+            f"{human(facts.wasted_bytes)} is wasted: files written in one layer and deleted or "
+            f"rewritten in a later one still ship in the earlier layer. Biggest: "
+            f"{', '.join(where)}. Create and clean up in the same RUN step."
+        )
+    if not facts.shell:
+        advice.append(
+            "There is no shell, so `docker exec -it <container> sh` will not work: use "
+            "`docker debug <container>` or a :debug variant of the base image to poke around."
+        )
+    if os_id == "alpine":
+        advice.append(
+            "Alpine uses musl, not glibc: prebuilt binaries and Python wheels made for glibc "
+            "may not run; build on Alpine or pick a Debian-based slim image."
+        )
+    return advice
+
+
+# --------------------------------------------------------------------------- the explanation
+
+
+def describe(facts: ImageFacts) -> str:
+    sentences: list[str] = []
+    name = os_name(facts)
+    if facts.scratch or name is None:
+        sentences.append(
+            "This image has no OS user space at all: just your files. It runs directly on "
+            "the host kernel, so its program must bring everything it needs (typically one "
+            "statically linked binary)."
+        )
+    else:
+        parts = ["files"]
+        libc = _libc(facts)
+        parts.append(f"the {libc} C library" if libc else "a C library")
+        if facts.packages is not None:
+            tool = _MANAGER_TOOL[facts.packages.manager]
+            if _distroless(facts) and facts.packages.manager == "dpkg" and not facts.shell:
+                parts.append("a dpkg package list but no apt")
+            else:
+                parts.append(tool)
+        parts.append("a shell" if facts.shell else "no shell")
+        sentences.append(
+            f"This image carries {name}'s user space ({', '.join(parts)}). It has no kernel "
+            "of its own: containers from it use the host's kernel."
+        )
+    if facts.packages is not None and facts.packages.count is not None:
+        sentences.append(f"{facts.packages.count} packages are installed.")
+    who = "root" if facts.runs_as_root else f"user {facts.user}"
+    sentences.append(f"It runs as {who}.")
+    filesystem = sum(1 for layer in facts.layers if not layer.empty)
+    sentences.append(
+        f"It is {filesystem} layer{'s' if filesystem != 1 else ''}, "
+        f"{human(facts.size.uncompressed)} unpacked"
+        + (f" ({human(facts.size.compressed)} to download)." if facts.size.compressed else ".")
+    )
+    return " ".join(sentences)
+
+
+def finish(facts: ImageFacts) -> ImageFacts:
+    """Fill ``advice`` and ``text`` from the other facts (idempotent)."""
+    facts.advice = advise(facts)
+    facts.text = describe(facts)
+    return facts
+
+
+def _layers_section(facts: ImageFacts) -> str:
+    lines = []
+    for layer in facts.layers:
+        text = layer.created_by or "(no history)"
+        text = " ".join(text.split())
+        if len(text) > LAYER_LINE_CHARS:
+            text = text[: LAYER_LINE_CHARS - 3] + "..."
+        size = "-" if layer.empty else human(layer.size)
+        lines.append(f"- `{size}` {text}")
+    return "\n".join(lines) or "(no layers)"
+
+
+def _related(facts: ImageFacts) -> tuple[list[str], list[Source]]:
+    related = ["kernel-sharing"]
+    sources = [DOCS["layers"]]
+    if facts.scratch:
+        related += ["from-scratch"]
+        sources.append(DOCS["base"])
+    else:
+        related += ["why-base-image", "inspect-image-os", "base-image-choice"]
+        sources.append(DOCS["base"])
+    if facts.os is not None and facts.os.id == "alpine":
+        related.append("musl-vs-glibc")
+    if facts.runs_as_root:
+        related.append("root-and-isolation")
+        sources.append(DOCS["security"])
+    if facts.wasted_bytes >= WASTE_ADVICE_BYTES or len(facts.layers) > 1:
+        related.append("layers-and-size")
+    if _build_tools(facts) or facts.wasted_bytes >= WASTE_ADVICE_BYTES:
+        related.append("multi-stage")
+        sources.append(DOCS["multi-stage"])
+    if facts.secret_env:
+        related.append("secrets-in-images")
+        sources.append(DOCS["secrets"])
+    if not facts.shell:
+        sources.append(DOCS["debug"])
+    return list(dict.fromkeys(related)), list(dict.fromkeys(sources))
+
+
+def render(facts: ImageFacts) -> Reply:
+    if not facts.text:
+        finish(facts)
+    name = short_name(facts.reference)
+    distro = os_name(facts)
+    title = f"{name}: {distro} user space" if distro else f"{name}: no OS user space (scratch)"
+    packages = "none"
+    if facts.packages is not None:
+        count = facts.packages.count
+        packages = (
+            f"{count if count is not None else 'unknown number of'} ({facts.packages.manager})"
+        )
+    fact_list = [
+        Fact("OS", distro or "none (scratch)"),
+        Fact("Packages", packages),
+        Fact("Shell", facts.shell_path or ("yes" if facts.shell else "none")),
+        Fact("User", "root" if facts.runs_as_root else facts.user),
+        Fact(
+            "Size",
+            f"{human(facts.size.uncompressed)} unpacked, {human(facts.size.compressed)} compressed",
+        ),
+        Fact(
+            "Layers",
+            f"{sum(1 for layer in facts.layers if not layer.empty)} "
+            f"({len(facts.layers)} history entries)",
+        ),
+        Fact("Wasted", human(facts.wasted_bytes)),
+        Fact("Platforms", ", ".join(facts.platforms)),
+        Fact("Base image", facts.base_image or "unknown"),
+    ]
+    sections = [Section("Layers", _layers_section(facts))]
+    if facts.advice:
+        sections.append(Section("Advice", "\n".join(f"- {line}" for line in facts.advice)))
+    related, sources = _related(facts)
+    return Reply(
+        kind=ReplyKind.IMAGE,
+        title=title,
+        body=facts.text,
+        facts=fact_list,
+        sections=sections,
+        sources=sources,
+        topic=None,
+        related=related,
+        data=facts.to_json(),
+    )
+
+
+render_reply = render  # the name bot/cli.py imports
+
+__all__ = [
+    "advise",
+    "describe",
+    "finish",
+    "human",
+    "os_name",
+    "render",
+    "render_reply",
+    "short_name",
+]

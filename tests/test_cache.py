@@ -1,0 +1,189 @@
+"""Layer-facts cache (SQLite), manifest cache TTLs, and in-process single-flight."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bot.config import Settings
+from bot.errors import TimedOut
+from bot.image.cache import DB_NAME, SqliteLayerCache, SqliteManifestCache
+from bot.image.explain import Explainer
+from bot.image.reference import parse_reference
+from tests.fixtures.image_layers import (
+    DiskImage,
+    DiskSource,
+    config,
+    file,
+    sized,
+    sym,
+    write_layer,
+)
+
+OS_RELEASE = 'ID=debian\nVERSION_ID="12"\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n'
+
+
+def ref(text: str) -> str:
+    return str(parse_reference(text))
+
+
+def two_images(tmp_path: Path) -> tuple[DiskSource, str, str, str]:
+    blobs = tmp_path / "blobs"
+    base = write_layer(
+        blobs,
+        [
+            file("usr/lib/os-release", OS_RELEASE),
+            sym("etc/os-release", "../usr/lib/os-release"),
+            file("bin/sh", b"\x7fELF"),
+            file("var/lib/dpkg/status", "Package: a\nStatus: install ok installed\n"),
+            sized("usr/share/big", 400_000),
+        ],
+    )
+    app_a = write_layer(blobs, [sized("srv/a", 1000)])
+    app_b = write_layer(blobs, [sized("srv/b", 2000), sized("usr/share/big", 10, seed=3)])
+    images = {
+        ref("x.test/a:1"): DiskImage([base, app_a], config([("base", False), ("a", False)])),
+        ref("x.test/b:1"): DiskImage(
+            [base, app_b], config([("base", False), ("b", False)]), digest="sha256:" + "b" * 64
+        ),
+    }
+    return DiskSource(images), base.digest, app_a.digest, app_b.digest
+
+
+def explainer(cache: Path, source: DiskSource) -> Explainer:
+    return Explainer(Settings(cache_dir=cache), sources={"registry": source})
+
+
+async def test_shared_base_layer_is_read_once_and_cache_survives_restart(tmp_path: Path) -> None:
+    source, base, a, b = two_images(tmp_path)
+    cache = tmp_path / "cache"
+    first = explainer(cache, source)
+    facts_a = await first.facts("x.test/a:1")
+    facts_b = await first.facts("x.test/b:1")
+    assert source.opens == {base: 1, a: 1, b: 1}
+    assert facts_b.wasted_bytes == 400_000 + 10  # big rewritten in b's layer (the recipe)
+
+    # Same facts as an analysis that had to read every layer itself.
+    cold_source, *_ = two_images(tmp_path / "again")
+    cold = await explainer(tmp_path / "cold", cold_source).facts("x.test/b:1")
+    assert cold.to_json() == facts_b.to_json()
+
+    # A new Explainer (a new process, in effect) with the same cache dir reads nothing.
+    restarted = explainer(cache, source)
+    again = await restarted.facts("x.test/a:1")
+    assert again.to_json() == facts_a.to_json()
+    assert source.opens == {base: 1, a: 1, b: 1}
+    await first.aclose()
+    await restarted.aclose()
+
+
+async def test_concurrent_requests_share_one_analysis(tmp_path: Path) -> None:
+    source, base, a, _ = two_images(tmp_path)
+    exp = explainer(tmp_path / "cache", source)
+    results = await asyncio.gather(*(exp.facts("x.test/a:1") for _ in range(20)))
+    assert source.opens == {base: 1, a: 1}
+    assert source.resolves == 1
+    assert all(r.to_json() == results[0].to_json() for r in results)
+    results[0].advice.append("mutated")  # each caller owns its copy
+    assert "mutated" not in results[1].advice
+
+
+async def test_damaged_cache_rows_are_rescanned(tmp_path: Path) -> None:
+    source, base, a, _ = two_images(tmp_path)
+    cache = tmp_path / "cache"
+    await explainer(cache, source).facts("x.test/a:1")
+    conn = sqlite3.connect(cache / DB_NAME)
+    conn.execute("UPDATE layer_facts SET data = ? WHERE digest = ?", (b"garbage", base))
+    conn.commit()
+    conn.close()
+    facts = await explainer(cache, source).facts("x.test/a:1")
+    assert source.opens == {base: 2, a: 1}
+    assert facts.os is not None and facts.os.id == "debian"
+
+
+async def test_layer_cache_round_trip_and_wal(tmp_path: Path) -> None:
+    layers = SqliteLayerCache(tmp_path)
+    assert await layers.get("sha256:none") is None
+    await layers.put("sha256:x", {"v": 1, "k": [1, 2]})
+    assert await SqliteLayerCache(tmp_path).get("sha256:x") == {"v": 1, "k": [1, 2]}
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+async def test_manifest_cache_ttl(tmp_path: Path) -> None:
+    manifests = SqliteManifestCache(tmp_path)
+    await manifests.set("manifest:docker.io/library/x@sha256:1", "application/json", b"{}", None)
+    await manifests.set("manifest:docker.io/library/x:latest", "application/json", b"{1}", 3600)
+    await manifests.set("manifest:docker.io/library/x:old", "application/json", b"{2}", 0)
+    other = SqliteManifestCache(tmp_path)
+    assert await other.get("manifest:docker.io/library/x@sha256:1") == ("application/json", b"{}")
+    assert await other.get("manifest:docker.io/library/x:latest") == ("application/json", b"{1}")
+    assert await other.get("manifest:docker.io/library/x:old") is None
+    assert await other.get("manifest:docker.io/library/missing:1") is None
+
+
+async def test_unwritable_cache_dir_degrades_to_no_cache(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache dir should be")
+    layers = SqliteLayerCache(blocker)
+    await layers.put("sha256:x", {"v": 1})
+    assert await layers.get("sha256:x") is None
+
+
+class StallingSource(DiskSource):
+    """Sends the first chunk of each layer, then stalls until told to stop."""
+
+    def __init__(self, images: dict[str, DiskImage]) -> None:
+        super().__init__(images)
+        self.closed = asyncio.Event()
+
+    def _opener(self, layer):
+        async def stream():
+            self.opens[layer.digest] += 1
+            try:
+                yield layer.path.read_bytes()[:512]
+                await asyncio.Event().wait()  # never set: a registry that stopped sending
+            finally:
+                self.closed.set()
+
+        return stream
+
+
+async def test_stalled_download_times_out_and_is_cleaned_up(tmp_path: Path) -> None:
+    source, *_ = two_images(tmp_path)
+    stalling = StallingSource(source.images)
+    settings = Settings(cache_dir=tmp_path / "cache", explain_timeout=0.5)
+    exp = Explainer(settings, sources={"registry": stalling})
+    with pytest.raises(TimedOut, match="took longer"):
+        await exp.facts("x.test/a:1")
+    await asyncio.wait_for(stalling.closed.wait(), timeout=10)
+    # Nothing half-done was cached: a later request starts afresh.
+    assert await SqliteLayerCache(tmp_path / "cache").get(next(iter(stalling.opens))) is None
+
+
+def _writer(args: tuple[str, int]) -> int:
+    directory, worker = args
+
+    async def write() -> None:
+        cache = SqliteLayerCache(Path(directory))
+        for i in range(25):
+            await cache.put(f"sha256:{worker}-{i}", {"worker": worker, "i": i})
+
+    asyncio.run(write())
+    return worker
+
+
+def test_several_processes_share_one_cache_file(tmp_path: Path) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=3) as pool:
+        done = list(pool.map(_writer, [(str(tmp_path), w) for w in range(3)]))
+    assert done == [0, 1, 2]
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    rows = conn.execute("SELECT count(*) FROM layer_facts").fetchone()[0]
+    conn.close()
+    assert rows == 75

@@ -1,0 +1,83 @@
+"""Explainer with its default sources against a real registry (Debian's docker-registry):
+the registry source, the SSRF guard (the loopback registry is trusted via
+DOCKWISE_INSECURE_REGISTRIES), the manifest cache and layer analysis, end to end."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bot.config import Settings
+from bot.errors import Forbidden, ImageNotFound
+from bot.image.explain import Explainer
+from bot.image.source import Platform
+from bot.reply import ReplyKind
+from tests.fixtures.image_layers import file, sized, sym, tar_bytes
+from tests.fixtures.registry import RegistryServer, push_image, push_index
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("docker-registry") is None, reason="docker-registry not installed"
+)
+
+OS_RELEASE = 'ID=alpine\nVERSION_ID=3.20.3\nPRETTY_NAME="Alpine Linux v3.20"\n'
+
+
+def layer(members: list) -> bytes:  # type: ignore[type-arg]
+    return gzip.compress(tar_bytes(members), mtime=0)
+
+
+async def test_multi_platform_image_from_a_real_registry(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    pusher = registry.pusher()
+    base = layer(
+        [
+            file("etc/os-release", OS_RELEASE),
+            file("lib/apk/db/installed", "P:musl\nV:1\n\nP:busybox\nV:1\n\n"),
+            file("bin/busybox", b"\x7fELF"),
+            sym("bin/sh", "/bin/busybox"),
+        ]
+    )
+    app = layer([sized("srv/app", 5000)])
+    images = [
+        push_image(pusher, "dw/multi", None, [base, app], platform=p)
+        for p in ("linux/amd64", "linux/arm64")
+    ]
+    index_digest = push_index(pusher, "dw/multi", "1", images)
+    settings = Settings(cache_dir=tmp_path / "cache", insecure_registries=[registry.host])
+    explainer = Explainer(settings)
+    try:
+        reference = f"{registry.host}/dw/multi:1"
+        reply = await explainer.explain(
+            reference, source="registry", platform=Platform("linux", "arm64")
+        )
+        assert reply.kind == ReplyKind.IMAGE and reply.data is not None
+        facts = reply.data
+        assert facts["source"] == "registry"
+        assert facts["digest"] == index_digest
+        assert sorted(facts["platforms"]) == ["linux/amd64", "linux/arm64"]
+        assert facts["platform"] == "linux/arm64"
+        assert [lf["digest"] for lf in facts["layers"]] == images[1].layer_digests
+        assert facts["os"]["id"] == "alpine"
+        assert facts["packages"] == {"manager": "apk", "count": 2}
+        assert facts["shell"] is True
+        assert facts["size"]["compressed"] == len(base) + len(app)
+        assert facts["size"]["uncompressed"] == sum(len(gzip.decompress(b)) for b in (base, app))
+        with pytest.raises(ImageNotFound):
+            await explainer.facts(f"{registry.host}/dw/never-pushed:1", source="registry")
+    finally:
+        await explainer.aclose()
+
+
+async def test_untrusted_loopback_registry_is_refused(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    explainer = Explainer(Settings(cache_dir=tmp_path / "cache"))
+    try:
+        with pytest.raises(Forbidden):
+            await explainer.facts(f"{registry.host}/dw/multi:1", source="registry")
+    finally:
+        await explainer.aclose()
