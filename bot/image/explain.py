@@ -33,6 +33,7 @@ from bot.image.source import ImageSource, LayerBlob, Platform, ResolvedImage
 from bot.reply import Reply
 
 if TYPE_CHECKING:
+    from bot.image.redis_cache import Caches
     from bot.image.registry import ManifestCache
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ class Explainer:
         self.settings = settings if settings is not None else get_settings()
         self._sources: dict[str, ImageSource] = dict(sources or {})
         self._owned: list[ImageSource] = []
-        self._shared_caches: Any = None
+        self._shared_caches: Caches | None = None
         cache_dir = self.settings.cache_dir
         local_layers = layer_cache if layer_cache is not None else SqliteLayerCache(cache_dir)
         local_manifests = (
@@ -184,15 +185,25 @@ class Explainer:
     async def _scan_fresh(self, blob: LayerBlob) -> LayerScan:
         if self._slots is None:
             self._slots = asyncio.Semaphore(MAX_PARALLEL_LAYERS)
-        async with self._slots:
+        # With Redis, replicas take a shared lock per layer, so one of them downloads it
+        # and the others read its result from the shared cache.
+        async with self._layer_lock(blob.digest):
             cached = await self._cached(blob)  # another process may have just stored it
             if cached is not None:
                 return cached
-            scan = await scan_layer(blob, self.settings.cache_dir / "tmp")
-        doc = scan.to_dict()
-        for key in dict.fromkeys(k for k in (blob.digest, blob.diff_id) if k):
-            await self.layer_cache.put(key, doc)
+            async with self._slots:
+                scan = await scan_layer(blob, self.settings.cache_dir / "tmp")
+            doc = scan.to_dict()
+            for key in dict.fromkeys(k for k in (blob.digest, blob.diff_id) if k):
+                await self.layer_cache.put(key, doc)
         return scan
+
+    def _layer_lock(self, digest: str) -> contextlib.AbstractAsyncContextManager[object]:
+        if self._shared_caches is None:
+            return contextlib.nullcontext()
+        from bot.image.redis_cache import layer_key
+
+        return self._shared_caches.flight.lock(layer_key(digest))
 
     async def _analyse(self, resolved: ResolvedImage) -> ImageFacts:
         scans = await asyncio.gather(*(self.scan(blob) for blob in resolved.layers))
