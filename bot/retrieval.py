@@ -1,15 +1,20 @@
-"""Rank knowledge articles for a question with BM25 (bm25s), stemming and synonyms.
+"""Route a question to a knowledge article: BM25 (bm25s) plus a linear text classifier.
 
-Each article is indexed as several passages (its title+summary+keywords, each example
-question, each body paragraph) and scores as its best passage plus a share of its
-second best, so a short question that matches one example question well wins, and a
-long question that matches the body well wins too.
+Two well-kept libraries, two views of the same knowledge base:
 
-Off-topic detection does not rely on a raw score alone (BM25 scores grow with query
-length): a question is on topic only if enough of its words are domain vocabulary (the
-articles' titles, questions and keywords plus the synonym table) and the best score
-clears a floor. Both numbers are tuned on tests/data/qa_eval.yaml and checked on the
-held-out set in bench/qa_eval.py.
+- **BM25** (bm25s, Snowball stemming, synonym expansion). Each article is indexed as
+  several passages (title+summary+keywords, each example question, each body paragraph)
+  and scores as its best passage plus a share of its second best.
+- **A linear classifier** (scikit-learn LinearSVC over word 1-2-grams and character
+  3-4-grams) trained on the same passages, article id as the label. Character n-grams
+  catch inflections, typos and pasted error text that exact terms miss.
+
+The article ranking mixes both (normalised BM25 and the classifier's softmax). Whether a
+question is on topic at all is decided on the BM25 side, which can say "no": the question
+must share enough domain vocabulary, clear a score floor, and match an article better
+than it matches the reject class (``bot.other_senses``: everyday and other-technical
+senses of our words). The constants are tuned on tests/data/qa_eval.yaml; the held-out
+set in bench/qa_eval.py checks they generalise.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from dataclasses import dataclass
 import bm25s
 import numpy as np
 import Stemmer
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.pipeline import FeatureUnion
+from sklearn.svm import LinearSVC
 
 from bot.synonyms import SYNONYMS
 
@@ -74,10 +82,13 @@ class Decision:
 
 
 class Retriever:
-    MIN_COVERAGE = 0.2
-    MIN_SCORE = 1.0
+    MIN_COVERAGE = 0.2  # share of the question's words that must be domain vocabulary
+    MIN_SCORE = 1.0  # BM25 floor for the best article
     SECOND_PASSAGE_SHARE = 0.3
-    REJECT_MARGIN = 1.0
+    REJECT_MARGIN = 1.0  # the best article must beat the best reject-class passage
+    CLASSIFIER_WEIGHT = 0.5  # share of the classifier in the mixed ranking
+    SOFTMAX_SCALE = 5.0  # turns SVM margins into a distribution comparable to BM25 shares
+    REJECT_LABEL = "~other"
 
     def __init__(self, passages: Sequence[Passage], domain_text: Iterable[str]) -> None:
         self._stemmer = Stemmer.Stemmer("english")
@@ -102,6 +113,34 @@ class Retriever:
             domain.update(self.tokens(key))
             domain.update(self.tokens(value))
         self._domain = frozenset(domain)
+        self._train_classifier()
+
+    def _train_classifier(self) -> None:
+        self._features = FeatureUnion(
+            [
+                (
+                    "words",
+                    TfidfVectorizer(preprocessor=expand, ngram_range=(1, 2), sublinear_tf=True),
+                ),
+                (
+                    "chars",
+                    TfidfVectorizer(
+                        preprocessor=expand,
+                        analyzer="char_wb",
+                        ngram_range=(3, 4),
+                        sublinear_tf=True,
+                    ),
+                ),
+            ]
+        )
+        labels = [self.REJECT_LABEL if p.reject else p.article_id for p in self._passages]
+        matrix = self._features.fit_transform([p.text for p in self._passages])
+        self._classifier = LinearSVC(C=1.0).fit(matrix, labels)
+        classes = list(self._classifier.classes_)
+        # Column of each article in the classifier's output (reject class has none).
+        self._class_column = np.array(
+            [classes.index(a) if a in classes else -1 for a in self._article_ids]
+        )
 
     def tokens(self, text: str) -> list[str]:
         words = [w for w in _TOKEN.findall(text.lower()) if w not in _STOP and len(w) > 1]
@@ -116,28 +155,44 @@ class Retriever:
         query = [t for t in self.tokens(expand(question)) if t in self._vocab]
         if not query:
             return Decision([], coverage, False)
-        scores = self._bm25.get_scores(query) * self._weights
-        per_article = self._aggregate(scores)
+        per_article = self._aggregate(self._bm25.get_scores(query) * self._weights)
         rejected = float(per_article[self._reject].max()) if self._reject.any() else 0.0
-        per_article[self._reject] = -1.0
-        order = np.argsort(-per_article)[:k]
-        hits = [Hit(self._article_ids[i], float(per_article[i])) for i in order]
+        per_article[self._reject] = 0.0
+        best_bm25 = float(per_article.max())
         on_topic = (
             coverage >= self.MIN_COVERAGE
-            and hits[0].score >= self.MIN_SCORE
-            and hits[0].score > rejected * self.REJECT_MARGIN
+            and best_bm25 >= self.MIN_SCORE
+            and best_bm25 > rejected * self.REJECT_MARGIN
         )
+        mixed = self._mix(question, per_article / best_bm25 if best_bm25 > 0 else per_article)
+        order = [i for i in np.argsort(-mixed) if not self._reject[i]][:k]
+        hits = [Hit(self._article_ids[i], float(mixed[i])) for i in order]
         return Decision(hits, coverage, on_topic)
 
+    def _mix(self, question: str, bm25_share: np.ndarray) -> np.ndarray:
+        margins = self._classifier.decision_function(self._features.transform([question]))[0]
+        z = margins * self.SOFTMAX_SCALE
+        probs = np.exp(z - z.max())
+        probs /= probs.sum()
+        per_article = np.where(self._class_column >= 0, probs[self._class_column], 0.0)
+        w = self.CLASSIFIER_WEIGHT
+        mixed: np.ndarray = w * per_article + (1 - w) * bm25_share
+        return mixed
+
     def _aggregate(self, scores: np.ndarray) -> np.ndarray:
+        """Per article: its best passage score plus a share of its second best."""
         n = len(self._article_ids)
+        order = np.argsort(-scores, kind="stable")
+        articles = self._passage_article[order]
         best = np.zeros(n, dtype=np.float32)
         second = np.zeros(n, dtype=np.float32)
-        for idx in np.argsort(-scores):
-            a = self._passage_article[idx]
-            s = scores[idx]
-            if best[a] == 0.0:
-                best[a] = s
-            elif second[a] == 0.0:
-                second[a] = s
+        # First and second occurrence of each article in descending score order.
+        _, first_pos = np.unique(articles, return_index=True)
+        best[articles[first_pos]] = scores[order[first_pos]]
+        mask = np.ones(len(order), dtype=bool)
+        mask[first_pos] = False
+        rest_articles = articles[mask]
+        rest_scores = scores[order[mask]]
+        _, second_pos = np.unique(rest_articles, return_index=True)
+        second[rest_articles[second_pos]] = rest_scores[second_pos]
         return best + self.SECOND_PASSAGE_SHARE * second
