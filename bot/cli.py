@@ -164,9 +164,12 @@ def explain(
 def serve() -> None:
     """Run every adapter whose credentials are set, with /healthz, /readyz and /metrics."""
     from bot.config import get_settings
+    from bot.observability import configure_logging, register_secrets_from
     from bot.serve import serve as run_serve
 
     settings = get_settings()
+    configure_logging(os.environ.get("DOCKWISE_LOG_LEVEL", "INFO"))
+    register_secrets_from(settings)
     try:
         asyncio.run(run_serve(settings))
     except DockwiseError as exc:
@@ -220,6 +223,10 @@ def discord_invite(
 
 def main() -> None:
     """Console entry point: user errors are one line; bugs too, unless DOCKWISE_DEBUG=1."""
+    from bot.observability import configure_logging
+
+    # Logs go to stderr; one-shot commands only show warnings, `serve` shows more.
+    configure_logging(os.environ.get("DOCKWISE_LOG_LEVEL", "WARNING"))
     try:
         app()
     except DockwiseError as exc:

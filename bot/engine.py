@@ -15,6 +15,14 @@ from bot.errors import DockwiseError, InvalidInput
 from bot.intent import ExplainIntent, parse_intent
 from bot.knowledge import KnowledgeBase
 from bot.limits import Admission, with_timeout
+from bot.observability import (
+    ERRORS,
+    bind_correlation_id,
+    count_question,
+    current_correlation_id,
+    get_logger,
+    track_explanation,
+)
 from bot.reply import Reply, ReplyKind
 
 if TYPE_CHECKING:
@@ -22,6 +30,7 @@ if TYPE_CHECKING:
     from bot.image.source import Platform
 
 MAX_INPUT_CHARS = 4000
+log = get_logger("dockwise.engine")
 
 
 def error_reply(message: str, *, title: str = "Sorry, I couldn't do that") -> Reply:
@@ -86,17 +95,29 @@ class Engine:
 
     async def handle(self, text: str, *, asker: Asker = LOCAL) -> Reply:
         """Anything a user typed: a question, or a request to explain an image."""
-        try:
-            cleaned = check_input(text)
-            intent = parse_intent(cleaned)
-            if isinstance(intent, ExplainIntent):
-                return await self.explain(intent.reference, asker=asker)
-            if asker.platform == LOCAL.platform:  # one person at a terminal: no limits
-                return self.knowledge.answer(cleaned)
-            async with self.admission.question(asker.platform, asker.user, asker.channel):
-                return self.knowledge.answer(cleaned)
-        except DockwiseError as exc:
-            return error_reply(str(exc))
+        with bind_correlation_id(current_correlation_id()):
+            try:
+                cleaned = check_input(text)
+                intent = parse_intent(cleaned)
+                if isinstance(intent, ExplainIntent):
+                    return await self.explain(intent.reference, asker=asker)
+                if asker.platform == LOCAL.platform:  # one person at a terminal: no limits
+                    reply = self.knowledge.answer(cleaned)
+                else:
+                    async with self.admission.question(asker.platform, asker.user, asker.channel):
+                        reply = self.knowledge.answer(cleaned)
+            except DockwiseError as exc:
+                ERRORS.labels(kind=exc.kind).inc()
+                log.info("question refused", platform=asker.platform, reason=exc.kind)
+                return error_reply(str(exc))
+            count_question(str(reply.kind))
+            log.info(
+                "question answered",
+                platform=asker.platform,
+                kind=str(reply.kind),
+                topic=reply.topic,
+            )
+            return reply
 
     async def explain(
         self,
@@ -107,22 +128,30 @@ class Engine:
         asker: Asker = LOCAL,
     ) -> Reply:
         title = f"Couldn't explain {reference.strip()[:100]}"
-        try:
-            ref = check_input(reference)
+        with bind_correlation_id(current_correlation_id()):
+            try:
+                ref = check_input(reference)
 
-            async def work() -> Reply:
-                return await with_timeout(
-                    self.explainer.explain(ref, source=source, platform=platform),
-                    self.explain_timeout,
-                    f"explaining {ref[:100]}",
-                )
+                async def work() -> Reply:
+                    with track_explanation(source):
+                        return await with_timeout(
+                            self.explainer.explain(ref, source=source, platform=platform),
+                            self.explain_timeout,
+                            f"explaining {ref[:100]}",
+                        )
 
-            if asker.platform == LOCAL.platform:
-                return await work()
-            async with self.admission.explanation(asker.platform, asker.user, asker.channel):
-                return await work()
-        except DockwiseError as exc:
-            return error_reply(str(exc), title=title)
+                if asker.platform == LOCAL.platform:
+                    reply = await work()
+                else:
+                    async with self.admission.explanation(
+                        asker.platform, asker.user, asker.channel
+                    ):
+                        reply = await work()
+            except DockwiseError as exc:
+                log.info("explanation failed", platform=asker.platform, reason=exc.kind)
+                return error_reply(str(exc), title=title)
+            log.info("image explained", platform=asker.platform, source=source)
+            return reply
 
     async def aclose(self) -> None:
         if self._explainer is not None:

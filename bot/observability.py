@@ -316,8 +316,11 @@ def configure_logging(
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)
+    numeric = level if isinstance(level, int) else logging.getLevelName(level.upper())
+    # Libraries that set their own logger to DEBUG (bm25s does) still stop at the handler.
+    handler.setLevel(numeric)
     root.addHandler(handler)
-    root.setLevel(level if isinstance(level, int) else level.upper())
+    root.setLevel(numeric)
 
     structlog.configure(
         processors=[

@@ -70,6 +70,22 @@ async def serve(settings: Settings, engine: Engine | None = None) -> None:
 
         checks["discord"] = discord_ready
 
+    if settings.redis_url is not None:
+        from bot.image.redis_cache import redis_ping
+
+        async def cache_ready() -> bool:
+            return await redis_ping(settings)
+
+        checks["cache"] = cache_ready
+
+    # Kubernetes runs us as PID 1: turn SIGTERM into a clean shutdown.
+    import signal
+
+    current = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if current is not None:
+        loop.add_signal_handler(signal.SIGTERM, current.cancel)
+
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
@@ -80,6 +96,12 @@ async def serve(settings: Settings, engine: Engine | None = None) -> None:
             await asyncio.gather(*background)
         else:
             await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        log.info("shutting down")
     finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        for task in background:
+            if isinstance(task, asyncio.Task):
+                task.cancel()
         await runner.cleanup()
         await engine.aclose()

@@ -45,6 +45,13 @@ SCAN_VERSION = 1  # bump when LayerScan's meaning changes: old cache rows are ig
 OUT_CHUNK = 256 * 1024
 _GZIP_ERROR: type[Exception] = getattr(isal_zlib, "error")  # noqa: B009
 RPM_COPY_CHUNK = 1024 * 1024
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+# Caps on what one layer may make us read (hostile images). Per explanation budgets are
+# ``ByteBudget`` objects shared by the scans of one image (see ``ScanLimits``).
+MAX_LAYER_UNCOMPRESSED = 8 * GIB  # bytes of tar stream one layer may unpack to
+MAX_TAR_HEADER = 1 * MIB  # a PAX extended header or GNU long name/link record
+MAX_READS_PAST_END = 16  # reads after the stream ended before it counts as truncated
 
 Kind = Literal["f", "d", "l", "h", "o"]  # file, dir, symlink, hard link, other
 CapturedKind = Literal[
@@ -147,7 +154,13 @@ class _Pull:
     """Runs in the worker thread: fetches chunks from the async iterator on the loop,
     one chunk ahead of the consumer."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, stream: AsyncIterator[bytes]) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        stream: AsyncIterator[bytes],
+        budget: ByteBudget | None = None,
+    ) -> None:
+        self._budget = budget
         self._loop = loop
         self._stream = stream
         self._next: concurrent.futures.Future[bytes | None] | None = None
@@ -175,6 +188,8 @@ class _Pull:
             return b""
         self._schedule()
         self.compressed += len(chunk)
+        if self._budget is not None:
+            self._budget.take(len(chunk))
         return bytes(chunk)
 
     async def aclose(self) -> None:
@@ -261,14 +276,72 @@ class _Gunzip(io.RawIOBase):
         return len(data)
 
 
+def _mib(n: int) -> str:
+    return f"{n / GIB:g} GiB" if n >= GIB and n % GIB == 0 else f"{n / MIB:g} MiB"
+
+
+class ByteBudget:
+    """An allowance of bytes shared by the layer scans of one explanation (thread-safe:
+    scans run in worker threads). ``what`` names the bytes, e.g. "unpacked"."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit = limit
+        self.what = what
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, count: int) -> None:
+        with self._lock:
+            self.used += count
+            over = self.used > self.limit
+        if over:
+            raise ContentError(
+                f"image is too large to explain: more than {_mib(self.limit)} {self.what} in total"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class ScanLimits:
+    """How much one layer scan may read. ``unpacked`` / ``compressed`` budgets are shared by
+    all layers of one explanation (None: no total limit)."""
+
+    max_layer_uncompressed: int = MAX_LAYER_UNCOMPRESSED
+    max_header: int = MAX_TAR_HEADER
+    unpacked: ByteBudget | None = None
+    compressed: ByteBudget | None = None
+
+
 class _Counted:
-    def __init__(self, inner: Any) -> None:
+    """The uncompressed tar stream: counts bytes, enforces the per-layer and per-image caps
+    (a gzip bomb stops as soon as it passes them) and notices a tar reader that keeps asking
+    for bytes after the end (a member claiming more data than the stream holds)."""
+
+    def __init__(self, inner: Any, digest: str = "", limits: ScanLimits | None = None) -> None:
         self._inner = inner
+        self._digest = digest
+        self._limits = limits if limits is not None else ScanLimits()
         self.count = 0
+        self.past_end = 0
 
     def read(self, size: int = -1) -> bytes:
+        if self.past_end > MAX_READS_PAST_END:
+            raise ContentError(
+                f"layer {self._digest[:19]} is truncated: a tar member claims more bytes "
+                "than the layer holds"
+            )
         data: bytes = self._inner.read(size)
+        if not data and size != 0:
+            self.past_end += 1
+            return data
         self.count += len(data)
+        limit = self._limits.max_layer_uncompressed
+        if self.count > limit:
+            raise ContentError(
+                f"layer {self._digest[:19]} unpacks to more than {_mib(limit)} "
+                "(the per-layer limit)"
+            )
+        if self._limits.unpacked is not None:
+            self._limits.unpacked.take(len(data))
         return data
 
 
@@ -342,11 +415,52 @@ def _capture(
     return Captured(kind, value)
 
 
-def walk_tar(fileobj: Any, digest: str, tmp_dir: Path) -> LayerScan:
+_META_TYPES = frozenset(
+    {
+        tarfile.XHDTYPE,
+        tarfile.XGLTYPE,
+        tarfile.SOLARIS_XHDTYPE,
+        tarfile.GNUTYPE_LONGNAME,
+        tarfile.GNUTYPE_LONGLINK,
+    }
+)
+
+
+def _header_class(max_header: int) -> type[tarfile.TarInfo]:
+    """A TarInfo that refuses oversized PAX / GNU long-name records before tarfile reads
+    them into memory."""
+
+    class _Capped(tarfile.TarInfo):
+        def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+            if self.type in _META_TYPES and self.size > max_header:
+                raise ContentError(
+                    f"layer has a tar header record of {self.size} bytes "
+                    f"(over the {_mib(max_header)} limit)"
+                )
+            result: tarfile.TarInfo = super()._proc_member(archive)  # type: ignore[misc]
+            return result
+
+    return _Capped
+
+
+def walk_tar(
+    fileobj: Any, digest: str, tmp_dir: Path, *, limits: ScanLimits | None = None
+) -> LayerScan:
     """Index one uncompressed tar stream (blocking; run it in a thread)."""
+    limits = limits if limits is not None else ScanLimits()
     scan = LayerScan(digest=digest)
-    with tarfile.open(fileobj=fileobj, mode="r|") as tf:
+    with tarfile.open(
+        fileobj=fileobj,
+        mode="r|",
+        bufsize=OUT_CHUNK,
+        tarinfo=_header_class(limits.max_header),
+    ) as tf:
         for member in tf:
+            if member.size > limits.max_layer_uncompressed:
+                raise ContentError(
+                    f"layer {digest[:19]} has a tar member claiming {member.size} bytes "
+                    f"(over the {_mib(limits.max_layer_uncompressed)} per-layer limit)"
+                )
             path = normalise(member.name)
             if path is None:
                 continue
@@ -383,11 +497,15 @@ def walk_tar(fileobj: Any, digest: str, tmp_dir: Path) -> LayerScan:
     return scan
 
 
-def _scan_blocking(pull: _Pull, compression: Compression, digest: str, tmp_dir: Path) -> LayerScan:
-    counted = _Counted(_decoder(_Raw(pull), compression))
+def _scan_blocking(
+    pull: _Pull, compression: Compression, digest: str, tmp_dir: Path, limits: ScanLimits
+) -> LayerScan:
+    counted = _Counted(_decoder(_Raw(pull), compression), digest, limits)
     try:
-        scan = walk_tar(counted, digest, tmp_dir)
+        scan = walk_tar(counted, digest, tmp_dir, limits=limits)
     except tarfile.TarError as exc:
+        if "unexpected end" in str(exc):
+            raise ContentError(f"layer {digest[:19]} is truncated ({exc})") from None
         raise ContentError(f"layer {digest[:19]} is not a readable tar archive ({exc})") from None
     except EOFError as exc:
         raise ContentError(f"layer {digest[:19]} is truncated or corrupt ({exc})") from None
@@ -399,14 +517,26 @@ def _scan_blocking(pull: _Pull, compression: Compression, digest: str, tmp_dir: 
     return scan
 
 
-async def scan_layer(blob: LayerBlob, tmp_dir: Path) -> LayerScan:
+async def scan_layer(blob: LayerBlob, tmp_dir: Path, limits: ScanLimits | None = None) -> LayerScan:
     """Stream ``blob`` once and index it; raises the source's errors or ContentError."""
     loop = asyncio.get_running_loop()
-    pull = _Pull(loop, blob.open())
+    limits = limits if limits is not None else ScanLimits()
+    pull = _Pull(loop, blob.open(), limits.compressed)
     try:
-        return await asyncio.to_thread(_scan_blocking, pull, blob.compression, blob.digest, tmp_dir)
+        return await asyncio.to_thread(
+            _scan_blocking, pull, blob.compression, blob.digest, tmp_dir, limits
+        )
     finally:
         await pull.aclose()
 
 
-__all__ = ["Captured", "Entry", "LayerScan", "normalise", "scan_layer", "walk_tar"]
+__all__ = [
+    "ByteBudget",
+    "Captured",
+    "Entry",
+    "LayerScan",
+    "ScanLimits",
+    "normalise",
+    "scan_layer",
+    "walk_tar",
+]

@@ -60,8 +60,10 @@ IMAGE_CONFIG_TYPES = frozenset(
 )
 
 DOCKER_HUB_API = "registry-1.docker.io"
-MANIFEST_MAX = 4 * 1024 * 1024
-CONFIG_MAX = 16 * 1024 * 1024
+MANIFEST_MAX = 4 * 1024 * 1024  # a manifest or index
+CONFIG_MAX = 8 * 1024 * 1024  # an image config
+IMAGE_COMPRESSED_MAX = 2 * 1024 * 1024 * 1024  # all layers of one image, as downloaded
+MAX_LAYERS = 1000  # filesystem layers per image (Docker itself stops at 127)
 CHUNK = 256 * 1024
 MAX_REDIRECTS = 5
 _HASHES = {"sha256", "sha384", "sha512"}
@@ -251,6 +253,10 @@ class RegistryClient:
         user_agent: str = "dockwise/0.1",
         url_guard: Callable[[str], None] | None = None,
         connector_factory: Callable[[], aiohttp.BaseConnector] | None = None,
+        max_manifest_bytes: int = MANIFEST_MAX,
+        max_config_bytes: int = CONFIG_MAX,
+        max_image_compressed_bytes: int = IMAGE_COMPRESSED_MAX,
+        max_layers: int = MAX_LAYERS,
     ) -> None:
         """``url_guard`` is called with every URL before it is requested (registry, token
         realm, redirect targets) and may raise ``bot.errors.Forbidden`` (SSRF policy);
@@ -276,9 +282,23 @@ class RegistryClient:
         self._session: aiohttp.ClientSession | None = None
         self._tokens = TokenCache()
         self._basic: dict[str, str] = {}  # api_host -> Basic header (registry asked for it)
+        self.max_manifest_bytes = max_manifest_bytes
+        self.max_config_bytes = max_config_bytes
+        self.max_image_compressed_bytes = max_image_compressed_bytes
+        self.max_layers = max_layers
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> RegistryClient:
+        # Size caps come from Settings when it defines them (DOCKWISE_MAX_MANIFEST_BYTES,
+        # DOCKWISE_MAX_CONFIG_BYTES, DOCKWISE_MAX_COMPRESSED_BYTES), else the defaults.
+        for name, setting in (
+            ("max_manifest_bytes", "max_manifest_bytes"),
+            ("max_config_bytes", "max_config_bytes"),
+            ("max_image_compressed_bytes", "max_compressed_bytes"),
+        ):
+            value = getattr(settings, setting, None)
+            if isinstance(value, int) and value > 0:
+                kwargs.setdefault(name, value)
         return cls(
             credentials=load_credentials(settings.docker_config),
             insecure_registries=settings.insecure_registries,
@@ -342,7 +362,7 @@ class RegistryClient:
 
         async def fetch() -> tuple[bytes, str, str | None]:
             async with await self._open(target, url, accept=ACCEPT, what="manifest") as resp:
-                body = await _read_limited(resp, MANIFEST_MAX, f"manifest of {ref}")
+                body = await _read_limited(resp, self.max_manifest_bytes, f"manifest of {ref}")
                 return (
                     body,
                     resp.headers.get("Content-Type", ""),
@@ -364,8 +384,13 @@ class RegistryClient:
                 await self.cache.set(key, manifest.media_type, body, self.tag_ttl)
         return manifest
 
-    async def get_blob(self, ref: Reference, digest: str, limit: int = CONFIG_MAX) -> bytes:
-        """A small blob (an image config) in memory, digest-checked."""
+    async def get_blob(
+        self, ref: Reference, digest: str, limit: int | None = None, what: str | None = None
+    ) -> bytes:
+        """A small blob (an image config) in memory, digest-checked; at most ``limit``
+        bytes (default: the config cap). ``what`` names it in errors."""
+        limit = self.max_config_bytes if limit is None else limit
+        label = what or f"blob {digest}"
         key = f"blob:{ref.name}@{digest}"
         if self.cache is not None:
             hit = await self.cache.get(key)
@@ -377,7 +402,7 @@ class RegistryClient:
 
         async def fetch() -> bytes:
             async with await self._open(target, url, what=f"blob {digest}") as resp:
-                return await _read_limited(resp, limit, f"blob {digest}")
+                return await _read_limited(resp, limit, label)
 
         body = await self._with_retries(target.api_host, fetch)
         _verify(body, digest, f"blob {digest} of {ref}")
@@ -386,10 +411,11 @@ class RegistryClient:
         return body
 
     async def stream_blob(
-        self, ref: Reference, digest: str, size: int | None = None
+        self, ref: Reference, digest: str, size: int | None = None, limit: int | None = None
     ) -> AsyncIterator[bytes]:
         """Stream a blob in chunks, hashing as it goes; raises ContentError after the last
-        chunk if the bytes do not match ``digest`` (or earlier if they exceed ``size``)."""
+        chunk if the bytes do not match ``digest`` (or earlier if they exceed ``size``, or
+        ``limit`` when the size is unknown)."""
         hasher = _hasher(digest)
         target = self.target(ref)
         url = f"{target.base}/blobs/{digest}"
@@ -402,6 +428,10 @@ class RegistryClient:
                 received += len(chunk)
                 if size is not None and received > size:
                     raise ContentError(f"layer {digest} of {ref} is larger than its size {size}")
+                if limit is not None and received > limit:
+                    raise ContentError(
+                        f"layer {digest} of {ref} is too large (over {_human(limit)})"
+                    )
                 hasher.update(chunk)
                 yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -656,17 +686,27 @@ def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def _human(size: int) -> str:
+    """Binary units for limits in messages: 4 MiB, 2 GiB, 1536 bytes."""
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor:
+            return f"{size / factor:g} {unit}"
+    return f"{size} bytes"
+
+
 async def _read_limited(resp: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
     """Read a small body whole, refusing more than ``limit`` bytes; a broken-off
     transfer is transient (_Retry)."""
     if resp.content_length is not None and resp.content_length > limit:
-        raise ContentError(f"{what} is too large ({resp.content_length} bytes)")
+        raise ContentError(
+            f"{what} is too large ({resp.content_length} bytes, the limit is {_human(limit)})"
+        )
     data = bytearray()
     try:
         async for chunk in resp.content.iter_chunked(CHUNK):
             data += chunk
             if len(data) > limit:
-                raise ContentError(f"{what} is too large (over {limit} bytes)")
+                raise ContentError(f"{what} is too large (over the {_human(limit)} limit)")
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
         raise _Retry(resp.url.host or "registry", None) from exc
     return bytes(data)
@@ -746,7 +786,9 @@ class RegistrySource:
             raise ContentError(f"{ref} is not a container image (its config is {config_type})")
         config_digest = _content_digest(config_desc["digest"], f"manifest of {ref}")
         try:
-            config = json.loads(await self.client.get_blob(ref, config_digest))
+            config = json.loads(
+                await self.client.get_blob(ref, config_digest, what=f"config of {ref}")
+            )
         except ValueError:
             raise ContentError(f"config of {ref} is not valid JSON") from None
         if not isinstance(config, dict):
@@ -778,6 +820,23 @@ class RegistrySource:
         diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
         if not isinstance(diff_ids, list) or len(diff_ids) != len(descriptors):
             diff_ids = [None] * len(descriptors)
+        client = self.client
+        if len(descriptors) > client.max_layers:
+            raise ContentError(
+                f"{ref} has {len(descriptors)} layers, more than the {client.max_layers} "
+                "dockwise reads"
+            )
+        declared = sum(
+            d["size"]
+            for d in descriptors
+            if isinstance(d, dict) and isinstance(d.get("size"), int) and d["size"] > 0
+        )
+        budget = client.max_image_compressed_bytes
+        if declared > budget:
+            raise ContentError(
+                f"{ref} is too large to explain: its layers are {declared} bytes compressed, "
+                f"over the {_human(budget)} limit"
+            )
         layers = []
         for desc, diff_id in zip(descriptors, diff_ids, strict=True):
             if not isinstance(desc, dict) or not isinstance(desc.get("digest"), str):
@@ -790,7 +849,8 @@ class RegistrySource:
                     digest=digest,
                     size=size,
                     compression=compression_for(str(desc.get("mediaType", ""))),
-                    open=_opener(self.client, ref, digest, size),
+                    # A layer without a declared size may use what the others leave.
+                    open=_opener(self.client, ref, digest, size, budget - declared),
                     diff_id=diff_id if isinstance(diff_id, str) else None,
                 )
             )
@@ -798,10 +858,10 @@ class RegistrySource:
 
 
 def _opener(
-    client: RegistryClient, ref: Reference, digest: str, size: int | None
+    client: RegistryClient, ref: Reference, digest: str, size: int | None, limit: int
 ) -> Callable[[], AsyncIterator[bytes]]:
     def open_stream() -> AsyncIterator[bytes]:
-        return client.stream_blob(ref, digest, size)
+        return client.stream_blob(ref, digest, size, None if size is not None else limit)
 
     return open_stream
 

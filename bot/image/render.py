@@ -8,6 +8,7 @@ container uses the host's kernel. FROM scratch images bring nothing but their ow
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from bot.image.facts import ImageFacts
 from bot.reply import Fact, Reply, ReplyKind, Section, Source
@@ -16,6 +17,17 @@ MIB = 1024 * 1024
 WASTE_ADVICE_BYTES = 1 * MIB  # below this, duplicated bytes are not worth a remark
 FULL_DISTRO_PACKAGES = 100  # more installed packages than a -slim Debian/Ubuntu carries
 LAYER_LINE_CHARS = 120
+# Bounds on text that comes from the image (labels, ENV, history, paths, os-release): an
+# image author controls it, so a reply never carries more than this of it.
+MAX_LAYER_LINES = 60  # history lines in the Layers section
+FACT_CHARS = 120  # one fact value (user, shell, base image, OS name)
+MAX_PLATFORMS = 12  # platforms listed in the facts
+MAX_SECRET_NAMES = 5  # ENV names named in the secrets advice
+NAME_CHARS = 64  # one ENV name in advice
+MAX_DATA_ITEMS = 50  # labels / env entries / cmd words kept in Reply.data
+DATA_KEY_CHARS = 128
+DATA_VALUE_CHARS = 512
+DATA_LAYER_CHARS = 200  # one history line in Reply.data
 GLIBC_DISTROS = frozenset({"debian", "ubuntu", "fedora", "rhel", "centos", "rocky", "almalinux"})
 _BUILD_TOOLS = re.compile(
     r"\b(build-essential|build-base|gcc|g\+\+|clang|make|cmake|golang|rustc|cargo|"
@@ -47,6 +59,12 @@ DOCS = {
 }
 
 
+def clip(text: str, limit: int) -> str:
+    """``text`` on one line, at most ``limit`` characters (ending in ... when cut)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
+
+
 def human(size: int | None) -> str:
     if size is None:
         return "unknown"
@@ -70,9 +88,10 @@ def os_name(facts: ImageFacts) -> str | None:
         return None
     pretty = facts.os.pretty_name
     if pretty:
+        pretty = clip(pretty, FACT_CHARS)
         return re.sub(r"\s*\([^)]*\)\s*$", "", pretty).strip() or pretty
     parts = [p for p in (facts.os.id, facts.os.version_id) if p]
-    return " ".join(parts) or None
+    return clip(" ".join(parts), FACT_CHARS) or None
 
 
 def _libc(facts: ImageFacts) -> str | None:
@@ -112,11 +131,16 @@ def _build_tools(facts: ImageFacts) -> list[str]:
 
 def advise(facts: ImageFacts) -> list[str]:
     advice: list[str] = []
-    for name in facts.secret_env:
+    for name in facts.secret_env[:MAX_SECRET_NAMES]:
+        name = clip(name, NAME_CHARS)
         advice.append(
             f"ENV {name} looks like a secret and is baked into the image config: anyone who "
             "can pull the image can read it (docker inspect). Pass it at run time or use "
             "build secrets instead, and rotate it."
+        )
+    if len(facts.secret_env) > MAX_SECRET_NAMES:
+        advice.append(
+            f"{len(facts.secret_env) - MAX_SECRET_NAMES} more ENV variables look like secrets."
         )
     if facts.runs_as_root:
         advice.append(
@@ -145,7 +169,7 @@ def advise(facts: ImageFacts) -> list[str]:
         where: list[str] = []
         for waste in facts.waste[:2]:
             steps = "; ".join(_layer_instructions(facts, waste.layers))
-            where.append(f"/{waste.path} ({human(waste.size)}: {steps})")
+            where.append(f"/{clip(waste.path, FACT_CHARS)} ({human(waste.size)}: {steps})")
         advice.append(
             f"{human(facts.wasted_bytes)} is wasted: files written in one layer and deleted or "
             f"rewritten in a later one still ship in the earlier layer. Biggest: "
@@ -193,7 +217,7 @@ def describe(facts: ImageFacts) -> str:
         )
     if facts.packages is not None and facts.packages.count is not None:
         sentences.append(f"{facts.packages.count} packages are installed.")
-    who = "root" if facts.runs_as_root else f"user {facts.user}"
+    who = "root" if facts.runs_as_root else f"user {clip(facts.user, FACT_CHARS)}"
     sentences.append(f"It runs as {who}.")
     filesystem = sum(1 for layer in facts.layers if not layer.empty)
     sentences.append(
@@ -213,14 +237,56 @@ def finish(facts: ImageFacts) -> ImageFacts:
 
 def _layers_section(facts: ImageFacts) -> str:
     lines = []
-    for layer in facts.layers:
-        text = layer.created_by or "(no history)"
-        text = " ".join(text.split())
-        if len(text) > LAYER_LINE_CHARS:
-            text = text[: LAYER_LINE_CHARS - 3] + "..."
+    for layer in facts.layers[:MAX_LAYER_LINES]:
+        text = clip(layer.created_by or "(no history)", LAYER_LINE_CHARS)
         size = "-" if layer.empty else human(layer.size)
         lines.append(f"- `{size}` {text}")
+    hidden = len(facts.layers) - MAX_LAYER_LINES
+    if hidden > 0:
+        lines.append(f"- ... and {hidden} more history entries")
     return "\n".join(lines) or "(no layers)"
+
+
+def _platforms(platforms: list[str]) -> str:
+    shown = [clip(p, 40) for p in platforms[:MAX_PLATFORMS]]
+    if len(platforms) > MAX_PLATFORMS:
+        shown.append(f"and {len(platforms) - MAX_PLATFORMS} more")
+    return ", ".join(shown)
+
+
+def _bounded_items(items: dict[str, str]) -> dict[str, str]:
+    return {
+        clip(k, DATA_KEY_CHARS): clip(v, DATA_VALUE_CHARS)
+        for k, v in list(items.items())[:MAX_DATA_ITEMS]
+    }
+
+
+def _bounded_words(words: list[str] | None) -> list[str] | None:
+    if words is None:
+        return None
+    return [clip(w, DATA_VALUE_CHARS) for w in words[:MAX_DATA_ITEMS]]
+
+
+def bounded_data(facts: ImageFacts) -> dict[str, Any]:
+    """``facts.to_json()`` with the image author's free text bounded (labels, ENV, history,
+    command, names), so a hostile image cannot make a reply (or its data) huge."""
+    data = facts.to_json()
+    data["labels"] = _bounded_items(facts.labels)
+    data["env"] = _bounded_items(facts.env)
+    data["entrypoint"] = _bounded_words(facts.entrypoint)
+    data["cmd"] = _bounded_words(facts.cmd)
+    data["exposed_ports"] = [clip(p, 40) for p in facts.exposed_ports[:MAX_DATA_ITEMS]]
+    for key in ("user", "workdir", "base_image", "created"):
+        if isinstance(data.get(key), str):
+            data[key] = clip(data[key], DATA_VALUE_CHARS)
+    for layer in data["layers"]:
+        layer["created_by"] = clip(str(layer.get("created_by") or ""), DATA_LAYER_CHARS)
+    os_data = data.get("os")
+    if isinstance(os_data, dict):
+        for key, value in os_data.items():
+            if isinstance(value, str):
+                os_data[key] = clip(value, DATA_VALUE_CHARS)
+    return data
 
 
 def _related(facts: ImageFacts) -> tuple[list[str], list[Source]]:
@@ -265,8 +331,8 @@ def render(facts: ImageFacts) -> Reply:
     fact_list = [
         Fact("OS", distro or "none (scratch)"),
         Fact("Packages", packages),
-        Fact("Shell", facts.shell_path or ("yes" if facts.shell else "none")),
-        Fact("User", "root" if facts.runs_as_root else facts.user),
+        Fact("Shell", clip(facts.shell_path or ("yes" if facts.shell else "none"), FACT_CHARS)),
+        Fact("User", "root" if facts.runs_as_root else clip(facts.user, FACT_CHARS)),
         Fact(
             "Size",
             f"{human(facts.size.uncompressed)} unpacked, {human(facts.size.compressed)} compressed",
@@ -277,8 +343,8 @@ def render(facts: ImageFacts) -> Reply:
             f"({len(facts.layers)} history entries)",
         ),
         Fact("Wasted", human(facts.wasted_bytes)),
-        Fact("Platforms", ", ".join(facts.platforms)),
-        Fact("Base image", facts.base_image or "unknown"),
+        Fact("Platforms", _platforms(facts.platforms)),
+        Fact("Base image", clip(facts.base_image or "unknown", FACT_CHARS)),
     ]
     sections = [Section("Layers", _layers_section(facts))]
     if facts.advice:
@@ -293,7 +359,7 @@ def render(facts: ImageFacts) -> Reply:
         sources=sources,
         topic=None,
         related=related,
-        data=facts.to_json(),
+        data=bounded_data(facts),
     )
 
 
@@ -301,6 +367,8 @@ render_reply = render  # the name bot/cli.py imports
 
 __all__ = [
     "advise",
+    "bounded_data",
+    "clip",
     "describe",
     "finish",
     "human",
