@@ -82,9 +82,7 @@ class KnowledgeBase:
             raise ValueError("the knowledge base has no articles")
         self.articles = {a.id: a for a in sorted(articles, key=lambda a: a.id)}
         passages = [p for a in self.articles.values() for p in a.passages()]
-        passages += [
-            Passage(f"~{name}", text, reject=True) for name, text in OTHER_SENSES.items()
-        ]
+        passages += [Passage(f"~{name}", text, reject=True) for name, text in OTHER_SENSES.items()]
         domain = [" ".join([a.title, *a.keywords]) for a in self.articles.values()]
         self.retriever = Retriever(passages, domain)
 

@@ -46,6 +46,20 @@ from bot.image.reference import parse_reference
 from bot.image.source import LayerBlob, Platform, ResolvedImage
 
 CHUNK = 1 << 20  # bytes per read from the save stream and from spool files
+# A hung engine must count as "no engine" (so --source auto falls back to the registry)
+# well within the explanation timeout: connecting (API version check) and the first ping
+# get PING_TIMEOUT seconds; later calls (inspect, save streams) get TRANSFER_TIMEOUT.
+PING_TIMEOUT = 3
+TRANSFER_TIMEOUT = 60
+
+
+def _default_client() -> DockerClient:
+    client = docker.from_env(timeout=PING_TIMEOUT)
+    client.ping()
+    client.api.timeout = TRANSFER_TIMEOUT
+    return client
+
+
 _METADATA_ONLY = re.compile(
     r"^(?:/bin/sh -c #\(nop\) (?!ADD |COPY )|(?:ENV|LABEL|CMD|ENTRYPOINT|EXPOSE|USER|"
     r"VOLUME|STOPSIGNAL|HEALTHCHECK|SHELL|ONBUILD|ARG|MAINTAINER)\b)"
@@ -238,7 +252,7 @@ class DockerSource:
         client_factory: Callable[[], DockerClient] | None = None,
     ) -> None:
         self.settings = settings if settings is not None else get_settings()
-        self._client_factory = client_factory or (lambda: docker.from_env(timeout=60))
+        self._client_factory = client_factory or _default_client
         self._client: DockerClient | None = None
 
     def _connect(self) -> DockerClient:

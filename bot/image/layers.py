@@ -468,7 +468,7 @@ def walk_tar(
             if base.startswith(".wh."):
                 if base == ".wh..wh..opq":
                     scan.opaque.append(parent)
-                elif len(base) > 4:
+                elif base[4:] not in ("", ".", ".."):  # ".wh..." must not delete a parent
                     scan.whiteouts.append(f"{parent}/{base[4:]}" if parent else base[4:])
                 continue
             if member.isdir():
