@@ -8,6 +8,8 @@ one-line message, never exceptions or tracebacks.
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -72,6 +74,7 @@ class Engine:
         from bot.config import get_settings
 
         self.knowledge = knowledge if knowledge is not None else KnowledgeBase.load()
+        self._retrieval_thread = ThreadPoolExecutor(1, thread_name_prefix="dockwise-retrieval")
         self._explainer = explainer
         self.admission = admission if admission is not None else Admission(get_settings())
         self.explain_timeout = (
@@ -119,6 +122,13 @@ class Engine:
             )
             return reply
 
+    async def _answer(self, question: str) -> Reply:
+        """Retrieval is CPU work (a few ms): run it on one worker thread so a burst of
+        questions never stalls the event loop (Slack wants acks within 3 s). One thread,
+        because the stemmer is not safe to share between threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._retrieval_thread, self.knowledge.answer, question)
+
     async def explain(
         self,
         reference: str,
@@ -154,5 +164,6 @@ class Engine:
             return reply
 
     async def aclose(self) -> None:
+        self._retrieval_thread.shutdown(wait=False)
         if self._explainer is not None:
             await self._explainer.aclose()
