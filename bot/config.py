@@ -55,6 +55,15 @@ class Settings(BaseSettings):
     )
     explain_timeout: float = Field(60.0, validation_alias="DOCKWISE_EXPLAIN_TIMEOUT")
 
+    # Caps on what one explanation may read from an untrusted image (bytes)
+    max_manifest_bytes: int = Field(4 << 20, validation_alias="DOCKWISE_MAX_MANIFEST_BYTES")
+    max_config_bytes: int = Field(8 << 20, validation_alias="DOCKWISE_MAX_CONFIG_BYTES")
+    max_compressed_bytes: int = Field(2 << 30, validation_alias="DOCKWISE_MAX_COMPRESSED_BYTES")
+    max_uncompressed_bytes: int = Field(8 << 30, validation_alias="DOCKWISE_MAX_UNCOMPRESSED_BYTES")
+    max_layer_uncompressed_bytes: int = Field(
+        8 << 30, validation_alias="DOCKWISE_MAX_LAYER_UNCOMPRESSED_BYTES"
+    )
+
     @field_validator("insecure_registries", "registry_allowlist", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:

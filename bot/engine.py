@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Literal
 
 from bot.errors import DockwiseError, InvalidInput
 from bot.intent import ExplainIntent, parse_intent
-from bot.knowledge import KnowledgeBase
 from bot.limits import Admission, with_timeout
 from bot.observability import (
     ERRORS,
@@ -30,6 +29,7 @@ from bot.reply import Reply, ReplyKind
 if TYPE_CHECKING:
     from bot.image.explain import Explainer
     from bot.image.source import Platform
+    from bot.knowledge import KnowledgeBase
 
 MAX_INPUT_CHARS = 4000
 log = get_logger("dockwise.engine")
@@ -73,7 +73,11 @@ class Engine:
     ) -> None:
         from bot.config import get_settings
 
-        self.knowledge = knowledge if knowledge is not None else KnowledgeBase.load()
+        if knowledge is None:
+            from bot.knowledge import KnowledgeBase  # numpy, bm25s, scikit-learn: load late
+
+            knowledge = KnowledgeBase.load()
+        self.knowledge = knowledge
         self._retrieval_thread = ThreadPoolExecutor(1, thread_name_prefix="dockwise-retrieval")
         self._explainer = explainer
         self.admission = admission if admission is not None else Admission(get_settings())

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import Settings
-from bot.errors import Forbidden, ImageNotFound
+from bot.errors import ContentError, Forbidden, ImageNotFound
 from bot.image.explain import Explainer
 from bot.image.source import Platform
 from bot.reply import ReplyKind
@@ -81,3 +81,31 @@ async def test_untrusted_loopback_registry_is_refused(
             await explainer.facts(f"{registry.host}/dw/multi:1", source="registry")
     finally:
         await explainer.aclose()
+
+
+async def test_unpacked_budget_from_settings_stops_an_oversized_image(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    """DOCKWISE_MAX_UNCOMPRESSED_BYTES bounds one explanation across all its layers: two
+    layers of 600 KB each pass a 1 MB per-layer cap but not a 1 MB total."""
+    pusher = registry.pusher()
+    layers = [layer([sized(f"srv/blob{i}", 600_000)]) for i in range(2)]
+    push_image(pusher, "dw/budget", "1", layers)
+    reference = f"{registry.host}/dw/budget:1"
+    small = Settings(
+        cache_dir=tmp_path / "small",
+        insecure_registries=[registry.host],
+        max_uncompressed_bytes=1_000_000,
+    )
+    explainer = Explainer(small)
+    try:
+        with pytest.raises(ContentError, match="too large"):
+            await explainer.facts(reference, source="registry")
+    finally:
+        await explainer.aclose()
+    roomy = Explainer(Settings(cache_dir=tmp_path / "roomy", insecure_registries=[registry.host]))
+    try:
+        facts = await roomy.facts(reference, source="registry")
+        assert facts.to_json()["size"]["uncompressed"] > 1_200_000
+    finally:
+        await roomy.aclose()

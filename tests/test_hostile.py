@@ -849,3 +849,15 @@ async def test_caps_are_read_from_settings_when_defined(
     finally:
         await explainer.aclose()
     assert facts.os is not None and facts.os.id == "alpine"
+
+
+@pytest.mark.timeout(60)
+def test_redaction_of_megabytes_of_image_text_is_linear() -> None:
+    """Labels and history can be megabytes; the assignment scrubber once rescanned every
+    start position of a run of letters (hours for a few MB). Finishing at all is the test."""
+    from bot.image.redact import Redactor
+
+    redactor = Redactor(["s3cr3t-value"])
+    text = "A" * 4_000_000 + " API_TOKEN=s3cr3t-value " + "b" * 1_000_000
+    out = redactor.text(text)
+    assert "s3cr3t-value" not in out and len(out) > 5_000_000

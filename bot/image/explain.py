@@ -27,7 +27,7 @@ from bot.errors import ImageNotFound, InvalidInput, TimedOut, Unreachable
 from bot.image.analysis import image_facts
 from bot.image.cache import LayerFactsCache, SqliteLayerCache, SqliteManifestCache
 from bot.image.facts import ImageFacts
-from bot.image.layers import LayerScan, scan_layer
+from bot.image.layers import ByteBudget, LayerScan, ScanLimits, scan_layer
 from bot.image.render import finish, render
 from bot.image.source import ImageSource, LayerBlob, Platform, ResolvedImage
 from bot.reply import Reply
@@ -167,12 +167,12 @@ class Explainer:
 
     # ----------------------------------------------------------------- layers
 
-    async def scan(self, blob: LayerBlob) -> LayerScan:
+    async def scan(self, blob: LayerBlob, limits: ScanLimits | None = None) -> LayerScan:
         """The scan of one layer: from the cache, or streamed once (shared by callers)."""
         cached = await self._cached(blob)
         if cached is not None:
             return cached
-        return await self._layers.run(blob.digest, lambda: self._scan_fresh(blob))
+        return await self._layers.run(blob.digest, lambda: self._scan_fresh(blob, limits))
 
     async def _cached(self, blob: LayerBlob) -> LayerScan | None:
         for key in dict.fromkeys(k for k in (blob.digest, blob.diff_id) if k):
@@ -182,7 +182,7 @@ class Explainer:
                 return scan
         return None
 
-    async def _scan_fresh(self, blob: LayerBlob) -> LayerScan:
+    async def _scan_fresh(self, blob: LayerBlob, limits: ScanLimits | None) -> LayerScan:
         if self._slots is None:
             self._slots = asyncio.Semaphore(MAX_PARALLEL_LAYERS)
         # With Redis, replicas take a shared lock per layer, so one of them downloads it
@@ -192,7 +192,7 @@ class Explainer:
             if cached is not None:
                 return cached
             async with self._slots:
-                scan = await scan_layer(blob, self.settings.cache_dir / "tmp")
+                scan = await scan_layer(blob, self.settings.cache_dir / "tmp", limits)
             doc = scan.to_dict()
             for key in dict.fromkeys(k for k in (blob.digest, blob.diff_id) if k):
                 await self.layer_cache.put(key, doc)
@@ -206,7 +206,13 @@ class Explainer:
         return self._shared_caches.flight.lock(layer_key(digest))
 
     async def _analyse(self, resolved: ResolvedImage) -> ImageFacts:
-        scans = await asyncio.gather(*(self.scan(blob) for blob in resolved.layers))
+        s = self.settings
+        limits = ScanLimits(  # one budget shared by every layer of this explanation
+            max_layer_uncompressed=s.max_layer_uncompressed_bytes,
+            unpacked=ByteBudget(s.max_uncompressed_bytes, "unpacked"),
+            compressed=ByteBudget(s.max_compressed_bytes, "compressed"),
+        )
+        scans = await asyncio.gather(*(self.scan(blob, limits) for blob in resolved.layers))
         return finish(image_facts(resolved, list(scans)))
 
     # ----------------------------------------------------------------- public API

@@ -38,7 +38,12 @@ _VALUE_PATTERNS = [
     ),
 ]
 # NAME=value inside command lines and history (``ENV API_TOKEN=abc``, ``|1 TOKEN=x /bin/sh``).
-_ASSIGNMENT = re.compile(r"""(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>"[^"]*"|'[^']*'|\S+)""")
+# Bounded and anchored at a word start: unbounded, a long run of letters made this
+# quadratic (every start position rescanned the run), and image text can be megabytes.
+_ASSIGNMENT = re.compile(
+    r"""(?<![A-Za-z0-9_])(?P<name>[A-Za-z_][A-Za-z0-9_]{0,255})="""
+    r"""(?P<value>"[^"]{0,8192}"|'[^']{0,8192}'|\S{1,8192})"""
+)
 _MIN_LITERAL = 4  # shorter secret values are not scrubbed as bare substrings
 
 T = TypeVar("T")

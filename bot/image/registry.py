@@ -289,16 +289,10 @@ class RegistryClient:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> RegistryClient:
-        # Size caps come from Settings when it defines them (DOCKWISE_MAX_MANIFEST_BYTES,
-        # DOCKWISE_MAX_CONFIG_BYTES, DOCKWISE_MAX_COMPRESSED_BYTES), else the defaults.
-        for name, setting in (
-            ("max_manifest_bytes", "max_manifest_bytes"),
-            ("max_config_bytes", "max_config_bytes"),
-            ("max_image_compressed_bytes", "max_compressed_bytes"),
-        ):
-            value = getattr(settings, setting, None)
-            if isinstance(value, int) and value > 0:
-                kwargs.setdefault(name, value)
+        # Size caps (DOCKWISE_MAX_MANIFEST_BYTES, _CONFIG_BYTES, _COMPRESSED_BYTES).
+        kwargs.setdefault("max_manifest_bytes", settings.max_manifest_bytes)
+        kwargs.setdefault("max_config_bytes", settings.max_config_bytes)
+        kwargs.setdefault("max_image_compressed_bytes", settings.max_compressed_bytes)
         return cls(
             credentials=load_credentials(settings.docker_config),
             insecure_registries=settings.insecure_registries,
