@@ -28,8 +28,10 @@ async def serve(settings: Settings, engine: Engine | None = None) -> None:
 
     if not (settings.slack_enabled or settings.discord_enabled):
         raise InvalidInput(HOW_TO_CONFIGURE)
+    from bot.netguard import Trust
     from bot.server import build_web_app
 
+    Trust.from_settings(settings)  # a bad DOCKWISE_INSECURE_REGISTRIES fails now, not in chat
     engine = engine or Engine()
     checks: dict[str, Check] = {}
     background: list[Awaitable[object]] = []
