@@ -89,6 +89,11 @@ def track_explanation(source: str) -> Iterator[None]:
         EXPLANATIONS.labels(source=source, outcome=outcome).inc()
 
 
+def count_cache(cache: str, hit: bool) -> None:
+    """Count one cache lookup (``cache``: manifest, blob, layer)."""
+    (CACHE_HITS if hit else CACHE_MISSES).labels(cache=cache).inc()
+
+
 def count_question(kind: str) -> None:
     """Count one answered question by reply kind (``str(reply.kind)``)."""
     QUESTIONS.labels(kind=kind).inc()

@@ -109,3 +109,29 @@ async def test_unpacked_budget_from_settings_stops_an_oversized_image(
         assert facts.to_json()["size"]["uncompressed"] > 1_200_000
     finally:
         await roomy.aclose()
+
+
+async def test_metrics_count_bytes_fetched_and_layer_cache_hits(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    pusher = registry.pusher()
+    blob = layer([sized("srv/data", 70_000)])
+    push_image(pusher, "dw/metrics", "1", [blob])
+    settings = Settings(cache_dir=tmp_path / "cache", insecure_registries=[registry.host])
+    before_bytes = sample("dockwise_bytes_fetched_total", source="registry")
+    before_hits = sample("dockwise_cache_hits_total", cache="layer")
+    before_misses = sample("dockwise_cache_misses_total", cache="layer")
+    for _ in range(2):  # fresh explainers on one cache dir: the second reads the cache
+        explainer = Explainer(settings)
+        try:
+            await explainer.facts(f"{registry.host}/dw/metrics:1", source="registry")
+        finally:
+            await explainer.aclose()
+    assert sample("dockwise_bytes_fetched_total", source="registry") - before_bytes == len(blob)
+    assert sample("dockwise_cache_misses_total", cache="layer") - before_misses >= 1
+    assert sample("dockwise_cache_hits_total", cache="layer") - before_hits >= 1

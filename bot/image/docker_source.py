@@ -44,6 +44,7 @@ from bot.config import Settings, get_settings
 from bot.errors import ContentError, ImageNotFound, Unreachable
 from bot.image.reference import parse_reference
 from bot.image.source import LayerBlob, Platform, ResolvedImage
+from bot.observability import BYTES_FETCHED
 
 CHUNK = 1 << 20  # bytes per read from the save stream and from spool files
 # A hung engine must count as "no engine" (so --source auto falls back to the registry)
@@ -329,6 +330,7 @@ def _opener(spool: _Spool, diff_id: str) -> Callable[[], AsyncIterator[bytes]]:
         finished = False
         try:
             while chunk := await asyncio.to_thread(handle.read, CHUNK):
+                BYTES_FETCHED.labels(source="docker").inc(len(chunk))
                 yield chunk
             finished = True
         finally:

@@ -30,6 +30,7 @@ from bot.image.facts import ImageFacts
 from bot.image.layers import ByteBudget, LayerScan, ScanLimits, scan_layer
 from bot.image.render import finish, render
 from bot.image.source import ImageSource, LayerBlob, Platform, ResolvedImage
+from bot.observability import count_cache
 from bot.reply import Reply
 
 if TYPE_CHECKING:
@@ -179,7 +180,9 @@ class Explainer:
             doc = await self.layer_cache.get(key)
             scan = LayerScan.from_dict(doc) if doc is not None else None
             if scan is not None:
+                count_cache("layer", True)
                 return scan
+        count_cache("layer", False)
         return None
 
     async def _scan_fresh(self, blob: LayerBlob, limits: ScanLimits | None) -> LayerScan:

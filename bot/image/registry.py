@@ -37,6 +37,7 @@ from bot.errors import (
 from bot.image.auth import Challenge, CredentialStore, TokenCache, load_credentials, parse_challenge
 from bot.image.reference import Reference, parse_reference, validate_digest
 from bot.image.source import Compression, LayerBlob, Platform, ResolvedImage
+from bot.observability import BYTES_FETCHED, count_cache
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -345,6 +346,7 @@ class RegistryClient:
         )
         if self.cache is not None:
             hit = await self.cache.get(key)
+            count_cache("manifest", hit is not None)
             if hit is not None:
                 media_type, body = hit
                 digest = expected_digest or _sha256(body)
@@ -388,6 +390,7 @@ class RegistryClient:
         key = f"blob:{ref.name}@{digest}"
         if self.cache is not None:
             hit = await self.cache.get(key)
+            count_cache("blob", hit is not None)
             if hit is not None:
                 _verify(hit[1], digest, f"cached blob {digest}")
                 return hit[1]
@@ -427,6 +430,7 @@ class RegistryClient:
                         f"layer {digest} of {ref} is too large (over {_human(limit)})"
                     )
                 hasher.update(chunk)
+                BYTES_FETCHED.labels(source="registry").inc(len(chunk))
                 yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unreachable(
