@@ -30,6 +30,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from aiolimiter import AsyncLimiter
@@ -250,19 +252,44 @@ class Admission:
             yield
 
 
-async def with_timeout(coro: Awaitable[T], seconds: float, what: str) -> T:
-    """Await ``coro`` for at most ``seconds``; else raise ``TimedOut`` naming ``what``.
+@dataclass(slots=True)
+class Progress:
+    """What a timed step is doing right now, so a timeout can say what was slow."""
 
-    ``what`` completes "... took longer than N s", e.g. "looking up the image in the
-    registry". A ``TimeoutError`` raised by ``coro`` itself passes through unchanged.
+    stage: str
+
+
+_PROGRESS: ContextVar[Progress | None] = ContextVar("dockwise_progress", default=None)
+
+
+def report_stage(stage: str) -> None:
+    """Called by slow work ("downloading layer sha256:... from HOST") inside ``with_timeout``;
+    tasks started inside share the same ``Progress``, so their reports count too."""
+    progress = _PROGRESS.get()
+    if progress is not None:
+        progress.stage = stage
+
+
+async def with_timeout(coro: Awaitable[T], seconds: float, what: str) -> T:
+    """Await ``coro`` for at most ``seconds``; else raise ``TimedOut`` naming what was slow:
+    the last stage the work reported (``report_stage``), or ``what``.
+
+    Stages and ``what`` complete "... took longer than N s", e.g. "looking up the image in
+    the registry". A ``TimeoutError`` raised by ``coro`` itself passes through unchanged.
     """
+    outer = _PROGRESS.get()  # nested timeouts share one Progress: the stage is the newest
+    progress = outer if outer is not None else Progress(what)
+    token = _PROGRESS.set(progress)
     deadline = asyncio.timeout(seconds)
     try:
         async with deadline:
             return await coro
     except TimeoutError:
         if deadline.expired():
+            stage = progress.stage
             raise TimedOut(
-                f"{what[:1].upper()}{what[1:]} took longer than {seconds:g} s."
+                f"{stage[:1].upper()}{stage[1:]} took longer than {seconds:g} s."
             ) from None
         raise
+    finally:
+        _PROGRESS.reset(token)

@@ -257,3 +257,23 @@ async def test_an_active_user_is_not_forgotten() -> None:
     now[0] = 70.0  # 70 s after she first asked, 20 s after she last asked
     with pytest.raises(RateLimited):
         await ask(admission, "alice")
+
+
+async def test_timeout_names_the_stage_reported_by_nested_work_and_child_tasks() -> None:
+    from bot.limits import report_stage
+
+    blocked = asyncio.Event()
+
+    async def download() -> None:
+        report_stage("downloading layer sha256:abc from registry.test")
+        await blocked.wait()  # never set: the deadline ends it
+
+    async def explain() -> None:
+        report_stage("looking up app:1 in the registry registry.test")
+        await asyncio.gather(asyncio.create_task(download()))
+
+    with pytest.raises(TimedOut) as raised:
+        await with_timeout(with_timeout(explain(), 10, "explaining app:1"), 0.05, "outer")
+    assert str(raised.value) == (
+        "Downloading layer sha256:abc from registry.test took longer than 0.05 s."
+    )

@@ -23,13 +23,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from bot.config import Settings, get_settings
-from bot.errors import ImageNotFound, InvalidInput, TimedOut, Unreachable
+from bot.errors import ImageNotFound, InvalidInput, Unreachable
 from bot.image.analysis import image_facts
 from bot.image.cache import LayerFactsCache, SqliteLayerCache, SqliteManifestCache
 from bot.image.facts import ImageFacts
 from bot.image.layers import ByteBudget, LayerScan, ScanLimits, scan_layer
-from bot.image.render import finish, render
+from bot.image.render import finish, human, render
 from bot.image.source import ImageSource, LayerBlob, Platform, ResolvedImage
+from bot.limits import report_stage, with_timeout
 from bot.observability import count_cache
 from bot.reply import Reply
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from bot.image.registry import ManifestCache
 
 log = logging.getLogger(__name__)
+
 
 SourceChoice = Literal["auto", "registry", "docker"]
 MAX_PARALLEL_LAYERS = 2
@@ -153,6 +155,8 @@ class Explainer:
     async def _resolve(
         self, reference: str, source: SourceChoice, platform: Platform
     ) -> ResolvedImage:
+        if source in ("auto", "docker"):
+            report_stage(f"asking the Docker Engine for {reference}")
         if source == "auto":
             try:
                 return await self.source("docker").resolve(reference, platform)
@@ -163,17 +167,21 @@ class Explainer:
             from bot.image.reference import parse_reference
             from bot.netguard import check_registry_allowed
 
-            check_registry_allowed(parse_reference(reference).domain, self.settings)
+            domain = parse_reference(reference).domain
+            check_registry_allowed(domain, self.settings)
+            report_stage(f"looking up {reference} in the registry {domain}")
         return await self.source(source).resolve(reference, platform)
 
     # ----------------------------------------------------------------- layers
 
-    async def scan(self, blob: LayerBlob, limits: ScanLimits | None = None) -> LayerScan:
+    async def scan(
+        self, blob: LayerBlob, limits: ScanLimits | None = None, image: str = ""
+    ) -> LayerScan:
         """The scan of one layer: from the cache, or streamed once (shared by callers)."""
         cached = await self._cached(blob)
         if cached is not None:
             return cached
-        return await self._layers.run(blob.digest, lambda: self._scan_fresh(blob, limits))
+        return await self._layers.run(blob.digest, lambda: self._scan_fresh(blob, limits, image))
 
     async def _cached(self, blob: LayerBlob) -> LayerScan | None:
         for key in dict.fromkeys(k for k in (blob.digest, blob.diff_id) if k):
@@ -185,7 +193,9 @@ class Explainer:
         count_cache("layer", False)
         return None
 
-    async def _scan_fresh(self, blob: LayerBlob, limits: ScanLimits | None) -> LayerScan:
+    async def _scan_fresh(
+        self, blob: LayerBlob, limits: ScanLimits | None, image: str
+    ) -> LayerScan:
         if self._slots is None:
             self._slots = asyncio.Semaphore(MAX_PARALLEL_LAYERS)
         # With Redis, replicas take a shared lock per layer, so one of them downloads it
@@ -195,6 +205,9 @@ class Explainer:
             if cached is not None:
                 return cached
             async with self._slots:
+                size = f" ({human(blob.size)})" if blob.size else ""
+                of = f" of {image}" if image else ""
+                report_stage(f"reading layer {blob.digest[:19]}{size}{of}")
                 scan = await scan_layer(blob, self.settings.cache_dir / "tmp", limits)
             doc = scan.to_dict()
             for key in dict.fromkeys(k for k in (blob.digest, blob.diff_id) if k):
@@ -215,7 +228,9 @@ class Explainer:
             unpacked=ByteBudget(s.max_uncompressed_bytes, "unpacked"),
             compressed=ByteBudget(s.max_compressed_bytes, "compressed"),
         )
-        scans = await asyncio.gather(*(self.scan(blob, limits) for blob in resolved.layers))
+        scans = await asyncio.gather(
+            *(self.scan(blob, limits, resolved.reference) for blob in resolved.layers)
+        )
         return finish(image_facts(resolved, list(scans)))
 
     # ----------------------------------------------------------------- public API
@@ -236,24 +251,25 @@ class Explainer:
 
         name = str(parse_reference(text))  # InvalidReference: one clear line
         wanted = platform if platform is not None else default_platform()
-        try:
-            async with asyncio.timeout(self.settings.explain_timeout):
-                resolved = await self._resolves.run(
-                    f"{source}|{name}|{wanted}", lambda: self._resolve(name, source, wanted)
-                )
-                key = "|".join(
-                    [
-                        resolved.source,
-                        resolved.digest or resolved.reference,
-                        str(resolved.platform),
-                        resolved.reference,
-                    ]
-                )
-                shared = await self._images.run(key, lambda: self._analyse(resolved))
-        except TimeoutError:
-            raise TimedOut(
-                f"explaining {name} took longer than {self.settings.explain_timeout:g}s"
-            ) from None
+
+        async def work() -> tuple[ResolvedImage, ImageFacts]:
+            resolved = await self._resolves.run(
+                f"{source}|{name}|{wanted}", lambda: self._resolve(name, source, wanted)
+            )
+            key = "|".join(
+                [
+                    resolved.source,
+                    resolved.digest or resolved.reference,
+                    str(resolved.platform),
+                    resolved.reference,
+                ]
+            )
+            return resolved, await self._images.run(key, lambda: self._analyse(resolved))
+
+        # TimedOut names the stage that was slow (see bot.limits.report_stage).
+        resolved, shared = await with_timeout(
+            work(), self.settings.explain_timeout, f"explaining {name}"
+        )
         log.info("explained %s (%s, %s)", name, resolved.source, resolved.digest)
         result = copy.deepcopy(shared)  # callers may mutate theirs
         return result
