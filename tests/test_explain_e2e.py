@@ -158,6 +158,34 @@ def test_debian_base_matches_debootstrap(
     assert facts["source"] == "registry"
 
 
+JSON_KEYS = {
+    "reference",
+    "source",
+    "digest",
+    "platform",
+    "platforms",
+    "created",
+    "os",
+    "scratch",
+    "packages",
+    "shell",
+    "user",
+    "runs_as_root",
+    "entrypoint",
+    "cmd",
+    "workdir",
+    "exposed_ports",
+    "env",
+    "labels",
+    "base_image",
+    "layers",
+    "size",
+    "wasted_bytes",
+    "advice",
+    "text",
+}
+
+
 def test_app_image_matches_recipe(pushed_images: PushedImages, tmp_path: Path) -> None:
     ref = pushed_images.refs["app"]
     host = pushed_images.registry.host
@@ -167,6 +195,8 @@ def test_app_image_matches_recipe(pushed_images: PushedImages, tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     assert APP_SECRET_VALUE not in result.stdout + result.stderr
     facts = json.loads(result.stdout)
+    assert set(facts) == JSON_KEYS  # the exact `explain --json` contract
+    assert all(set(layer) == {"digest", "size", "created_by", "empty"} for layer in facts["layers"])
     manifest, _config, digest = registry_truth(ref)
     assert facts["digest"] == digest
     assert f_layer_digests(facts) == [layer["digest"] for layer in manifest["layers"]]
