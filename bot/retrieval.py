@@ -9,11 +9,11 @@ Two well-kept libraries, two views of the same knowledge base:
   3-4-grams) trained on the same passages, article id as the label. Character n-grams
   catch inflections, typos and pasted error text that exact terms miss.
 
-The article ranking mixes both (normalised BM25 and the classifier's softmax). Whether a
-question is on topic at all is decided on the BM25 side, which can say "no": the question
-must share enough domain vocabulary, clear a score floor, and match an article better
-than it matches the reject class (``bot.other_senses``: everyday and other-technical
-senses of our words). The constants are tuned on tests/data/qa_eval.yaml; the held-out
+The article ranking mixes both (normalised BM25 and the classifier's softmax). A question
+is on topic only if it shares enough domain vocabulary, clears a BM25 floor, matches an
+article better than the reject class (``bot.other_senses``: everyday and other-technical
+senses of our words), and the classifier does not put it in that reject class either.
+The constants are tuned on tests/data/qa_eval.yaml; the held-out
 set in bench/qa_eval.py checks they generalise.
 """
 
@@ -137,6 +137,9 @@ class Retriever:
         matrix = self._features.fit_transform([p.text for p in self._passages])
         self._classifier = LinearSVC(C=1.0).fit(matrix, labels)
         classes = list(self._classifier.classes_)
+        self._reject_column = (
+            classes.index(self.REJECT_LABEL) if self.REJECT_LABEL in classes else -1
+        )
         # Column of each article in the classifier's output (reject class has none).
         self._class_column = np.array(
             [classes.index(a) if a in classes else -1 for a in self._article_ids]
@@ -159,18 +162,19 @@ class Retriever:
         rejected = float(per_article[self._reject].max()) if self._reject.any() else 0.0
         per_article[self._reject] = 0.0
         best_bm25 = float(per_article.max())
+        margins = self._classifier.decision_function(self._features.transform([question]))[0]
         on_topic = (
             coverage >= self.MIN_COVERAGE
             and best_bm25 >= self.MIN_SCORE
             and best_bm25 > rejected * self.REJECT_MARGIN
+            and int(np.argmax(margins)) != self._reject_column  # the classifier agrees
         )
-        mixed = self._mix(question, per_article / best_bm25 if best_bm25 > 0 else per_article)
+        mixed = self._mix(margins, per_article / best_bm25 if best_bm25 > 0 else per_article)
         order = [i for i in np.argsort(-mixed) if not self._reject[i]][:k]
         hits = [Hit(self._article_ids[i], float(mixed[i])) for i in order]
         return Decision(hits, coverage, on_topic)
 
-    def _mix(self, question: str, bm25_share: np.ndarray) -> np.ndarray:
-        margins = self._classifier.decision_function(self._features.transform([question]))[0]
+    def _mix(self, margins: np.ndarray, bm25_share: np.ndarray) -> np.ndarray:
         z = margins * self.SOFTMAX_SCALE
         probs = np.exp(z - z.max())
         probs /= probs.sum()
