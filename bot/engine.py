@@ -109,10 +109,10 @@ class Engine:
                 if isinstance(intent, ExplainIntent):
                     return await self.explain(intent.reference, asker=asker)
                 if asker.platform == LOCAL.platform:  # one person at a terminal: no limits
-                    reply = self.knowledge.answer(cleaned)
+                    reply = await self._answer(cleaned)
                 else:
                     async with self.admission.question(asker.platform, asker.user, asker.channel):
-                        reply = self.knowledge.answer(cleaned)
+                        reply = await self._answer(cleaned)
             except DockwiseError as exc:
                 ERRORS.labels(kind=exc.kind).inc()
                 log.info("question refused", platform=asker.platform, reason=exc.kind)

@@ -8,7 +8,7 @@ from bench._common import EVAL, load_set
 from bot.engine import MAX_INPUT_CHARS, Engine
 from bot.intent import ExplainIntent, QuestionIntent, parse_intent
 from bot.knowledge import FALLBACK_TITLE, KnowledgeBase
-from bot.reply import ReplyKind
+from bot.reply import Reply, ReplyKind
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +94,26 @@ async def test_handle_rejects_empty_and_oversized_input_with_one_line(kb: Knowle
         assert "\n" not in reply.body and reply.body
     ok = await engine.handle("y" * 10 + " is a container a vm?")
     assert ok.kind is not ReplyKind.ERROR
+
+
+async def test_retrieval_runs_off_the_event_loop_thread(kb: KnowledgeBase) -> None:
+    """A burst of questions must not block the loop that acks Slack/Discord events."""
+    import threading
+
+    from bot.engine import Asker
+
+    seen: list[int] = []
+
+    class Recording(KnowledgeBase):
+        def answer(self, question: str) -> Reply:
+            seen.append(threading.get_ident())
+            return super().answer(question)
+
+    engine = Engine(knowledge=Recording(list(kb.articles.values())))
+    try:
+        for asker in (Asker("slack", "U1", "C1"), Asker("shell", "local")):
+            reply = await engine.handle("is a container a VM?", asker=asker)
+            assert reply.topic == "containers-vs-vms"
+    finally:
+        await engine.aclose()
+    assert len(seen) == 2 and threading.get_ident() not in seen
