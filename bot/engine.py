@@ -9,6 +9,7 @@ one-line message, never exceptions or tracebacks.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -79,6 +80,7 @@ class Engine:
             knowledge = KnowledgeBase.load()
         self.knowledge = knowledge
         self._retrieval_thread = ThreadPoolExecutor(1, thread_name_prefix="dockwise-retrieval")
+        self._explaining: dict[tuple[str, str, str], asyncio.Future[Reply]] = {}
         self._explainer = explainer
         self.admission = admission if admission is not None else Admission(get_settings())
         self.explain_timeout = (
@@ -126,6 +128,18 @@ class Engine:
             )
             return reply
 
+    async def _share(self, key: tuple[str, str, str], work: Awaitable[Reply]) -> Reply:
+        """Run ``work`` as the one in-flight explanation for ``key`` while it lasts."""
+        task = asyncio.ensure_future(work)
+        self._explaining[key] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._explaining.pop(key, None)
+            else:  # our caller was cancelled: leave it to finish for the others
+                task.add_done_callback(lambda _t: self._explaining.pop(key, None))
+
     async def _answer(self, question: str) -> Reply:
         """Retrieval is CPU work (a few ms): run it on one worker thread so a burst of
         questions never stalls the event loop (Slack wants acks within 3 s). One thread,
@@ -154,13 +168,19 @@ class Engine:
                             f"explaining {ref[:100]}",
                         )
 
-                if asker.platform == LOCAL.platform:
-                    reply = await work()
+                key = (ref, source, str(platform))
+                running = self._explaining.get(key)
+                if running is not None:
+                    # The same image is being explained for someone else: share that
+                    # result instead of taking (or being refused) a slot of our own.
+                    reply = await asyncio.shield(running)
+                elif asker.platform == LOCAL.platform:
+                    reply = await self._share(key, work())
                 else:
                     async with self.admission.explanation(
                         asker.platform, asker.user, asker.channel
                     ):
-                        reply = await work()
+                        reply = await self._share(key, work())
             except DockwiseError as exc:
                 log.info("explanation failed", platform=asker.platform, reason=exc.kind)
                 return error_reply(str(exc), title=title)

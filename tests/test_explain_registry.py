@@ -135,3 +135,32 @@ async def test_metrics_count_bytes_fetched_and_layer_cache_hits(
     assert sample("dockwise_bytes_fetched_total", source="registry") - before_bytes == len(blob)
     assert sample("dockwise_cache_misses_total", cache="layer") - before_misses >= 1
     assert sample("dockwise_cache_hits_total", cache="layer") - before_hits >= 1
+
+
+async def test_concurrent_requests_for_one_image_share_it_instead_of_being_busy(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    """Admission allows 2 running + 8 waiting explanations; 20 people asking for the same
+    image at once all get it, because later askers join the explanation in flight."""
+    import asyncio
+
+    from bot.engine import Asker, Engine
+    from bot.knowledge import KnowledgeBase
+
+    pusher = registry.pusher()
+    push_image(pusher, "dw/popular", "1", [layer([file("etc/os-release", OS_RELEASE)])])
+    settings = Settings(cache_dir=tmp_path / "cache", insecure_registries=[registry.host])
+    engine = Engine(knowledge=KnowledgeBase.load(), explainer=Explainer(settings))
+    try:
+        replies = await asyncio.gather(
+            *(
+                engine.explain(
+                    f"{registry.host}/dw/popular:1", asker=Asker("slack", f"U{i}", f"C{i}")
+                )
+                for i in range(20)
+            )
+        )
+    finally:
+        await engine.aclose()
+    assert [r.kind for r in replies] == [ReplyKind.IMAGE] * 20
+    assert engine._explaining == {}  # nothing left in flight
