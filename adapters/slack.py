@@ -397,32 +397,30 @@ class SlackAdapter:
 
     async def check_credentials(self) -> None:
         """Ask Slack who we are (auth.test): a wrong token or URL fails here, in one line."""
-        try:
-            await self.app.client.auth_test()
-        except SlackApiError as exc:
-            raise Unauthorized(
-                f"Slack refused SLACK_BOT_TOKEN ({_error_code(exc) or 'refused'}): "
-                "check the bot token (xoxb-…)"
-            ) from None
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise Unreachable(
-                f"Cannot reach the Slack API at {self.app.client.base_url} ({type(exc).__name__})"
-            ) from None
+        await self._call(
+            self.app.client.auth_test(),
+            "Slack refused SLACK_BOT_TOKEN ({code}): check the bot token (xoxb-…)",
+        )
 
     async def open_socket_url(self, app_token: str) -> str:
         """apps.connections.open: the websocket URL for Socket Mode (checks the app token)."""
+        response = await self._call(
+            self.app.client.apps_connections_open(app_token=app_token),
+            "Slack refused SLACK_APP_TOKEN ({code}): it must be an app-level token (xapp-…) "
+            "with the connections:write scope",
+        )
+        return str(response["url"])
+
+    async def _call(self, request: Awaitable[Any], refused: str) -> Any:
+        """One Web API call at start-up: refusals and network failures become one line."""
         try:
-            response = await self.app.client.apps_connections_open(app_token=app_token)
+            return await request
         except SlackApiError as exc:
-            raise Unauthorized(
-                f"Slack refused SLACK_APP_TOKEN ({_error_code(exc) or 'refused'}): it must be "
-                "an app-level token (xapp-…) with the connections:write scope"
-            ) from None
+            raise Unauthorized(refused.format(code=_error_code(exc) or "refused")) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise Unreachable(
                 f"Cannot reach the Slack API at {self.app.client.base_url} ({type(exc).__name__})"
             ) from None
-        return str(response["url"])
 
     def socket_mode_handler(self) -> AsyncSocketModeHandler:
         token = _secret(self.settings.slack_app_token)
