@@ -14,6 +14,9 @@ from typing import Any
 
 class ReplyKind(StrEnum):
     ANSWER = "answer"
+    # About containers, but no article covers it: say so, link a docs search, offer
+    # the closest articles as "maybe related" (``related``), never as the answer.
+    UNCOVERED = "uncovered"
     FALLBACK = "fallback"
     IMAGE = "image"
     ERROR = "error"
@@ -29,6 +32,28 @@ class Fact:
 class Source:
     title: str
     url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A button under the reply; adapters render it as a Slack button or a Discord component.
+
+    ``action_id`` is one of the stable identifiers below (other tools key on them); where
+    several share one block, an adapter may add a suffix (``dockwise_ask_2``). ``value``
+    carries the meaning (an article id, a question, ``<image ref>|<section title>``,
+    ``up|<topic>``) and stays under 2,000 characters (Slack's button value limit).
+    """
+
+    action_id: str
+    label: str
+    value: str
+
+
+# Stable action identifiers (prefixes), shared by every adapter.
+ACTION_FULL_ARTICLE = "dockwise_full_article"
+ACTION_ASK = "dockwise_ask"
+ACTION_SECTION = "dockwise_section"
+ACTION_FEEDBACK = "dockwise_feedback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +77,12 @@ class Reply:
     related: list[str] = field(default_factory=list)
     # Structured payload for machine consumers (e.g. image facts as JSON); never rendered.
     data: dict[str, Any] | None = None
+    # Buttons offered under the reply (full article, follow-up questions, sections, feedback).
+    actions: list[Action] = field(default_factory=list)
+    # For answers: the whole article as Markdown, and the heading of the section shown
+    # (None when only the lead is shown). ``body`` is the short, targeted reply.
+    article: str | None = None
+    section: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
