@@ -29,6 +29,18 @@ REQUIRED_IDS = frozenset(
         "inspect-image-os",
         "cmd-vs-entrypoint",
         "root-and-isolation",
+        "secrets-in-images",
+        "volumes-and-persistence",
+        "registries-and-tags",
+        "container-exits",
+        "ports-and-networking",
+        "disk-usage-and-cleanup",
+        "docker-daemon-access",
+        "compose-basics",
+        "shell-in-minimal-images",
+        "cpu-architectures",
+        "package-managers",
+        "build-cache",
     }
 )
 
@@ -56,6 +68,18 @@ ALLOWED_SOURCES: dict[str, tuple[str, ...] | None] = {
 
 ID_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 FENCE = re.compile(r"^\s*```")
+SECTION_HEADING = re.compile(r"^## \S")
+
+# Shape of a body: a lead paragraph, then 2-5 "## " sections. A chat reply is the lead plus
+# the one best-matching section, so both are capped and each section must stand alone.
+LEAD_MIN_WORDS = 10
+LEAD_MAX_WORDS = 60
+SECTION_MIN_WORDS = 20
+SECTION_MAX_WORDS = 130
+REPLY_MAX_WORDS = 200
+MIN_SECTIONS = 2
+MAX_SECTIONS = 5
+MIN_EXAMPLE_QUESTIONS = 20
 
 
 @cache
@@ -87,6 +111,30 @@ def prose_lines(text: str) -> list[str]:
         if not in_fence:
             out.append(line)
     return out
+
+
+def split_body(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """The body's lead (text before the first "## " heading) and its (heading, text) sections.
+
+    Lines inside fenced code blocks never start a section, so a "# comment" in a code block is
+    not a heading.
+    """
+    lead: list[str] = []
+    sections: list[tuple[str, list[str]]] = []
+    in_fence = False
+    for line in text.splitlines():
+        if FENCE.match(line):
+            in_fence = not in_fence
+        elif not in_fence and SECTION_HEADING.match(line):
+            sections.append((line[3:].strip(), []))
+            continue
+        (sections[-1][1] if sections else lead).append(line)
+    return "\n".join(lead).strip(), [(h, "\n".join(b).strip()) for h, b in sections]
+
+
+def section_words(heading: str, text: str) -> int:
+    """Words a section adds to a chat reply, its heading included."""
+    return len(heading.split()) + len(text.split())
 
 
 def test_knowledge_directory_has_articles() -> None:
@@ -130,16 +178,65 @@ def test_body_shape(stem: str) -> None:
     assert fence_lines % 2 == 0, f"{stem}: unbalanced code fence"
     assert fence_lines <= 2, f"{stem}: at most one fenced code block"
     headings = [line for line in prose_lines(text) if line.startswith("#")]
-    assert not headings, f"{stem}: no Markdown headings in the body: {headings}"
-    first_paragraph = text.strip().split("\n\n", 1)[0]
-    assert len(first_paragraph.split()) >= 10, f"{stem}: first paragraph must answer directly"
+    others = [h for h in headings if not SECTION_HEADING.match(h)]
+    assert not others, f"{stem}: only level-2 '## ' headings are allowed: {others}"
+    assert MIN_SECTIONS <= len(headings) <= MAX_SECTIONS, (
+        f"{stem}: {len(headings)} sections, want {MIN_SECTIONS}-{MAX_SECTIONS}"
+    )
+
+
+@pytest.mark.parametrize("stem", article_stems())
+def test_lead_answers_on_its_own(stem: str) -> None:
+    lead, _ = split_body(body(stem))
+    assert lead, f"{stem}: the body must open with a lead paragraph before any heading"
+    assert "\n\n" not in lead, f"{stem}: the lead is a single paragraph"
+    assert not FENCE.match(lead), f"{stem}: the lead is prose, not code"
+    words = len(lead.split())
+    assert LEAD_MIN_WORDS <= words <= LEAD_MAX_WORDS, (
+        f"{stem}: lead has {words} words, want {LEAD_MIN_WORDS}-{LEAD_MAX_WORDS}"
+    )
+
+
+@pytest.mark.parametrize("stem", article_stems())
+def test_sections_fit_a_chat_reply(stem: str) -> None:
+    lead, sections = split_body(body(stem))
+    assert sections, f"{stem}: no sections"
+    for heading, text in sections:
+        assert heading, f"{stem}: empty heading"
+        words = section_words(heading, text)
+        assert words <= SECTION_MAX_WORDS, f"{stem}: section {heading!r} has {words} words"
+        assert len(text.split()) >= SECTION_MIN_WORDS, f"{stem}: section {heading!r} is too thin"
+    longest = max(section_words(h, t) for h, t in sections)
+    reply = len(lead.split()) + longest
+    assert reply <= REPLY_MAX_WORDS, f"{stem}: lead + longest section is {reply} words"
+
+
+@pytest.mark.parametrize("stem", article_stems())
+def test_section_headings_are_unique(stem: str) -> None:
+    _, sections = split_body(body(stem))
+    headings = [h.lower() for h, _ in sections]
+    assert len(set(headings)) == len(headings), f"{stem}: repeated section heading"
+
+
+@pytest.mark.parametrize("stem", article_stems())
+def test_main_question(stem: str) -> None:
+    question = meta(stem).get("question")
+    assert isinstance(question, str) and question.strip(), f"{stem}: no main question"
+    assert question.strip().endswith("?"), f"{stem}: the main question ends with '?'"
+    assert "\n" not in question.strip(), f"{stem}: the main question is one sentence"
+
+
+def test_main_questions_are_unique() -> None:
+    questions = [str(meta(stem).get("question", "")).strip().lower() for stem in article_stems()]
+    duplicates = sorted({q for q in questions if q and questions.count(q) > 1})
+    assert not duplicates, f"shared main questions: {duplicates}"
 
 
 @pytest.mark.parametrize("stem", article_stems())
 def test_questions(stem: str) -> None:
     questions = meta(stem).get("questions")
     assert isinstance(questions, list)
-    assert len(questions) >= 3
+    assert len(questions) >= MIN_EXAMPLE_QUESTIONS, f"{stem}: {len(questions)} example questions"
     assert all(isinstance(q, str) and q.strip() for q in questions)
     assert len({q.strip().lower() for q in questions}) == len(questions), "duplicate questions"
 
