@@ -1,72 +1,110 @@
-"""Retrieval quality on the evaluation set and the held-out set.
+"""Routing quality on the evaluation split and the held-out split.
 
-    .venv/bin/python bench/qa_eval.py [--misses]
+    .venv/bin/python bench/qa_eval.py [--misses] [--split eval|holdout|both]
 
-Prints top-1 accuracy, top-3 recall and the off-topic fallback rate for each set. The
-held-out set is never used for tuning; it estimates accuracy on unseen questions.
+For each split: top-1 (the right article, answered), top-3 (the right article among the
+three nearest), off-topic fallback rate, uncovered rate (container questions no article
+covers that got ``uncovered``), and the most frequent wrong pairs (expected -> got).
+The held-out split is never used to choose a parameter (bench/qa_tune.py reads only the
+evaluation split); ``--misses`` lists every miss of the evaluation split only, so the
+held-out questions are never read one by one while tuning.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import EVAL, HOLDOUT, load_set
+from bench._common import EVAL, HOLDOUT, QASet, load_qa
 from bot.knowledge import KnowledgeBase
+from bot.retrieval import Outcome
 
 
-def evaluate(kb: KnowledgeBase, path: Path, show_misses: bool) -> dict[str, float]:
-    on, off = load_set(path)
+def evaluate(kb: KnowledgeBase, qa: QASet, show_misses: bool) -> dict[str, object]:
     top1 = top3 = 0
-    for question, expected in on:
+    wrong: Counter[tuple[str, str]] = Counter()
+    for question, expected in qa.on_topic:
         d = kb.decide(question)
         ids = [h.article_id for h in d.hits]
-        if d.on_topic and ids[:1] == [expected]:
+        got = ids[0] if d.outcome is Outcome.ANSWER else str(d.outcome)
+        if got == expected:
             top1 += 1
-        elif show_misses:
-            got = ids[0] if d.on_topic and ids else "FALLBACK"
-            print(
-                f"  miss: {question!r}: expected {expected}, got {got} "
-                f"(cov {d.coverage:.2f}, {[(h.article_id, round(h.score, 2)) for h in d.hits]})"
-            )
-        if d.on_topic and expected in ids[:3]:
+        else:
+            wrong[(expected, got)] += 1
+            if show_misses:
+                print(f"  miss: {question!r}: expected {expected}, got {got} ({_why(d)})")
+        if expected in ids[:3]:
             top3 += 1
     fallback = 0
-    for question in off:
+    for question in qa.off_topic:
         d = kb.decide(question)
-        if not d.on_topic:
+        if d.outcome is Outcome.FALLBACK:
             fallback += 1
-        elif show_misses:
-            print(
-                f"  off-topic answered: {question!r} -> {d.hits[0].article_id} "
-                f"(cov {d.coverage:.2f}, score {d.hits[0].score:.2f})"
-            )
+        else:
+            wrong[("(off-topic)", _got(d))] += 1
+            if show_misses:
+                print(f"  off-topic not refused: {question!r} -> {_got(d)} ({_why(d)})")
+    uncovered = 0
+    for question in qa.uncovered:
+        d = kb.decide(question)
+        if d.outcome is Outcome.UNCOVERED:
+            uncovered += 1
+        else:
+            wrong[("(uncovered)", _got(d))] += 1
+            if show_misses:
+                print(f"  uncovered not said: {question!r} -> {_got(d)} ({_why(d)})")
     return {
-        "on_topic": len(on),
-        "top1": top1 / len(on),
-        "top3": top3 / len(on),
-        "off_topic": len(off),
-        "fallback": fallback / len(off),
+        "on_topic": len(qa.on_topic),
+        "top1": top1 / max(1, len(qa.on_topic)),
+        "top3": top3 / max(1, len(qa.on_topic)),
+        "off_topic": len(qa.off_topic),
+        "fallback": fallback / max(1, len(qa.off_topic)),
+        "uncovered_n": len(qa.uncovered),
+        "uncovered": uncovered / max(1, len(qa.uncovered)),
+        "wrong": wrong,
     }
+
+
+def _got(d: object) -> str:
+    from bot.retrieval import Decision
+
+    assert isinstance(d, Decision)
+    return d.hits[0].article_id if d.outcome is Outcome.ANSWER and d.hits else str(d.outcome)
+
+
+def _why(d: object) -> str:
+    from bot.retrieval import Decision
+
+    assert isinstance(d, Decision)
+    near = ", ".join(f"{h.article_id} {h.score:.2f}" for h in d.hits)
+    return f"domain {d.domain:.2f}; {near}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--misses", action="store_true", help="list every miss")
+    parser.add_argument("--misses", action="store_true", help="list every miss (eval split)")
+    parser.add_argument("--split", choices=["eval", "holdout", "both"], default="both")
     args = parser.parse_args()
     kb = KnowledgeBase.load()
-    for name, path in (("eval", EVAL), ("holdout", HOLDOUT)):
-        if not path.exists():
+    splits = [("eval", EVAL), ("holdout", HOLDOUT)]
+    for name, path in splits:
+        if args.split not in (name, "both") or not path.exists():
             continue
-        r = evaluate(kb, path, args.misses)
+        r = evaluate(kb, load_qa(path), args.misses and name == "eval")
         print(
-            f"{name:8} on-topic {int(r['on_topic']):4d}  top-1 {r['top1']:.1%}  "
-            f"top-3 {r['top3']:.1%}   off-topic {int(r['off_topic']):3d}  "
-            f"fallback {r['fallback']:.1%}"
+            f"{name:8} on-topic {r['on_topic']:4d}  top-1 {r['top1']:.1%}  "
+            f"top-3 {r['top3']:.1%}   off-topic {r['off_topic']:3d}  "
+            f"fallback {r['fallback']:.1%}   uncovered {r['uncovered_n']:3d}  "
+            f"said {r['uncovered']:.1%}"
         )
+        wrong = r["wrong"]
+        assert isinstance(wrong, Counter)
+        top = ", ".join(f"{e} -> {g} x{n}" for (e, g), n in wrong.most_common(6))
+        print(f"         most frequent wrong pairs: {top or 'none'}")
 
 
 if __name__ == "__main__":

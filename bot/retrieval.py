@@ -1,202 +1,404 @@
-"""Route a question to a knowledge article: BM25 (bm25s) plus a linear text classifier.
+"""Route a question: the article that answers it, "uncovered", or "not my topic".
 
-Two well-kept libraries, two views of the same knowledge base:
+One calibrated classifier decides all three. Its classes are the article ids plus two
+more: ``~uncovered`` (about containers, but no article covers it) and ``~offtopic`` (not
+about containers: everyday and other-technical senses of our words, such as Jupyter
+kernels, git commits or food containers). It is a multinomial logistic regression
+(scikit-learn) over three views of a question:
 
-- **BM25** (bm25s, Snowball stemming, synonym expansion). Each article is indexed as
-  several passages (title+summary+keywords, each example question, each body paragraph)
-  and scores as its best passage plus a share of its second best.
-- **A linear classifier** (scikit-learn LinearSVC over word 1-2-grams and character
-  3-4-grams) trained on the same passages, article id as the label. Character n-grams
-  catch inflections, typos and pasted error text that exact terms miss.
+- word 1-2-grams and character 3-5-grams (TF-IDF, sublinear tf, l2 per view), which
+  catch error messages, commands and typos exactly;
+- a 256-dimension sentence embedding from the static model that ships with dockwise
+  (``bot/models/minilm-static``: model2vec distilled from all-MiniLM-L6-v2, int8; see
+  MODEL.md there), which catches meaning when the words differ.
 
-The article ranking mixes both (normalised BM25 and the classifier's softmax). A question
-is on topic only if it shares enough domain vocabulary, clears a BM25 floor, matches an
-article better than the reject class (``bot.other_senses``: everyday and other-technical
-senses of our words), and the classifier does not put it in that reject class either.
-The constants are tuned on tests/data/qa_eval.yaml; the held-out
-set in bench/qa_eval.py checks they generalise.
+It is fitted on texts we ship, never on the evaluation sets: each article's title, main
+question, example questions and lead; ``bot/data/routing_docker_topics.yaml`` (container
+questions, the ones past ``COVERED_PREFIX`` as ``~uncovered``) and
+``bot/data/routing_negatives.yaml`` (``~offtopic``). Outcomes (thresholds chosen on
+tests/data/qa_eval.yaml by bench/qa_tune.py; tests/data/qa_holdout.yaml is held out):
+``fallback`` when P(~offtopic) >= ``OFFTOPIC_MIN``; ``answer`` when the best article's
+probability >= ``ANSWER_MIN``; otherwise ``uncovered``, with the nearest articles as
+"maybe related".
+
+Fitting needs scikit-learn (a second or more to import); answering needs only numpy and
+model2vec: the fitted vocabularies, IDF weights and coefficients are cached on disk
+(``$DOCKWISE_CACHE_DIR/router-<key>.npz``) keyed by the content hash of the model, the
+articles and the training texts, and :class:`TextFeatures` reproduces scikit-learn's
+``TfidfVectorizer.transform`` for them (tests/test_retrieval.py checks it is identical).
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
+import os
 import re
-from collections.abc import Iterable, Sequence
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-import bm25s
 import numpy as np
-import Stemmer
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.pipeline import FeatureUnion
-from sklearn.svm import LinearSVC
+import numpy.typing as npt
 
-from bot.synonyms import SYNONYMS
+if TYPE_CHECKING:
+    from bot.knowledge import Article
 
-_TOKEN = re.compile(r"[a-z0-9][a-z0-9+#]*")
-# Words that say nothing about the topic: bm25s's list plus chat filler.
-_STOP = frozenset(
-    """
-    a an and are as at be but by for if in into is it no not of on or such that the their
-    then there these they this to was will with i im i'm me my we our you your do does did
-    doing can could should would how what why when where which who whom whose vs versus
-    about just really so get got any some thing things way ok okay pls please hey hi hello
-    thanks thank there's what's isn't aren't don't doesn't its it's am been being have has
-    had having here also too very much more most use using used need needs want wants one
-    like same other else still even ever every all each both few many lot lots make makes
-    made actually basically
-    """.split()  # noqa: SIM905
-)
-
-_SYN_PATTERNS = sorted(SYNONYMS.items(), key=lambda kv: -len(kv[0]))
-_SYN_RE = re.compile(
-    r"(?<![\w-])(" + "|".join(re.escape(k) for k, _ in _SYN_PATTERNS) + r")(?![\w-])"
-)
+Vector = npt.NDArray[np.float32]
+ROUTER_VERSION = "2"
+UNCOVERED_CLASS = "~uncovered"
+OFFTOPIC_CLASS = "~offtopic"
+# The first entries of routing_docker_topics.yaml phrase topics the articles cover: they
+# count as container questions, not as ~uncovered examples.
+COVERED_PREFIX = 41
 
 
-def expand(text: str) -> str:
-    """Append synonym expansions for every known word or phrase in ``text``."""
-    lowered = text.lower()
-    extra = [SYNONYMS[m.group(1)] for m in _SYN_RE.finditer(lowered)]
-    return lowered + (" " + " ".join(extra) if extra else "")
-
-
-@dataclass(frozen=True, slots=True)
-class Passage:
-    article_id: str
-    text: str
-    weight: float = 1.0
-    reject: bool = False  # a neighbouring, non-container topic (see bot.other_senses)
+class Outcome(StrEnum):
+    ANSWER = "answer"
+    UNCOVERED = "uncovered"
+    FALLBACK = "fallback"
 
 
 @dataclass(frozen=True, slots=True)
 class Hit:
     article_id: str
-    score: float
+    score: float  # the classifier's probability for this article, 0..1
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    hits: list[Hit]
-    coverage: float  # share of the question's content words the domain knows
-    on_topic: bool
+    outcome: Outcome
+    hits: list[Hit]  # the nearest articles, best first (for "uncovered": maybe related)
+    domain: float  # 1 - P(~offtopic): how sure we are it is about containers, 0..1
+
+    @property
+    def on_topic(self) -> bool:
+        return self.outcome is Outcome.ANSWER
 
 
-class Retriever:
-    MIN_COVERAGE = 0.2  # share of the question's words that must be domain vocabulary
-    MIN_SCORE = 1.0  # BM25 floor for the best article
-    SECOND_PASSAGE_SHARE = 0.3
-    REJECT_MARGIN = 1.0  # the best article must beat the best reject-class passage
-    CLASSIFIER_WEIGHT = 0.5  # share of the classifier in the mixed ranking
-    SOFTMAX_SCALE = 5.0  # turns SVM margins into a distribution comparable to BM25 shares
-    REJECT_LABEL = "~other"
+def model_dir() -> Path:
+    """The packaged static embedding model (a model2vec ``save_pretrained`` folder)."""
+    return Path(str(resources.files("bot").joinpath("models", "minilm-static")))
 
-    def __init__(self, passages: Sequence[Passage], domain_text: Iterable[str]) -> None:
-        self._stemmer = Stemmer.Stemmer("english")
-        self._passages = list(passages)
-        self._article_ids = sorted({p.article_id for p in self._passages})
-        self._reject = np.array(
-            [any(p.reject for p in self._passages if p.article_id == a) for a in self._article_ids]
-        )
-        self._article_index = {a: i for i, a in enumerate(self._article_ids)}
-        self._passage_article = np.array(
-            [self._article_index[p.article_id] for p in self._passages], dtype=np.int32
-        )
-        self._weights = np.array([p.weight for p in self._passages], dtype=np.float32)
-        corpus_tokens = [self.tokens(expand(p.text)) for p in self._passages]
-        self._bm25 = bm25s.BM25()
-        self._bm25.index(corpus_tokens, show_progress=False)
-        self._vocab: frozenset[str] = frozenset(self._bm25.vocab_dict)
-        domain: set[str] = set()
-        for text in domain_text:
-            domain.update(self.tokens(text))
-        for key, value in SYNONYMS.items():
-            domain.update(self.tokens(key))
-            domain.update(self.tokens(value))
-        self._domain = frozenset(domain)
-        self._train_classifier()
 
-    def _train_classifier(self) -> None:
-        self._features = FeatureUnion(
-            [
-                (
-                    "words",
-                    TfidfVectorizer(preprocessor=expand, ngram_range=(1, 2), sublinear_tf=True),
-                ),
-                (
-                    "chars",
-                    TfidfVectorizer(
-                        preprocessor=expand,
-                        analyzer="char_wb",
-                        ngram_range=(3, 4),
-                        sublinear_tf=True,
-                    ),
-                ),
-            ]
+def data_file(name: str) -> Path:
+    return Path(str(resources.files("bot").joinpath("data", name)))
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("DOCKWISE_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "dockwise"
+
+
+class Embedder(Protocol):
+    def encode(self, texts: Sequence[str]) -> Vector: ...
+
+
+class StaticEmbedder:
+    """model2vec's StaticModel on the packaged model; rows are unit-length float32.
+
+    Raises ValueError when the model files are missing."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        from model2vec import StaticModel
+
+        folder = path or model_dir()
+        if not (folder / "model.safetensors").is_file():
+            raise ValueError(f"the embedding model is missing: {folder}/model.safetensors")
+        self._model = StaticModel.from_pretrained(str(folder))
+        self._lock = threading.Lock()  # one tokenizer shared by threads: keep calls serial
+
+    def encode(self, texts: Sequence[str]) -> Vector:
+        with self._lock:
+            vectors = np.asarray(self._model.encode(list(texts), show_progress_bar=False))
+        return _unit(vectors.astype(np.float32))
+
+
+@cache
+def default_embedder() -> StaticEmbedder:
+    return StaticEmbedder()
+
+
+def _unit(m: npt.NDArray[Any]) -> Vector:
+    norms = np.linalg.norm(m, axis=-1, keepdims=True)
+    out: Vector = (m / np.maximum(norms, 1e-9)).astype(np.float32)
+    return out
+
+
+def load_texts(name: str) -> list[str]:
+    """A packaged YAML list of strings (``bot/data/NAME``)."""
+    import yaml
+
+    data = yaml.safe_load(data_file(name).read_text(encoding="utf-8")) or []
+    return [str(t) for t in data if str(t).strip()]
+
+
+# ----- text features: scikit-learn's TfidfVectorizer.transform, for fitted vocabularies ----
+_WORD = re.compile(r"(?u)\b\w\w+\b")  # TfidfVectorizer's default token_pattern
+_SPACES = re.compile(r"\s\s+")
+
+
+def word_ngrams(text: str) -> list[str]:
+    """Lower-cased word 1- and 2-grams, as ``TfidfVectorizer(ngram_range=(1, 2))``."""
+    tokens = _WORD.findall(text.lower())
+    return tokens + [" ".join(tokens[i : i + 2]) for i in range(len(tokens) - 1)]
+
+
+def char_wb_ngrams(text: str, low: int = 3, high: int = 5) -> list[str]:
+    """Character n-grams inside word boundaries, as ``analyzer="char_wb"``."""
+    out: list[str] = []
+    for word in _SPACES.sub(" ", text.lower()).split():
+        padded = f" {word} "
+        size = len(padded)
+        for n in range(low, high + 1):
+            offset = 0
+            out.append(padded[offset : offset + n])
+            while offset + n < size:
+                offset += 1
+                out.append(padded[offset : offset + n])
+            if offset == 0:  # a word shorter than n counts once
+                break
+    return out
+
+
+class TextFeatures:
+    """Sparse TF-IDF features of one text over two fitted vocabularies (words, chars):
+    column indices and values, each view l2-normalised, chars offset after words."""
+
+    def __init__(
+        self,
+        word_terms: Sequence[str],
+        word_idf: npt.NDArray[np.float64],
+        char_terms: Sequence[str],
+        char_idf: npt.NDArray[np.float64],
+    ) -> None:
+        self.word_vocab = {t: i for i, t in enumerate(word_terms)}
+        self.char_vocab = {t: i for i, t in enumerate(char_terms)}
+        self.word_idf = word_idf
+        self.char_idf = char_idf
+        self.width = len(word_terms) + len(char_terms)
+
+    def transform(self, text: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        cols: list[int] = []
+        vals: list[float] = []
+        for grams, vocab, idf, offset in (
+            (word_ngrams(text), self.word_vocab, self.word_idf, 0),
+            (char_wb_ngrams(text), self.char_vocab, self.char_idf, len(self.word_vocab)),
+        ):
+            counts = Counter(i for g in grams if (i := vocab.get(g)) is not None)
+            if not counts:
+                continue
+            index = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+            tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+            weights = (1.0 + np.log(tf)) * idf[index]
+            weights /= math.sqrt(float(weights @ weights))
+            cols += (index + offset).tolist()
+            vals += weights.tolist()
+        return np.array(cols, dtype=np.int64), np.array(vals, dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    article: int  # index into the router's article ids
+    section: int  # index among that article's sections
+
+
+class Router:
+    """Routes a question to one of ``article_ids`` (or uncovered / fallback).
+
+    ``decide`` and ``best_section`` are thread-safe (numpy, a locked tokenizer)."""
+
+    OFFTOPIC_MIN = 0.30  # P(~offtopic) at or above which the question is not our topic
+    ANSWER_MIN = 0.23  # the best article's probability for a confident answer
+
+    def __init__(
+        self,
+        classes: list[str],
+        features: TextFeatures,
+        coef: npt.NDArray[np.float32],
+        intercept: npt.NDArray[np.float64],
+        sections: list[Section],
+        section_vectors: Vector,
+        embedder: Embedder,
+    ) -> None:
+        self.classes = classes
+        self.article_ids = [c for c in classes if not c.startswith("~")]
+        self._article_cols = np.array([classes.index(a) for a in self.article_ids])
+        self._offtopic = classes.index(OFFTOPIC_CLASS)
+        self._features = features
+        self._coef = coef
+        self._intercept = intercept
+        self._sections = sections
+        self._section_vectors = section_vectors
+        self._embedder = embedder
+
+    # ----- building ---------------------------------------------------------------------
+    @classmethod
+    def for_articles(
+        cls,
+        articles: Mapping[str, Article],
+        *,
+        embedder: Embedder | None = None,
+        cache: Path | None = None,
+    ) -> Router:
+        """Load the fitted router for ``articles`` from the on-disk cache, or fit it (and
+        cache it). Raises ValueError if the packaged model or training texts are missing."""
+        emb = embedder if embedder is not None else default_embedder()
+        ordered = [articles[k] for k in sorted(articles)]
+        texts, labels = training_set(ordered)
+        sections = [Section(i, j) for i, a in enumerate(ordered) for j in range(len(a.sections))]
+        section_texts = [
+            f"{ordered[s.article].sections[s.section].heading}. "
+            f"{ordered[s.article].sections[s.section].text}"
+            for s in sections
+        ]
+        key = _content_key(texts, labels, section_texts)
+        path = (cache if cache is not None else cache_dir()) / f"router-{key}.npz"
+        fitted = _load_cached(path)
+        if fitted is None:
+            fitted = _fit(texts, labels, emb)
+            fitted["section_vectors"] = emb.encode(section_texts)
+            _save_cached(path, fitted)
+        features = TextFeatures(
+            fitted["word_terms"].tolist(),
+            fitted["word_idf"],
+            fitted["char_terms"].tolist(),
+            fitted["char_idf"],
         )
-        labels = [self.REJECT_LABEL if p.reject else p.article_id for p in self._passages]
-        matrix = self._features.fit_transform([p.text for p in self._passages])
-        self._classifier = LinearSVC(C=1.0).fit(matrix, labels)
-        classes = list(self._classifier.classes_)
-        self._reject_column = (
-            classes.index(self.REJECT_LABEL) if self.REJECT_LABEL in classes else -1
-        )
-        # Column of each article in the classifier's output (reject class has none).
-        self._class_column = np.array(
-            [classes.index(a) if a in classes else -1 for a in self._article_ids]
+        return cls(
+            [str(c) for c in fitted["classes"].tolist()],
+            features,
+            fitted["coef"],
+            fitted["intercept"],
+            sections,
+            fitted["section_vectors"],
+            emb,
         )
 
-    def tokens(self, text: str) -> list[str]:
-        words = [w for w in _TOKEN.findall(text.lower()) if w not in _STOP and len(w) > 1]
-        return [str(s) for s in self._stemmer.stemWords(words)]
+    # ----- routing ----------------------------------------------------------------------
+    def probabilities(self, question: str) -> tuple[npt.NDArray[np.float64], Vector]:
+        """Class probabilities (in ``classes`` order) and the question's embedding."""
+        vector = self._embedder.encode([question])[0]
+        cols, vals = self._features.transform(question)
+        width = self._features.width
+        z = self._coef[:, cols] @ vals + self._coef[:, width:] @ vector + self._intercept
+        z = z - z.max()
+        p = np.exp(z)
+        return p / p.sum(), vector
 
     def decide(self, question: str, k: int = 3) -> Decision:
-        own = self.tokens(question)
-        if not own:
-            return Decision([], 0.0, False)
-        known = sum(1 for t in own if t in self._domain)
-        coverage = known / len(own)
-        query = [t for t in self.tokens(expand(question)) if t in self._vocab]
-        if not query:
-            return Decision([], coverage, False)
-        per_article = self._aggregate(self._bm25.get_scores(query) * self._weights)
-        rejected = float(per_article[self._reject].max()) if self._reject.any() else 0.0
-        per_article[self._reject] = 0.0
-        best_bm25 = float(per_article.max())
-        margins = self._classifier.decision_function(self._features.transform([question]))[0]
-        on_topic = (
-            coverage >= self.MIN_COVERAGE
-            and best_bm25 >= self.MIN_SCORE
-            and best_bm25 > rejected * self.REJECT_MARGIN
-            and int(np.argmax(margins)) != self._reject_column  # the classifier agrees
-        )
-        mixed = self._mix(margins, per_article / best_bm25 if best_bm25 > 0 else per_article)
-        order = [i for i in np.argsort(-mixed) if not self._reject[i]][:k]
-        hits = [Hit(self._article_ids[i], float(mixed[i])) for i in order]
-        return Decision(hits, coverage, on_topic)
+        p, _ = self.probabilities(question)
+        articles = p[self._article_cols]
+        order = np.argsort(-articles, kind="stable")[:k]
+        hits = [Hit(self.article_ids[i], float(articles[i])) for i in order]
+        p_off = float(p[self._offtopic])
+        if p_off >= self.OFFTOPIC_MIN:
+            outcome = Outcome.FALLBACK
+        elif hits[0].score >= self.ANSWER_MIN:
+            outcome = Outcome.ANSWER
+        else:
+            outcome = Outcome.UNCOVERED
+        return Decision(outcome, hits, 1.0 - p_off)
 
-    def _mix(self, margins: np.ndarray, bm25_share: np.ndarray) -> np.ndarray:
-        z = margins * self.SOFTMAX_SCALE
-        probs = np.exp(z - z.max())
-        probs /= probs.sum()
-        per_article = np.where(self._class_column >= 0, probs[self._class_column], 0.0)
-        w = self.CLASSIFIER_WEIGHT
-        mixed: np.ndarray = w * per_article + (1 - w) * bm25_share
-        return mixed
+    def best_section(self, question: str, article_id: str) -> int | None:
+        """Index of the article's section most similar to the question (None if none)."""
+        i = self.article_ids.index(article_id)
+        rows = [n for n, s in enumerate(self._sections) if s.article == i]
+        if not rows:
+            return None
+        vector = self._embedder.encode([question])[0]
+        sims = self._section_vectors[rows] @ vector
+        return self._sections[rows[int(np.argmax(sims))]].section
 
-    def _aggregate(self, scores: np.ndarray) -> np.ndarray:
-        """Per article: its best passage score plus a share of its second best."""
-        n = len(self._article_ids)
-        order = np.argsort(-scores, kind="stable")
-        articles = self._passage_article[order]
-        best = np.zeros(n, dtype=np.float32)
-        second = np.zeros(n, dtype=np.float32)
-        # First and second occurrence of each article in descending score order.
-        _, first_pos = np.unique(articles, return_index=True)
-        best[articles[first_pos]] = scores[order[first_pos]]
-        mask = np.ones(len(order), dtype=bool)
-        mask[first_pos] = False
-        rest_articles = articles[mask]
-        rest_scores = scores[order[mask]]
-        _, second_pos = np.unique(rest_articles, return_index=True)
-        second[rest_articles[second_pos]] = rest_scores[second_pos]
-        return best + self.SECOND_PASSAGE_SHARE * second
+
+def training_set(articles: Sequence[Article]) -> tuple[list[str], list[str]]:
+    """The texts the classifier is fitted on, with their class labels."""
+    texts: list[str] = []
+    labels: list[str] = []
+    for a in articles:
+        items = [a.title, a.question, *a.questions, a.lead]
+        texts += items
+        labels += [a.id] * len(items)
+    uncovered = load_texts("routing_docker_topics.yaml")[COVERED_PREFIX:]
+    negatives = load_texts("routing_negatives.yaml")
+    texts += uncovered + negatives
+    labels += [UNCOVERED_CLASS] * len(uncovered) + [OFFTOPIC_CLASS] * len(negatives)
+    return texts, labels
+
+
+def _fit(texts: list[str], labels: list[str], embedder: Embedder) -> dict[str, Any]:
+    """Fit the vectorizers and the logistic regression (scikit-learn)."""
+    import scipy.sparse as sp
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(texts)
+    chars = TfidfVectorizer(
+        analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, min_df=2
+    ).fit(texts)
+    x = sp.hstack(
+        [words.transform(texts), chars.transform(texts), sp.csr_matrix(embedder.encode(texts))]
+    ).tocsr()
+    model = LogisticRegression(C=32.0, class_weight="balanced", max_iter=3000).fit(x, labels)
+    word_terms = sorted(words.vocabulary_, key=words.vocabulary_.__getitem__)
+    char_terms = sorted(chars.vocabulary_, key=chars.vocabulary_.__getitem__)
+    return {
+        "classes": np.array([str(c) for c in model.classes_]),
+        "word_terms": np.array(word_terms),
+        "word_idf": words.idf_.astype(np.float64),
+        "char_terms": np.array(char_terms),
+        "char_idf": chars.idf_.astype(np.float64),
+        "coef": model.coef_.astype(np.float32),
+        "intercept": model.intercept_.astype(np.float64),
+    }
+
+
+def _content_key(texts: list[str], labels: list[str], sections: list[str]) -> str:
+    h = hashlib.sha256(ROUTER_VERSION.encode())
+    model = model_dir() / "model.safetensors"
+    h.update(hashlib.sha256(model.read_bytes()).digest() if model.is_file() else b"-")
+    for text, label in zip(texts, labels, strict=True):
+        h.update(f"{label}\x1f{text}\x1e".encode())
+    for text in sections:
+        h.update(f"{text}\x1e".encode())
+    return h.hexdigest()[:20]
+
+
+_CACHED_KEYS = (
+    "classes",
+    "word_terms",
+    "word_idf",
+    "char_terms",
+    "char_idf",
+    "coef",
+    "intercept",
+    "section_vectors",
+)
+
+
+def _load_cached(path: Path) -> dict[str, Any] | None:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in _CACHED_KEYS}
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _save_cached(path: Path, fitted: dict[str, Any]) -> None:
+    """Write atomically; a read-only or full disk only costs the next start a refit."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **fitted)
+        os.replace(tmp, path)
+    except OSError:
+        pass
