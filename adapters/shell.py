@@ -26,6 +26,7 @@ HELP = """Things to try:
   alpine or slim?
   explain debian:bookworm-slim       (inspects a real image)
   topics                             (lists what I know about)
+  more                               (the whole article behind the last answer)
   quit                               (or Ctrl-D)"""
 
 
@@ -63,6 +64,7 @@ def run_shell(
     """Run the prompt loop until ``quit`` or end of input; returns the exit status."""
     _setup_history(history_file)
     print(BANNER, file=stdout, flush=True)
+    last_topic: str | None = None
     try:
         with asyncio.Runner() as runner:
             while True:
@@ -88,8 +90,19 @@ def run_shell(
                         print(f"  {article.id:20} {article.title}", file=stdout)
                     stdout.flush()
                     continue
+                if command == "more":
+                    if last_topic is None:
+                        print("Ask a question first; `more` shows its whole article.", file=stdout)
+                    else:
+                        full = engine.full_article(last_topic)
+                        print(render_text(full, color=color), file=stdout)
+                    stdout.flush()
+                    continue
                 reply = runner.run(engine.handle(text))
                 print(render_text(reply, color=color), file=stdout, flush=True)
+                if reply.article is not None and reply.topic is not None:
+                    last_topic = reply.topic
+                    print("(type `more` for the whole article)", file=stdout, flush=True)
             runner.run(engine.aclose())
     finally:
         _save_history(history_file)

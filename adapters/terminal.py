@@ -59,7 +59,7 @@ def render_text(reply: Reply, *, width: int = 88, color: bool = False) -> str:
         out += ["", "Sources:"]
         out += [f"  - {s.title}: {s.url}" for s in reply.sources]
     if reply.suggestions:
-        out += ["", "Try also:"]
+        out += ["", "Maybe related:" if reply.kind is ReplyKind.UNCOVERED else "Try also:"]
         out += [f"  - {s}" for s in reply.suggestions]
     while out and not out[-1]:
         out.pop()

@@ -31,7 +31,10 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def answer_json(reply: Reply) -> dict[str, Any]:
-    """The ``ask --json`` contract: kind, topic, title, text, sources (URLs), related."""
+    """The ``ask --json`` contract: kind ("answer", "uncovered", "fallback" or "error"),
+    topic, title, text (the targeted reply), sources (URLs), related (article ids; for
+    "uncovered" the maybe-related ones), article (the whole article's Markdown, or null)
+    and section (the heading of the section shown, or null)."""
     return {
         "kind": str(reply.kind),
         "topic": reply.topic,
@@ -39,6 +42,8 @@ def answer_json(reply: Reply) -> dict[str, Any]:
         "text": reply.body,
         "sources": [s.url for s in reply.sources],
         "related": list(reply.related),
+        "article": reply.article,
+        "section": reply.section,
     }
 
 
@@ -53,20 +58,36 @@ def _load_engine() -> Engine:
         fail(f"cannot load the knowledge base: {exc}")
 
 
+def _answer(engine: Engine, text: str, full: bool) -> Reply:
+    reply = engine.knowledge.answer(check_input(text))
+    if full and reply.topic is not None:
+        return engine.knowledge.full_article(reply.topic)
+    return reply
+
+
+def _print_answer(reply: Reply, question: str, *, full: bool, color: bool) -> None:
+    from adapters.terminal import render_text
+
+    typer.echo(render_text(reply, color=color))
+    if reply.topic is not None and not full and reply.article is not None:
+        typer.echo(f"\nFull article: dockwise ask --full {json.dumps(question)}")
+
+
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help='The question, or "-" to read one per line.')],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="Print the whole article, not the short answer.")
+    ] = False,
 ) -> None:
     """Answer a question about containers and images."""
-    from adapters.terminal import render_text
-
     engine = _load_engine()
     if question == "-":
         for line in sys.stdin:
             text = line.rstrip("\n")
             try:
-                reply = engine.knowledge.answer(check_input(text))
+                reply = _answer(engine, text, full)
             except DockwiseError as exc:
                 if as_json:
                     _print_json(
@@ -77,6 +98,8 @@ def ask(
                             "text": str(exc),
                             "sources": [],
                             "related": [],
+                            "article": None,
+                            "section": None,
                         }
                     )
                 else:
@@ -85,17 +108,18 @@ def ask(
             if as_json:
                 _print_json(answer_json(reply))
             else:
-                typer.echo(render_text(reply) + "\n")
+                _print_answer(reply, text, full=full, color=False)
+                typer.echo("")
             sys.stdout.flush()
         return
     try:
-        reply = engine.knowledge.answer(check_input(question))
+        reply = _answer(engine, question, full)
     except DockwiseError as exc:
         fail(str(exc), code=2)
     if as_json:
         _print_json(answer_json(reply))
     else:
-        typer.echo(render_text(reply, color=sys.stdout.isatty()))
+        _print_answer(reply, question, full=full, color=sys.stdout.isatty())
 
 
 @app.command()

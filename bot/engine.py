@@ -75,7 +75,7 @@ class Engine:
         from bot.config import get_settings
 
         if knowledge is None:
-            from bot.knowledge import KnowledgeBase  # numpy, bm25s, scikit-learn: load late
+            from bot.knowledge import KnowledgeBase  # numpy and the embedding model: load late
 
             knowledge = KnowledgeBase.load()
         self.knowledge = knowledge
@@ -101,6 +101,13 @@ class Engine:
             return self.knowledge.answer(check_input(question))
         except DockwiseError as exc:
             return error_reply(str(exc))
+
+    def full_article(self, article_id: str) -> Reply:
+        """The whole article ``article_id`` (the "Show full article" button, ``more``);
+        an error reply for an id the knowledge base doesn't have."""
+        if article_id not in self.knowledge.articles:
+            return error_reply(f"I have no article {article_id[:80]!r}.")
+        return self.knowledge.full_article(article_id)
 
     async def handle(self, text: str, *, asker: Asker = LOCAL) -> Reply:
         """Anything a user typed: a question, or a request to explain an image."""

@@ -43,18 +43,45 @@ def test_ask_json_contract(kb: KnowledgeBase) -> None:
     lines = result.stdout.splitlines()
     assert len(lines) == 1
     obj = json.loads(lines[0])
-    assert set(obj) == {"kind", "topic", "title", "text", "sources", "related"}
+    assert set(obj) == {
+        "kind", "topic", "title", "text", "sources", "related", "article", "section"
+    }  # fmt: skip
     assert obj["kind"] == "answer" and obj["topic"] == "containers-vs-vms"
     article = kb.articles["containers-vs-vms"]
-    assert obj["title"] == article.title and obj["text"] == article.body
+    assert obj["title"] == article.title and obj["article"] == article.body
+    # The text is the targeted reply: the lead plus the one section named in "section".
+    headings = [s.heading for s in article.sections]
+    assert obj["section"] in headings
+    shown = article.sections[headings.index(obj["section"])]
+    assert obj["text"].startswith(article.lead) and obj["text"].endswith(shown.text)
+    assert len(obj["text"].split()) <= 200 < len(article.body.split()) or len(headings) == 1
     assert obj["sources"] == [s.url for s in article.sources]
     assert all(url.startswith("https://") for url in obj["sources"])
     assert obj["related"] and set(obj["related"]) <= set(kb.articles)
 
 
-def test_ask_json_off_topic_is_fallback() -> None:
-    obj = json.loads(dockwise("ask", "--json", "what is the capital of France?").stdout)
-    assert obj["kind"] == "fallback" and obj["topic"] is None and obj["sources"] == []
+def test_ask_full_prints_the_whole_article(kb: KnowledgeBase) -> None:
+    obj = json.loads(dockwise("ask", "--json", "--full", "is a container a VM?").stdout)
+    article = kb.articles["containers-vs-vms"]
+    assert obj["kind"] == "answer" and obj["section"] is None
+    for section in article.sections:
+        assert section.heading in obj["text"] and section.text in obj["text"]
+    text = dockwise("ask", "--full", "is a container a VM?").stdout
+    assert all(s.heading in text for s in article.sections)
+    assert "dockwise ask --full" not in text  # already the full article
+
+
+def test_ask_json_uncovered_says_so_with_a_docs_search_and_maybe_related(
+    kb: KnowledgeBase,
+) -> None:
+    obj = json.loads(
+        dockwise("ask", "--json", "how do I configure a kubernetes ingress controller").stdout
+    )
+    assert obj["kind"] == "uncovered" and obj["topic"] is None and obj["article"] is None
+    assert obj["sources"][0].startswith("https://docs.docker.com/search/?q=")
+    assert "kubernetes" in obj["sources"][0]
+    assert 1 <= len(obj["related"]) <= 3 and set(obj["related"]) <= set(kb.articles)
+    assert "don't cover" in obj["text"]
 
 
 def test_ask_text_prints_title_and_sources(kb: KnowledgeBase) -> None:

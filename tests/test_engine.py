@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench._common import EVAL, load_set
+from bench._common import EVAL, load_qa
 from bot.engine import MAX_INPUT_CHARS, Engine
 from bot.intent import ExplainIntent, QuestionIntent, parse_intent
 from bot.knowledge import FALLBACK_TITLE, KnowledgeBase
@@ -16,24 +16,55 @@ def kb() -> KnowledgeBase:
     return KnowledgeBase.load()
 
 
-def test_eval_set_top1_accuracy_at_least_90_percent(kb: KnowledgeBase) -> None:
-    on, _ = load_set(EVAL)
-    assert len(on) >= 80
-    misses = []
-    for question, expected in on:
-        reply = kb.answer(question)
-        if reply.topic != expected:
-            misses.append((question, expected, reply.topic))
-    accuracy = 1 - len(misses) / len(on)
-    assert accuracy >= 0.90, f"top-1 {accuracy:.1%}; misses: {misses}"
+# Floors a little under what the eval split gives today (bench/qa_eval.py prints the
+# figures); the held-out split is never asserted on, so it stays unseen.
+TOP1_FLOOR, FALLBACK_FLOOR, UNCOVERED_FLOOR = 0.90, 0.92, 0.85
+
+
+def test_eval_split_routes_on_topic_questions_to_the_right_article(kb: KnowledgeBase) -> None:
+    qa = load_qa(EVAL)
+    assert len(qa.on_topic) >= 200
+    misses = [(q, e, kb.answer(q).topic) for q, e in qa.on_topic if kb.answer(q).topic != e]
+    accuracy = 1 - len(misses) / len(qa.on_topic)
+    assert accuracy >= TOP1_FLOOR, f"top-1 {accuracy:.1%}; misses: {misses}"
 
 
 def test_off_topic_questions_get_the_fallback(kb: KnowledgeBase) -> None:
-    _, off = load_set(EVAL)
-    assert len(off) >= 15
-    answered = [(q, kb.answer(q).topic) for q in off if kb.answer(q).kind is not ReplyKind.FALLBACK]
-    rate = 1 - len(answered) / len(off)
-    assert rate >= 0.90, f"fallback rate {rate:.1%}; answered: {answered}"
+    qa = load_qa(EVAL)
+    assert len(qa.off_topic) >= 60
+    answered = [(q, kb.answer(q).kind) for q in qa.off_topic]
+    wrong = [(q, k) for q, k in answered if k is not ReplyKind.FALLBACK]
+    rate = 1 - len(wrong) / len(qa.off_topic)
+    assert rate >= FALLBACK_FLOOR, f"fallback rate {rate:.1%}; not refused: {wrong}"
+
+
+def test_uncovered_container_questions_are_said_to_be_uncovered(kb: KnowledgeBase) -> None:
+    qa = load_qa(EVAL)
+    assert len(qa.uncovered) >= 20
+    wrong = [(q, kb.answer(q).kind) for q in qa.uncovered]
+    wrong = [(q, k) for q, k in wrong if k is not ReplyKind.UNCOVERED]
+    rate = 1 - len(wrong) / len(qa.uncovered)
+    assert rate >= UNCOVERED_FLOOR, f"uncovered rate {rate:.1%}; wrong: {wrong}"
+
+
+def test_uncovered_reply_links_a_docs_search_and_never_answers(kb: KnowledgeBase) -> None:
+    reply = kb.answer("how do I set up docker swarm with three manager nodes")
+    assert reply.kind is ReplyKind.UNCOVERED
+    assert reply.topic is None and reply.article is None
+    assert reply.sources and reply.sources[0].url.startswith("https://docs.docker.com/search/")
+    assert 1 <= len(reply.related) <= 3
+    assert reply.suggestions == [kb.articles[a].question for a in reply.related]
+
+
+def test_answer_is_the_lead_and_the_best_section_within_200_words(kb: KnowledgeBase) -> None:
+    reply = kb.answer("what does exit code 137 mean for my container")
+    article = kb.articles["container-exits"]
+    assert reply.topic == "container-exits" and reply.article == article.body
+    assert reply.section == "Reading the exit code"
+    assert reply.body.startswith(article.lead)
+    assert len(reply.body.split()) <= 200
+    other = kb.answer("docker run -d ubuntu exits immediately, why?")
+    assert other.topic == "container-exits" and other.section != reply.section
 
 
 def test_fallback_says_what_dockwise_does_and_names_no_article(kb: KnowledgeBase) -> None:
