@@ -34,7 +34,6 @@ import hashlib
 import math
 import os
 import re
-import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -104,23 +103,50 @@ class Embedder(Protocol):
 
 
 class StaticEmbedder:
-    """model2vec's StaticModel on the packaged model; rows are unit-length float32.
+    """Sentence embeddings from the packaged model2vec model: the mean of the question's
+    token vectors (WordPiece via ``tokenizers``, no special tokens, unknown tokens dropped,
+    at most 512 tokens), as model2vec's ``StaticModel.encode`` computes it; rows are
+    unit-length float32 (a question with no known token gives a zero row).
 
-    Raises ValueError when the model files are missing."""
+    The folder (model2vec's ``save_pretrained`` layout) is read with safetensors and
+    tokenizers directly: importing model2vec and building a ``StaticModel`` costs more
+    start-up than a one-shot ``dockwise ask`` can spend (tests/test_retrieval.py checks
+    the vectors equal model2vec's). Raises ValueError when the files are missing or bad.
+    """
+
+    MAX_TOKENS = 512
 
     def __init__(self, path: Path | None = None) -> None:
-        from model2vec import StaticModel
+        from safetensors.numpy import load_file
+        from tokenizers import Tokenizer
 
         folder = path or model_dir()
-        if not (folder / "model.safetensors").is_file():
-            raise ValueError(f"the embedding model is missing: {folder}/model.safetensors")
-        self._model = StaticModel.from_pretrained(str(folder))
-        self._lock = threading.Lock()  # one tokenizer shared by threads: keep calls serial
+        try:
+            tensors = load_file(str(folder / "model.safetensors"))
+            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as exc:  # safetensors and tokenizers raise their own types
+            raise ValueError(f"the embedding model in {folder} can't be loaded: {exc}") from exc
+        if "mapping" in tensors or "weights" in tensors:
+            raise ValueError(f"{folder}: vocabulary-quantised models are not supported")
+        self._vectors = tensors["embeddings"].astype(np.float32)
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(self.MAX_TOKENS)
+        unk = getattr(tokenizer.model, "unk_token", None)
+        self._unk = tokenizer.token_to_id(unk) if unk else None
+        self._tokenizer = tokenizer
+
+    @property
+    def dim(self) -> int:
+        return int(self._vectors.shape[1])
 
     def encode(self, texts: Sequence[str]) -> Vector:
-        with self._lock:
-            vectors = np.asarray(self._model.encode(list(texts), show_progress_bar=False))
-        return _unit(vectors.astype(np.float32))
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        out = np.zeros((len(encodings), self.dim), dtype=np.float32)
+        for row, encoding in enumerate(encodings):
+            ids = [i for i in encoding.ids if i != self._unk]
+            if ids:
+                out[row] = self._vectors[ids].mean(axis=0)
+        return _unit(out)
 
 
 @cache
@@ -134,11 +160,15 @@ def _unit(m: npt.NDArray[Any]) -> Vector:
     return out
 
 
+TRAINING_FILES = ("routing_docker_topics.yaml", "routing_negatives.yaml")
+
+
 def load_texts(name: str) -> list[str]:
-    """A packaged YAML list of strings (``bot/data/NAME``)."""
+    """A packaged YAML list of strings (``bot/data/NAME``), read with libyaml."""
     import yaml
 
-    data = yaml.safe_load(data_file(name).read_text(encoding="utf-8")) or []
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    data = yaml.load(data_file(name).read_text(encoding="utf-8"), Loader=loader) or []  # noqa: S506
     return [str(t) for t in data if str(t).strip()]
 
 
@@ -218,7 +248,7 @@ class Router:
     ``decide`` and ``best_section`` are thread-safe (numpy, a locked tokenizer)."""
 
     OFFTOPIC_MIN = 0.30  # P(~offtopic) at or above which the question is not our topic
-    ANSWER_MIN = 0.23  # the best article's probability for a confident answer
+    ANSWER_MIN = 0.30  # the best article's probability for a confident answer
 
     def __init__(
         self,
@@ -254,18 +284,17 @@ class Router:
         cache it). Raises ValueError if the packaged model or training texts are missing."""
         emb = embedder if embedder is not None else default_embedder()
         ordered = [articles[k] for k in sorted(articles)]
-        texts, labels = training_set(ordered)
         sections = [Section(i, j) for i, a in enumerate(ordered) for j in range(len(a.sections))]
         section_texts = [
             f"{ordered[s.article].sections[s.section].heading}. "
             f"{ordered[s.article].sections[s.section].text}"
             for s in sections
         ]
-        key = _content_key(texts, labels, section_texts)
+        key = _content_key(ordered)
         path = (cache if cache is not None else cache_dir()) / f"router-{key}.npz"
         fitted = _load_cached(path)
         if fitted is None:
-            fitted = _fit(texts, labels, emb)
+            fitted = _fit(*training_set(ordered), emb)
             fitted["section_vectors"] = emb.encode(section_texts)
             _save_cached(path, fitted)
         features = TextFeatures(
@@ -328,8 +357,8 @@ def training_set(articles: Sequence[Article]) -> tuple[list[str], list[str]]:
         items = [a.title, a.question, *a.questions, a.lead]
         texts += items
         labels += [a.id] * len(items)
-    uncovered = load_texts("routing_docker_topics.yaml")[COVERED_PREFIX:]
-    negatives = load_texts("routing_negatives.yaml")
+    uncovered = load_texts(TRAINING_FILES[0])[COVERED_PREFIX:]
+    negatives = load_texts(TRAINING_FILES[1])
     texts += uncovered + negatives
     labels += [UNCOVERED_CLASS] * len(uncovered) + [OFFTOPIC_CLASS] * len(negatives)
     return texts, labels
@@ -362,14 +391,20 @@ def _fit(texts: list[str], labels: list[str], embedder: Embedder) -> dict[str, A
     }
 
 
-def _content_key(texts: list[str], labels: list[str], sections: list[str]) -> str:
+def _content_key(articles: Sequence[Article]) -> str:
+    """Hash of everything the fitted router depends on: this module's version, the model,
+    the articles (as parsed) and the raw training files (hashed unparsed: a warm start
+    never parses them)."""
     h = hashlib.sha256(ROUTER_VERSION.encode())
+    h.update(f"{COVERED_PREFIX}".encode())
     model = model_dir() / "model.safetensors"
     h.update(hashlib.sha256(model.read_bytes()).digest() if model.is_file() else b"-")
-    for text, label in zip(texts, labels, strict=True):
-        h.update(f"{label}\x1f{text}\x1e".encode())
-    for text in sections:
-        h.update(f"{text}\x1e".encode())
+    for a in articles:
+        parts = [a.id, a.title, a.question, a.lead, *a.questions]
+        parts += [f"{s.heading}\x1f{s.text}" for s in a.sections]
+        h.update("\x1e".join(parts).encode() + b"\x1d")
+    for name in TRAINING_FILES:
+        h.update(hashlib.sha256(data_file(name).read_bytes()).digest())
     return h.hexdigest()[:20]
 
 

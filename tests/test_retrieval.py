@@ -1,0 +1,119 @@
+"""The router's pieces against the libraries they stand in for, and its on-disk cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from bot.knowledge import KnowledgeBase
+from bot.retrieval import (
+    OFFTOPIC_CLASS,
+    UNCOVERED_CLASS,
+    Outcome,
+    Router,
+    TextFeatures,
+    training_set,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SAMPLES = [
+    "why FROM ubuntu?",
+    "docker: Error response from daemon: failed to create task: exec format error",
+    "  Tabs\tand   SPACES, über-weird ünïcode and a_b_c x y  ",
+    'OCI runtime exec failed: exec: "bash": executable file not found in $PATH',
+    "a",
+    "",
+    "my jupyter kernel keeps dying",
+]
+
+
+@pytest.fixture(scope="module")
+def kb() -> KnowledgeBase:
+    return KnowledgeBase.load()
+
+
+def test_text_features_equal_scikit_learn_tfidf(kb: KnowledgeBase) -> None:
+    """The run-time transform must give exactly what TfidfVectorizer.transform gives."""
+    texts, _ = training_set(list(kb.articles.values()))
+    words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(texts)
+    chars = TfidfVectorizer(
+        analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, min_df=2
+    ).fit(texts)
+    ours = TextFeatures(
+        sorted(words.vocabulary_, key=words.vocabulary_.__getitem__),
+        words.idf_,
+        sorted(chars.vocabulary_, key=chars.vocabulary_.__getitem__),
+        chars.idf_,
+    )
+    probe = SAMPLES + texts[::37]
+    expected = sp.hstack([words.transform(probe), chars.transform(probe)]).toarray()
+    for row, text in enumerate(probe):
+        got = np.zeros(ours.width)
+        cols, vals = ours.transform(text)
+        got[cols] = vals
+        np.testing.assert_allclose(got, expected[row], rtol=1e-6, atol=1e-9, err_msg=text)
+
+
+def test_classes_are_the_articles_plus_uncovered_and_offtopic(kb: KnowledgeBase) -> None:
+    router = kb.router
+    assert set(router.classes) == set(kb.articles) | {UNCOVERED_CLASS, OFFTOPIC_CLASS}
+    p, vector = router.probabilities("is a container a VM?")
+    assert p.shape == (len(router.classes),) and abs(float(p.sum()) - 1.0) < 1e-6
+    assert vector.shape == (256,) and abs(float(np.linalg.norm(vector)) - 1.0) < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("question", "outcome"),
+    [
+        ("why does my Dockerfile start FROM ubuntu", Outcome.ANSWER),
+        ("how do I write a helm chart for my kubernetes deployment", Outcome.UNCOVERED),
+        ("what is a good recipe for banana bread", Outcome.FALLBACK),
+    ],
+)
+def test_three_outcomes(kb: KnowledgeBase, question: str, outcome: Outcome) -> None:
+    decision = kb.decide(question)
+    assert decision.outcome is outcome
+    assert len(decision.hits) == 3 and decision.hits[0].score >= decision.hits[1].score
+    assert (decision.domain < 0.7) == (outcome is Outcome.FALLBACK)
+
+
+def test_fitted_router_is_cached_and_reused(kb: KnowledgeBase, tmp_path: Path) -> None:
+    first = Router.for_articles(kb.articles, cache=tmp_path)
+    files = list(tmp_path.glob("router-*.npz"))
+    assert len(files) == 1
+    second = Router.for_articles(kb.articles, cache=tmp_path)
+    assert list(tmp_path.glob("router-*.npz")) == files
+    for q in SAMPLES[:4]:
+        np.testing.assert_allclose(first.probabilities(q)[0], second.probabilities(q)[0])
+
+
+def test_a_warm_start_answers_without_importing_scikit_learn(tmp_path: Path) -> None:
+    env = {**os.environ, "DOCKWISE_CACHE_DIR": str(tmp_path)}
+    code = (
+        "import sys; from bot.knowledge import KnowledgeBase; "
+        "print(KnowledgeBase.load().answer('is a container a VM?').topic, "
+        "'sklearn' in sys.modules)"
+    )
+    cold = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert cold.stdout.split() == ["containers-vs-vms", "True"], cold.stderr
+    warm = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert warm.stdout.split() == ["containers-vs-vms", "False"], warm.stderr
+
+
+def test_an_unwritable_cache_still_answers(kb: KnowledgeBase, tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    router = Router.for_articles(kb.articles, cache=blocked / "sub")
+    assert router.decide("is a container a VM?").hits[0].article_id == "containers-vs-vms"
