@@ -5,8 +5,9 @@
 #   docker run --rm -p 3000:3000 --env-file deploy/.env dockwise        # the bot (serve)
 #
 # Two stages. "build" turns the project and every dependency into wheels and installs them
-# into a fresh virtualenv; the final stage starts again from the bare base and copies only
-# that virtualenv and the knowledge articles: no compiler, no pip, no wheels, no sources.
+# into a fresh virtualenv (the articles and the embedding model are package data) and fits
+# the question router once into the cache; the final stage starts again from the bare base
+# and copies only that virtualenv and that cache: no compiler, no pip, no wheels, no sources.
 #
 # BASE_IMAGE picks the Python base. The default is the official slim image; any Debian-like
 # image with `python3` (and its venv module) works, e.g. Debian's own python3 + python3-venv.
@@ -30,16 +31,19 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY adapters ./adapters
+COPY knowledge ./knowledge
 
 # 1. wheels of the project and all its dependencies; 2. a pip-less runtime venv holding
-# exactly those wheels (installed with the build venv's pip, offline, from /wheels).
+# exactly those wheels (installed with the build venv's pip, offline, from /wheels);
+# 3. the fitted router in the cache, so the image answers at once, even read-only.
 RUN python3 -m venv /opt/build \
     && /opt/build/bin/pip wheel --no-cache-dir --wheel-dir /wheels . \
     && python3 -m venv --without-pip /opt/venv \
     && /opt/build/bin/pip --python /opt/venv/bin/python install --no-cache-dir \
         --no-index --find-links /wheels dockwise \
-    && /opt/venv/bin/dockwise --help > /dev/null \
-    && install -d -m 0750 /out/cache
+    && install -d -m 0750 /out/cache \
+    && DOCKWISE_CACHE_DIR=/out/cache /opt/venv/bin/dockwise ask "why FROM ubuntu?" > /dev/null \
+    && chmod -R u+rwX,g+rX,o= /out/cache
 
 FROM ${BASE_IMAGE}
 
@@ -59,17 +63,15 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
     DOCKWISE_HOST=0.0.0.0 \
     DOCKWISE_PORT=3000 \
-    DOCKWISE_KNOWLEDGE_DIR=/opt/dockwise/knowledge \
     DOCKWISE_CACHE_DIR=/var/cache/dockwise \
     HOME=/var/cache/dockwise
 
-# No RUN in this stage: the image is the base plus three copies, so nothing in the base is
+# No RUN in this stage: the image is the base plus two copies, so nothing in the base is
 # rewritten (zero wasted bytes) and no shell is needed here. The program and its articles
 # stay root-owned and read-only; the fixed, unprivileged uid 10001 (Kubernetes'
 # runAsNonRoot checks the number) owns only the cache directory. It needs no passwd entry.
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build --chown=10001:10001 /out/cache /var/cache/dockwise
-COPY knowledge /opt/dockwise/knowledge
 
 USER 10001:10001
 WORKDIR /opt/dockwise

@@ -222,7 +222,7 @@ def test_image_config_is_unprivileged_and_labelled(own_image: OwnImage) -> None:
     assert config["Cmd"] == ["serve"]
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["DOCKWISE_HOST"] == "0.0.0.0"
-    assert env["DOCKWISE_KNOWLEDGE_DIR"] == "/opt/dockwise/knowledge"
+    assert "DOCKWISE_KNOWLEDGE_DIR" not in env  # the articles are package data
     assert env["PIP_NO_CACHE_DIR"] == "1"
     assert not any(key.startswith("PIP_") and key != "PIP_NO_CACHE_DIR" for key in env)
     labels = config["Labels"]
@@ -270,6 +270,21 @@ def test_image_answers_a_question(own_image: OwnImage) -> None:
     assert answer["kind"] == "answer"
     assert answer["topic"] == "why-base-image"
     assert answer["sources"]
+
+
+def test_image_ships_a_fitted_router(own_image: OwnImage) -> None:
+    """The router was fitted at build time: answering never imports scikit-learn."""
+    script = (
+        "import sys; from bot.knowledge import KnowledgeBase; "
+        "kb = KnowledgeBase.load(); print(kb.answer('is a container a VM?').topic, "
+        "'sklearn' in sys.modules)"
+    )
+    result = docker_run(
+        "--network", "none", "--read-only", "--entrypoint", "python3", own_image.name,
+        "-c", script,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["containers-vs-vms", "False"]
 
 
 def test_image_healthcheck_passes_against_its_health_server(own_image: OwnImage) -> None:

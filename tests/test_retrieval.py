@@ -117,3 +117,16 @@ def test_an_unwritable_cache_still_answers(kb: KnowledgeBase, tmp_path: Path) ->
     blocked.write_text("not a directory")
     router = Router.for_articles(kb.articles, cache=blocked / "sub")
     assert router.decide("is a container a VM?").hits[0].article_id == "containers-vs-vms"
+
+
+def test_static_embeddings_equal_model2vec() -> None:
+    """The run-time reader of the packaged model gives model2vec's own vectors."""
+    from model2vec import StaticModel
+
+    from bot.retrieval import StaticEmbedder, model_dir
+
+    reference = StaticModel.from_pretrained(str(model_dir()))
+    texts = [*SAMPLES, "x " * 3000, "☃ ünïcödé"]
+    expected = np.asarray(reference.encode(texts), dtype=np.float32)
+    expected /= np.maximum(np.linalg.norm(expected, axis=1, keepdims=True), 1e-9)
+    np.testing.assert_allclose(StaticEmbedder().encode(texts), expected, atol=1e-6)
