@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from bot.errors import DockwiseError, InvalidInput
-from bot.intent import ExplainIntent, parse_intent
+from bot.intent import (
+    DockerfileIntent,
+    ExplainIntent,
+    parse_dockerfile_or_compare,
+    parse_intent,
+)
 from bot.limits import Admission, with_timeout
 from bot.observability import (
     ERRORS,
@@ -29,6 +34,7 @@ from bot.reply import Reply, ReplyKind
 
 if TYPE_CHECKING:
     from bot.image.explain import Explainer
+    from bot.image.facts import ImageFacts
     from bot.image.source import Platform
     from bot.knowledge import KnowledgeBase
 
@@ -106,6 +112,9 @@ class Engine:
         """Anything a user typed: a question, or a request to explain an image."""
         with bind_correlation_id(current_correlation_id()):
             try:
+                special = parse_dockerfile_or_compare(text)
+                if isinstance(special, DockerfileIntent):  # may be longer than a question
+                    return await self.explain_dockerfile(special.text, asker=asker)
                 cleaned = check_input(text)
                 intent = parse_intent(cleaned)
                 if isinstance(intent, ExplainIntent):
@@ -185,6 +194,54 @@ class Engine:
                 log.info("explanation failed", platform=asker.platform, reason=exc.kind)
                 return error_reply(str(exc), title=title)
             log.info("image explained", platform=asker.platform, source=source)
+            return reply
+
+    async def explain_dockerfile(
+        self,
+        text: str,
+        *,
+        inspect_bases: bool = True,
+        source: Literal["auto", "registry", "docker"] = "auto",
+        asker: Asker = LOCAL,
+    ) -> Reply:
+        """Explain a Dockerfile (at most 64 KB of UTF-8 text): stages, final image, hadolint
+        and dockwise findings, and (``inspect_bases``) a one-line summary of each base image
+        read by the explainer, whose real facts the base findings are checked against.
+        ``data`` holds ``{"stages", "findings", "final_stage"}``; bad input gives an ERROR
+        reply with one line."""
+        from bot.dockerfile_explain import explain_dockerfile
+
+        title = "Couldn't explain that Dockerfile"
+        with bind_correlation_id(current_correlation_id()):
+            facts_for = None
+            if inspect_bases:
+
+                async def facts_for(ref: str, platform: str | None) -> ImageFacts:
+                    from bot.image.source import Platform
+
+                    try:
+                        chosen = Platform.parse(platform) if platform else None
+                    except ValueError as exc:
+                        raise InvalidInput(str(exc)) from None
+                    return await with_timeout(
+                        self.explainer.facts(ref, source=source, platform=chosen),
+                        self.explain_timeout,
+                        f"inspecting the base {ref[:100]}",
+                    )
+
+            try:
+                work = explain_dockerfile(text, facts_for=facts_for)
+                if asker.platform == LOCAL.platform or not inspect_bases:
+                    reply = await work
+                else:
+                    async with self.admission.explanation(
+                        asker.platform, asker.user, asker.channel
+                    ):
+                        reply = await work
+            except DockwiseError as exc:
+                log.info("dockerfile refused", platform=asker.platform, reason=exc.kind)
+                return error_reply(str(exc), title=title)
+            log.info("dockerfile explained", platform=asker.platform)
             return reply
 
     async def aclose(self) -> None:
