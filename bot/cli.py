@@ -247,6 +247,47 @@ def dockerfile(
 
 
 @app.command()
+def compare(
+    image_a: Annotated[str, typer.Argument(metavar="A", help="First image, e.g. debian:12")],
+    image_b: Annotated[str, typer.Argument(metavar="B", help="Second image, e.g. debian:12-slim")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+    source: Annotated[
+        str, typer.Option(help="Where to read the images: auto, registry or docker.")
+    ] = "auto",
+    platform: Annotated[
+        str | None, typer.Option(help="Platform to pick from multi-platform images, os/arch.")
+    ] = None,
+) -> None:
+    """Compare two images side by side: user space, packages, sizes, shared layers."""
+    from adapters.terminal import render_text
+    from bot.image.compare import compare_images
+    from bot.image.explain import Explainer
+
+    chosen = _source_and_platform(source, platform)
+    try:
+        ref_a, ref_b = check_input(image_a), check_input(image_b)
+    except DockwiseError as exc:
+        fail(str(exc), code=2)
+
+    async def run() -> Reply:
+        explainer = Explainer()
+        try:
+            kind = cast(Literal["auto", "registry", "docker"], source)
+            return await compare_images(explainer, ref_a, ref_b, source=kind, platform=chosen)
+        finally:
+            await explainer.aclose()
+
+    try:
+        reply = asyncio.run(run())
+    except DockwiseError as exc:
+        fail(str(exc))
+    if as_json:
+        _print_json(reply.data or {})
+    else:
+        typer.echo(render_text(reply, color=sys.stdout.isatty()))
+
+
+@app.command()
 def serve() -> None:
     """Run every adapter whose credentials are set, with /healthz, /readyz and /metrics."""
     from bot.config import get_settings

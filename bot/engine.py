@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 from bot.errors import DockwiseError, InvalidInput
 from bot.intent import (
+    CompareIntent,
     DockerfileIntent,
     ExplainIntent,
     parse_dockerfile_or_compare,
@@ -115,6 +116,8 @@ class Engine:
                 special = parse_dockerfile_or_compare(text)
                 if isinstance(special, DockerfileIntent):  # may be longer than a question
                     return await self.explain_dockerfile(special.text, asker=asker)
+                if isinstance(special, CompareIntent) and len(text) <= MAX_INPUT_CHARS:
+                    return await self.compare(special.a, special.b, asker=asker)
                 cleaned = check_input(text)
                 intent = parse_intent(cleaned)
                 if isinstance(intent, ExplainIntent):
@@ -242,6 +245,42 @@ class Engine:
                 log.info("dockerfile refused", platform=asker.platform, reason=exc.kind)
                 return error_reply(str(exc), title=title)
             log.info("dockerfile explained", platform=asker.platform)
+            return reply
+
+    async def compare(
+        self,
+        a: str,
+        b: str,
+        *,
+        source: Literal["auto", "registry", "docker"] = "auto",
+        platform: Platform | None = None,
+        asker: Asker = LOCAL,
+    ) -> Reply:
+        """Compare two images side by side (both read concurrently, shared layers once).
+        ``data`` holds ``{"a", "b", "shared_layers", "shared_bytes", "packages"}``; failures
+        give an ERROR reply with one line."""
+        from bot.image.compare import compare_images
+
+        title = f"Couldn't compare {a.strip()[:60]} and {b.strip()[:60]}"
+        with bind_correlation_id(current_correlation_id()):
+            try:
+                ref_a, ref_b = check_input(a), check_input(b)
+                work = with_timeout(
+                    compare_images(self.explainer, ref_a, ref_b, source=source, platform=platform),
+                    self.explain_timeout,
+                    f"comparing {ref_a[:60]} and {ref_b[:60]}",
+                )
+                if asker.platform == LOCAL.platform:
+                    reply = await work
+                else:
+                    async with self.admission.explanation(
+                        asker.platform, asker.user, asker.channel
+                    ):
+                        reply = await work
+            except DockwiseError as exc:
+                log.info("comparison failed", platform=asker.platform, reason=exc.kind)
+                return error_reply(str(exc), title=title)
+            log.info("images compared", platform=asker.platform, source=source)
             return reply
 
     async def aclose(self) -> None:
