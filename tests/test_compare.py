@@ -319,3 +319,15 @@ def test_chat_phrasings_route_to_compare(pair: ComparePair, engine: Engine, temp
     assert reply.kind is ReplyKind.IMAGE, reply.body
     assert reply.data is not None and reply.data["shared_layers"] == 2
     assert reply.title == "dockwise-test/cmp-a:1 vs dockwise-test/cmp-b:1"
+
+
+def test_shell_compares_through_the_engine(pair: ComparePair, tmp_path: Path) -> None:
+    from tests.test_shell import spawn
+
+    child = spawn(tmp_path)
+    child.sendline(f"compare {pair.a.name} and {pair.b.name}")
+    child.expect_exact("dockwise-test/cmp-a:1 vs dockwise-test/cmp-b:1", timeout=240)
+    child.expect_exact("Shared layers")
+    child.expect_exact("dockwise> ")
+    child.sendline("quit")
+    child.expect_exact("bye")

@@ -383,3 +383,28 @@ def test_cli_missing_file_and_directory(tmp_path: Path) -> None:
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- shell adapter
+
+
+def test_shell_explains_a_file_and_a_pasted_fenced_dockerfile(tmp_path: Path) -> None:
+    from tests.test_shell import spawn
+
+    child = spawn(tmp_path)
+    child.sendline(f"dockerfile {DATA / '33-static-binary-on-debian.Dockerfile'}")
+    child.expect_exact("Dockerfile: 2 stages, final image FROM debian:bookworm-slim")
+    child.expect_exact("DW1004")
+    child.expect_exact("dockwise> ")
+    child.sendline("```dockerfile")
+    for line in (DATA / "27-copy-all-before-pip.Dockerfile").read_text().splitlines():
+        child.sendline(line)
+    child.sendline("```")
+    child.expect_exact("Dockerfile: 1 stage, final image FROM python:3.12-slim")
+    child.expect_exact("DW1002")
+    child.expect_exact("dockwise> ")
+    child.sendline(f"dockerfile {tmp_path / 'missing'}")
+    child.expect_exact("cannot read")
+    child.expect_exact("dockwise> ")
+    child.sendline("quit")
+    child.expect_exact("bye")
