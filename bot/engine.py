@@ -167,6 +167,9 @@ class Engine:
         platform: Platform | None = None,
         asker: Asker = LOCAL,
     ) -> Reply:
+        pair = parse_dockerfile_or_compare(f"/image-explain {reference.strip()}")
+        if isinstance(pair, CompareIntent):  # "/image-explain A vs B" in any adapter
+            return await self.compare(pair.a, pair.b, source=source, platform=platform, asker=asker)
         title = f"Couldn't explain {reference.strip()[:100]}"
         with bind_correlation_id(current_correlation_id()):
             try:

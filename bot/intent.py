@@ -86,8 +86,10 @@ class CompareIntent:
     b: str
 
 
+# An opening fence, an optional language line, the body (Slack's composer puts the first
+# line right after the fence: "```FROM debian"), and a closing fence or the end.
 _FENCE = re.compile(
-    r"```[ \t]*(?P<lang>[A-Za-z0-9_.+-]*)[ \t]*\n(?P<body>.*?)(?:\n[ \t]*```|\Z)", re.S
+    r"```(?:[ \t]*(?P<lang>[A-Za-z0-9_.+-]+)[ \t]*\n|[ \t]*\n)?(?P<body>.*?)(?:```|\Z)", re.S
 )
 _DOCKERFILE_START = re.compile(r"^\s*(?:FROM\s|ARG\s|#\s*(?:syntax|escape|check)\s*=)", re.I)
 _VS = r"(?:vs\.?|versus)"
@@ -135,11 +137,11 @@ def parse_dockerfile_or_compare(text: str) -> DockerfileIntent | CompareIntent |
     ARG or a parser directive), or a request to compare two images ("compare A and B",
     "A vs B", "/image-explain A vs B"); None for anything else."""
     for fence in _FENCE.finditer(text):
-        lang, body = fence.group("lang").lower(), fence.group("body")
+        lang, body = (fence.group("lang") or "").lower(), fence.group("body").rstrip()
         if lang in ("dockerfile", "docker", "containerfile") or (
             not lang and _DOCKERFILE_START.match(body)
         ):
-            return DockerfileIntent(body)
+            return DockerfileIntent(body + "\n")
     stripped = text.strip()
     explicit = True
     match = _COMPARE_PATTERNS[0].match(stripped) or _COMPARE_PATTERNS[1].match(stripped)
