@@ -899,9 +899,15 @@ def _what_base_brings(parsed: Parsed, stage: Stage) -> str:
     )
 
 
-def _start_sentence(start: dict[str, Any]) -> str:
+def _start_sentence(start: dict[str, Any], base: ImageFacts | None = None) -> str:
     entry, cmd = start["entrypoint"], start["cmd"]
     if entry is None and cmd is None:
+        inherited = [*(base.entrypoint or []), *(base.cmd or [])] if base is not None else []
+        if inherited:
+            return (
+                "No ENTRYPOINT or CMD is set here, so it runs what the base set: "
+                f"`{_clip(' '.join(inherited), 100)}`."
+            )
         return "No ENTRYPOINT or CMD is set here, so it runs whatever the base image set."
     words: list[str] = []
     for item in (entry, cmd):
@@ -974,7 +980,11 @@ def render_report(report: DockerfileReport) -> Reply:
         sentences.append(
             f"It documents port(s) {', '.join(ports[:8])} with EXPOSE (publishing still needs -p)."
         )
-    sentences.append(_start_sentence(final))
+    final_base = report.base_facts.get(root_of(parsed, final_stage).base_resolved)
+    sentences.append(_start_sentence(final, final_base))
+    if parsed.directives:
+        shown = ", ".join(f"{k}={_clip(v, 60)}" for k, v in parsed.directives.items())
+        sentences.append(f"Parser directives: {shown}.")
     body = " ".join(sentences)
 
     stage_lines = []
@@ -1005,7 +1015,7 @@ def render_report(report: DockerfileReport) -> Reply:
         + (" (no USER in the Dockerfile)" if not final["user_set_in_dockerfile"] else "")
         + ".",
         f"- Exposes {', '.join(ports) if ports else 'no ports'}.",
-        f"- {_start_sentence(final)}",
+        f"- {_start_sentence(final, final_base)}",
     ]
     if final["workdir"]:
         final_lines.append(f"- Working directory `{_clip(final['workdir'], 60)}`.")

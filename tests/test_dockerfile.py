@@ -147,6 +147,8 @@ def test_heredoc_escape_directive_and_syntax_line() -> None:
     run = heredoc.stages[0].instructions[0]
     assert run.cmd == "RUN" and run.heredocs == 1 and (run.line, run.end_line) == (3, 6)
     assert heredoc.directives == {"syntax": "docker/dockerfile:1"}
+    body = explain(DATA / "38-heredoc.Dockerfile").body
+    assert "Parser directives: syntax=docker/dockerfile:1." in body
     escaped_text = (DATA / "39-escape-directive.Dockerfile").read_text()
     escaped = parse_dockerfile(escaped_text)
     assert escaped.directives == {"escape": "`"}

@@ -148,4 +148,6 @@ def test_no_user_finding_is_dropped_when_the_base_is_non_root(tmp_path: Path) ->
     assert "DW1001" not in {f["code"] for f in reply.data["findings"]}
     assert not bases["dockwise-test/distroless:1"].runs_as_root
     assert reply.data["final_stage"]["user"] == "65532:65532"
+    # No ENTRYPOINT/CMD in the file: the explanation names what the base runs.
+    assert "it runs what the base set: `/hello`" in reply.body
     assert "DW1001" in {c for _l, c in EXPECTED["50-run-on-distroless"]["findings"]}
