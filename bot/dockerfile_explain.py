@@ -258,7 +258,7 @@ _VAR = re.compile(
 _LAYER_CMDS = frozenset({"RUN", "COPY", "ADD"})
 _DEPENDENCY_INSTALL = re.compile(
     r"\b(pip3?\s+install|poetry\s+install|pipenv\s+install|uv\s+(?:pip\s+install|sync)|"
-    r"npm\s+(?:install|ci|i)\b|yarn(?:\s+install)?\b|pnpm\s+install|go\s+mod\s+download|"
+    r"npm\s+(?:install|ci|i)\b|yarn(?:\s+install\b|\s*(?:$|&&|;))|pnpm\s+install|go\s+mod\s+download|"
     r"bundle\s+install|composer\s+install|mvn\s+[^&;|]*dependency:|cargo\s+fetch|"
     r"apt-get\s+install|apk\s+add|gradle\s+[^&;|]*dependencies)"
 )
@@ -281,7 +281,7 @@ _STATIC_BUILD = re.compile(
 )
 _DISTRO_BASES = re.compile(
     r"^(?:docker\.io/)?(?:library/)?(debian|ubuntu|alpine|centos|fedora|rockylinux|almalinux|"
-    r"amazonlinux|oraclelinux|opensuse/leap|archlinux|busybox)(?::|@|$)",
+    r"amazonlinux|oraclelinux|opensuse/leap|archlinux)(?::|@|$)",
     re.I,
 )
 _PACKAGE_TOOLS: dict[str, tuple[str, ...]] = {

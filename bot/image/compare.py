@@ -11,7 +11,8 @@ cached). The reply's ``data`` is::
      "packages": {"only_a": [{"name", "version", "size"}], "only_b": [...],
                   "changed": [{"name", "a", "b", "size_a", "size_b"}]}}
 
-Package lists are sorted by size (largest first; unknown sizes last), then name.
+Package lists are sorted by size (largest first; unknown sizes last), then name, and hold at
+most 5,000 entries each (names and versions clipped to 200 characters).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from bot.image.explain import Explainer, SourceChoice
 
 TOP = 10
+MAX_LISTED = 5000  # packages per list in the JSON (largest first)
+NAME_CHARS = 200  # one package name or version as the image's database spells it
 LIBC = ("libc6", "musl", "glibc")
 APT_LISTS = "var/lib/apt/lists/"
 
@@ -67,9 +70,15 @@ def _size_key(item: dict[str, Any]) -> tuple[int, str]:
     return (-(size if size is not None else -1), str(item["name"]))
 
 
+def _bounded(package: Package) -> Package:
+    return Package(clip(package.name, NAME_CHARS), clip(package.version, NAME_CHARS), package.size)
+
+
 def package_diff(a: PackageList | None, b: PackageList | None) -> dict[str, list[dict[str, Any]]]:
     pa: dict[str, Package] = a.packages if a is not None else {}
     pb: dict[str, Package] = b.packages if b is not None else {}
+    pa = {n: _bounded(p) for n, p in pa.items()}
+    pb = {n: _bounded(p) for n, p in pb.items()}
     only_a = [pa[n].to_json() for n in pa.keys() - pb.keys()]
     only_b = [pb[n].to_json() for n in pb.keys() - pa.keys()]
     changed = [
@@ -83,10 +92,11 @@ def package_diff(a: PackageList | None, b: PackageList | None) -> dict[str, list
         for n in pa.keys() & pb.keys()
         if pa[n].version != pb[n].version
     ]
+    # Bounded: a hostile package database must not make the reply (or its JSON) huge.
     return {
-        "only_a": sorted(only_a, key=_size_key),
-        "only_b": sorted(only_b, key=_size_key),
-        "changed": sorted(changed, key=_size_key),
+        "only_a": sorted(only_a, key=_size_key)[:MAX_LISTED],
+        "only_b": sorted(only_b, key=_size_key)[:MAX_LISTED],
+        "changed": sorted(changed, key=_size_key)[:MAX_LISTED],
     }
 
 
@@ -113,9 +123,8 @@ def _libc(side: Side) -> tuple[str, str] | None:
     if side.packages is None:
         return None
     for name in LIBC:
-        for key in (name, f"{name}:amd64", f"{name}:arm64"):
-            found = side.packages.packages.get(key)
-            if found is not None:
+        for key, found in side.packages.packages.items():
+            if key == name or key.startswith(name + ":"):  # libc6:amd64 (Multi-Arch: same)
                 return ("musl" if name == "musl" else "glibc", found.version)
     return None
 
