@@ -672,9 +672,43 @@ def hadolint_path() -> str | None:
     return shutil.which("hadolint")
 
 
+def _heredoc_padded(text: str) -> tuple[str, list[int]]:
+    """hadolint 2.x only reads a heredoc that is followed by a blank line: add one after
+    each heredoc's end marker. Returns the text to lint and the original line numbers after
+    which a line was inserted (to map hadolint's line numbers back)."""
+    import dockerfile
+
+    try:
+        ends = sorted(
+            {int(c.end_line) for c in dockerfile.parse_string(text) if getattr(c, "heredocs", ())}
+        )
+    except dockerfile.GoParseError:
+        return text, []
+    lines = text.split("\n")
+    inserted = []
+    for end in reversed(ends):
+        if end < len(lines) and lines[end].strip():
+            lines.insert(end, "")
+            inserted.append(end)
+    return "\n".join(lines), sorted(inserted)
+
+
+def _original_line(line: int, inserted: list[int]) -> int:
+    shift = 0
+    for k, after in enumerate(inserted, start=1):
+        if after + k < line:
+            shift += 1
+        elif after + k == line:
+            return after
+    return line - shift
+
+
 def run_hadolint(text: str, binary: str | None = None) -> tuple[list[Finding], str | None]:
     """Lint with the real hadolint (``-f json``); returns (findings, note). ``note`` is one
-    line when hadolint is missing, fails or could not parse the file (then no findings)."""
+    line when hadolint is missing, fails or could not parse the file (then no findings).
+    Heredocs get the blank line after them that hadolint's parser needs; lines are mapped
+    back, so they are the file's own."""
+    text, inserted = _heredoc_padded(text)
     exe = binary if binary is not None else hadolint_path()
     if exe is None:
         return (
@@ -714,7 +748,7 @@ def run_hadolint(text: str, binary: str | None = None) -> tuple[list[Finding], s
         if not isinstance(item, dict):
             continue
         code = str(item.get("code", ""))
-        line = int(item.get("line") or 0)
+        line = _original_line(int(item.get("line") or 0), inserted)
         if code == "DL1000":
             return [], (
                 f"hadolint could not parse line {line} (its parser lacks some BuildKit syntax), "
@@ -939,11 +973,19 @@ def report_json(report: DockerfileReport) -> dict[str, Any]:
     final["stages_used"] = [parsed.stages[i].label for i in sorted(needed)]
     final["stages_unused"] = [s.label for s in parsed.stages if s.index not in needed]
     final["runs_as_root"] = _is_root_user(final["user"])
-    return {
+    result = {
         "stages": stages,
         "findings": [f.to_json() for f in report.findings],
         "final_stage": final,
     }
+    # Secret ENV/ARG values (by name or shape) never reach chat, even inside a command line.
+    from bot.image.redact import Redactor
+
+    redactor = Redactor()
+    assignments = [env_text(i) for i in parsed.instructions if i.cmd == "ENV"]
+    assignments += [v for i in parsed.instructions if i.cmd == "ARG" for v in i.value]
+    redactor.env(" ".join(assignments).split())
+    return dict(redactor.scrub(result))
 
 
 def render_report(report: DockerfileReport) -> Reply:

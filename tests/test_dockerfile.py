@@ -410,3 +410,20 @@ def test_shell_explains_a_file_and_a_pasted_fenced_dockerfile(tmp_path: Path) ->
     child.expect_exact("dockwise> ")
     child.sendline("quit")
     child.expect_exact("bye")
+
+
+def test_secret_values_never_reach_the_reply() -> None:
+    import asyncio
+
+    token = "ghp_" + "a1B2c3D4" * 5
+    password = "hunter2-is-long"
+    text = (
+        f"FROM debian:bookworm\nARG DB_PASSWORD={password}\nENV GH_TOKEN={token}\n"
+        f'USER 1000\nCMD ["app", "--db-password", "{password}", "--token", "{token}"]\n'
+    )
+    reply = asyncio.run(explain_dockerfile(text))
+    shown = reply.plain_text() + json.dumps(reply.data)
+    assert token not in shown and password not in shown
+    assert reply.data is not None
+    assert reply.data["final_stage"]["cmd"]["words"][2] == "<redacted>"
+    assert "DL3064" in {f["code"] for f in reply.data["findings"]}
