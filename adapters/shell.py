@@ -8,12 +8,14 @@ the same terminal renderer the CLI uses.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from adapters.terminal import render_text
 from bot.engine import Engine
+from bot.reply import Reply
 
 PROMPT = "dockwise> "
 BANNER = (
@@ -25,6 +27,8 @@ HELP = """Things to try:
   is a container a VM?
   alpine or slim?
   explain debian:bookworm-slim       (inspects a real image)
+  compare debian:12 and debian:12-slim
+  dockerfile ./Dockerfile            (explains a Dockerfile; or paste one in ``` fences)
   topics                             (lists what I know about)
   more                               (the whole article behind the last answer)
   quit                               (or Ctrl-D)"""
@@ -52,6 +56,45 @@ def _save_history(path: Path | None) -> None:
         readline.write_history_file(str(path))
     except (ImportError, OSError):
         pass
+
+
+def _read_fenced(first: str) -> str:
+    """A pasted fenced block: read lines up to the closing fence (or end of input)."""
+    lines = [first]
+    while True:
+        try:
+            line = input()
+        except EOFError:
+            break
+        lines.append(line)
+        if line.strip().startswith("```"):
+            break
+    return "\n".join(lines)
+
+
+async def _dockerfile(engine: Engine, path: str) -> Reply:
+    """``dockerfile PATH``: a local file (the shell only; chat never reads server files)."""
+    from bot.dockerfile_explain import MAX_DOCKERFILE_BYTES
+    from bot.engine import error_reply
+
+    if not path:
+        return error_reply("Which file? e.g. `dockerfile ./Dockerfile`")
+
+    def read() -> bytes:
+        with open(os.path.expanduser(path), "rb") as handle:
+            return handle.read(MAX_DOCKERFILE_BYTES + 1)
+
+    try:
+        data = await asyncio.to_thread(read)
+    except OSError as exc:
+        return error_reply(f"cannot read {path}: {exc.strerror or exc}")
+    if len(data) > MAX_DOCKERFILE_BYTES:
+        return error_reply(f"{path} is over {MAX_DOCKERFILE_BYTES:,} bytes (64 KB).")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return error_reply(f"{path} is not UTF-8 text, so not a Dockerfile.")
+    return await engine.explain_dockerfile(text)
 
 
 def run_shell(
@@ -84,6 +127,12 @@ def run_shell(
                     break
                 if command in {"help", "?"}:
                     print(HELP, file=stdout, flush=True)
+                    continue
+                if text.startswith("```") and text.count("```") == 1:
+                    text = _read_fenced(text)
+                if command.startswith("dockerfile ") or command == "dockerfile":
+                    reply = runner.run(_dockerfile(engine, text[len("dockerfile") :].strip()))
+                    print(render_text(reply, color=color), file=stdout, flush=True)
                     continue
                 if command == "topics":
                     for article in engine.knowledge.articles.values():

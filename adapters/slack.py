@@ -191,6 +191,8 @@ def slack_to_plain(text: str, bot_user_id: str | None = None) -> str:
     and auto-links turned back into their labels, ``&lt;``/``&gt;``/``&amp;`` unescaped."""
     plain = _CONTROL.sub(lambda m: _plain_control(m.group(1), bot_user_id), text)
     plain = plain.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    if "```" in plain:  # a pasted code block (a Dockerfile): its lines matter
+        return "\n".join(line.rstrip() for line in plain.strip().splitlines())
     return " ".join(plain.split())
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, NoReturn, cast
 import typer
 
 from bot.engine import Engine, check_input
-from bot.errors import DockwiseError
+from bot.errors import DockwiseError, InvalidInput
 from bot.reply import Reply
 
 app = typer.Typer(
@@ -182,6 +182,133 @@ def explain(
         _print_json(facts.to_json())
     else:
         typer.echo(render_text(render_reply(facts), color=sys.stdout.isatty()))
+
+
+def _source_and_platform(source: str, platform: str | None) -> Any:
+    from bot.image.source import Platform
+
+    if source not in ("auto", "registry", "docker"):
+        fail(f"invalid --source {source!r}: choose auto, registry or docker", code=2)
+    try:
+        return Platform.parse(platform) if platform else None
+    except ValueError as exc:
+        fail(str(exc), code=2)
+
+
+def _read_dockerfile(path: str) -> str:
+    """The file (or stdin for ``-``), at most 64 KB of UTF-8 text; else one line, exit 2."""
+    from bot.dockerfile_explain import MAX_DOCKERFILE_BYTES, decode_dockerfile
+
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_DOCKERFILE_BYTES + 1)
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_DOCKERFILE_BYTES + 1)
+    except IsADirectoryError:
+        fail(f"{path} is a directory; give the Dockerfile's path", code=2)
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror or exc}", code=2)
+    try:
+        return decode_dockerfile(data)
+    except DockwiseError as exc:
+        fail(str(exc), code=2)
+
+
+@app.command()
+def dockerfile(
+    path: Annotated[str, typer.Argument(help='The Dockerfile, or "-" to read it from stdin.')],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print {stages, findings, final_stage} as JSON.")
+    ] = False,
+    source: Annotated[
+        str, typer.Option(help="Where to inspect base images: auto, registry or docker.")
+    ] = "auto",
+    inspect: Annotated[
+        bool, typer.Option(help="Inspect the base images (--no-inspect: the file alone).")
+    ] = True,
+) -> None:
+    """Explain a Dockerfile: stages, the final image, and findings (hadolint + dockwise)."""
+    from adapters.terminal import render_text
+    from bot.dockerfile_explain import explain_dockerfile, parse_dockerfile
+    from bot.image.explain import Explainer
+    from bot.image.facts import ImageFacts
+    from bot.image.source import Platform
+
+    _source_and_platform(source, None)
+    text = _read_dockerfile(path)
+    try:
+        parse_dockerfile(text)  # unparsable: one line, exit 2, before any network
+    except DockwiseError as exc:
+        fail(str(exc), code=2)
+
+    async def run() -> Reply:
+        explainer = Explainer() if inspect else None
+        kind = cast(Literal["auto", "registry", "docker"], source)
+
+        async def facts_for(ref: str, platform: str | None) -> ImageFacts:
+            assert explainer is not None
+            try:
+                chosen = Platform.parse(platform) if platform else None
+            except ValueError as exc:
+                raise InvalidInput(str(exc)) from None
+            return await explainer.facts(ref, source=kind, platform=chosen)
+
+        try:
+            return await explain_dockerfile(text, facts_for=facts_for if inspect else None)
+        finally:
+            if explainer is not None:
+                await explainer.aclose()
+
+    try:
+        reply = asyncio.run(run())
+    except DockwiseError as exc:
+        fail(str(exc))
+    if as_json:
+        _print_json(reply.data or {})
+    else:
+        typer.echo(render_text(reply, color=sys.stdout.isatty()))
+
+
+@app.command()
+def compare(
+    image_a: Annotated[str, typer.Argument(metavar="A", help="First image, e.g. debian:12")],
+    image_b: Annotated[str, typer.Argument(metavar="B", help="Second image, e.g. debian:12-slim")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+    source: Annotated[
+        str, typer.Option(help="Where to read the images: auto, registry or docker.")
+    ] = "auto",
+    platform: Annotated[
+        str | None, typer.Option(help="Platform to pick from multi-platform images, os/arch.")
+    ] = None,
+) -> None:
+    """Compare two images side by side: user space, packages, sizes, shared layers."""
+    from adapters.terminal import render_text
+    from bot.image.compare import compare_images
+    from bot.image.explain import Explainer
+
+    chosen = _source_and_platform(source, platform)
+    try:
+        ref_a, ref_b = check_input(image_a), check_input(image_b)
+    except DockwiseError as exc:
+        fail(str(exc), code=2)
+
+    async def run() -> Reply:
+        explainer = Explainer()
+        try:
+            kind = cast(Literal["auto", "registry", "docker"], source)
+            return await compare_images(explainer, ref_a, ref_b, source=kind, platform=chosen)
+        finally:
+            await explainer.aclose()
+
+    try:
+        reply = asyncio.run(run())
+    except DockwiseError as exc:
+        fail(str(exc))
+    if as_json:
+        _print_json(reply.data or {})
+    else:
+        typer.echo(render_text(reply, color=sys.stdout.isatty()))
 
 
 @app.command()

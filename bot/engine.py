@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from bot.errors import DockwiseError, InvalidInput
-from bot.intent import ExplainIntent, parse_intent
+from bot.intent import (
+    CompareIntent,
+    DockerfileIntent,
+    ExplainIntent,
+    parse_dockerfile_or_compare,
+    parse_intent,
+)
 from bot.limits import Admission, with_timeout
 from bot.observability import (
     ERRORS,
@@ -29,6 +35,7 @@ from bot.reply import Reply, ReplyKind
 
 if TYPE_CHECKING:
     from bot.image.explain import Explainer
+    from bot.image.facts import ImageFacts
     from bot.image.source import Platform
     from bot.knowledge import KnowledgeBase
 
@@ -113,6 +120,11 @@ class Engine:
         """Anything a user typed: a question, or a request to explain an image."""
         with bind_correlation_id(current_correlation_id()):
             try:
+                special = parse_dockerfile_or_compare(text)
+                if isinstance(special, DockerfileIntent):  # may be longer than a question
+                    return await self.explain_dockerfile(special.text, asker=asker)
+                if isinstance(special, CompareIntent) and len(text) <= MAX_INPUT_CHARS:
+                    return await self.compare(special.a, special.b, asker=asker)
                 cleaned = check_input(text)
                 intent = parse_intent(cleaned)
                 if isinstance(intent, ExplainIntent):
@@ -162,6 +174,9 @@ class Engine:
         platform: Platform | None = None,
         asker: Asker = LOCAL,
     ) -> Reply:
+        pair = parse_dockerfile_or_compare(f"/image-explain {reference.strip()}")
+        if isinstance(pair, CompareIntent):  # "/image-explain A vs B" in any adapter
+            return await self.compare(pair.a, pair.b, source=source, platform=platform, asker=asker)
         title = f"Couldn't explain {reference.strip()[:100]}"
         with bind_correlation_id(current_correlation_id()):
             try:
@@ -192,6 +207,90 @@ class Engine:
                 log.info("explanation failed", platform=asker.platform, reason=exc.kind)
                 return error_reply(str(exc), title=title)
             log.info("image explained", platform=asker.platform, source=source)
+            return reply
+
+    async def explain_dockerfile(
+        self,
+        text: str,
+        *,
+        inspect_bases: bool = True,
+        source: Literal["auto", "registry", "docker"] = "auto",
+        asker: Asker = LOCAL,
+    ) -> Reply:
+        """Explain a Dockerfile (at most 64 KB of UTF-8 text): stages, final image, hadolint
+        and dockwise findings, and (``inspect_bases``) a one-line summary of each base image
+        read by the explainer, whose real facts the base findings are checked against.
+        ``data`` holds ``{"stages", "findings", "final_stage"}``; bad input gives an ERROR
+        reply with one line."""
+        from bot.dockerfile_explain import explain_dockerfile
+
+        title = "Couldn't explain that Dockerfile"
+        with bind_correlation_id(current_correlation_id()):
+            facts_for = None
+            if inspect_bases:
+
+                async def facts_for(ref: str, platform: str | None) -> ImageFacts:
+                    from bot.image.source import Platform
+
+                    try:
+                        chosen = Platform.parse(platform) if platform else None
+                    except ValueError as exc:
+                        raise InvalidInput(str(exc)) from None
+                    return await with_timeout(
+                        self.explainer.facts(ref, source=source, platform=chosen),
+                        self.explain_timeout,
+                        f"inspecting the base {ref[:100]}",
+                    )
+
+            try:
+                work = explain_dockerfile(text, facts_for=facts_for)
+                if asker.platform == LOCAL.platform or not inspect_bases:
+                    reply = await work
+                else:
+                    async with self.admission.explanation(
+                        asker.platform, asker.user, asker.channel
+                    ):
+                        reply = await work
+            except DockwiseError as exc:
+                log.info("dockerfile refused", platform=asker.platform, reason=exc.kind)
+                return error_reply(str(exc), title=title)
+            log.info("dockerfile explained", platform=asker.platform)
+            return reply
+
+    async def compare(
+        self,
+        a: str,
+        b: str,
+        *,
+        source: Literal["auto", "registry", "docker"] = "auto",
+        platform: Platform | None = None,
+        asker: Asker = LOCAL,
+    ) -> Reply:
+        """Compare two images side by side (both read concurrently, shared layers once).
+        ``data`` holds ``{"a", "b", "shared_layers", "shared_bytes", "packages"}``; failures
+        give an ERROR reply with one line."""
+        from bot.image.compare import compare_images
+
+        title = f"Couldn't compare {a.strip()[:60]} and {b.strip()[:60]}"
+        with bind_correlation_id(current_correlation_id()):
+            try:
+                ref_a, ref_b = check_input(a), check_input(b)
+                work = with_timeout(
+                    compare_images(self.explainer, ref_a, ref_b, source=source, platform=platform),
+                    self.explain_timeout,
+                    f"comparing {ref_a[:60]} and {ref_b[:60]}",
+                )
+                if asker.platform == LOCAL.platform:
+                    reply = await work
+                else:
+                    async with self.admission.explanation(
+                        asker.platform, asker.user, asker.channel
+                    ):
+                        reply = await work
+            except DockwiseError as exc:
+                log.info("comparison failed", platform=asker.platform, reason=exc.kind)
+                return error_reply(str(exc), title=title)
+            log.info("images compared", platform=asker.platform, source=source)
             return reply
 
     async def aclose(self) -> None:

@@ -68,3 +68,92 @@ def parse_intent(text: str) -> ExplainIntent | QuestionIntent:
             if ref.lower() not in _NOT_IMAGES:
                 return ExplainIntent(ref)
     return QuestionIntent(stripped)
+
+
+# --------------------------------------------------------------------------- Dockerfile, compare
+
+
+@dataclass(frozen=True, slots=True)
+class DockerfileIntent:
+    """A message holding a fenced Dockerfile; ``text`` is the Dockerfile itself."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompareIntent:
+    a: str
+    b: str
+
+
+# An opening fence, an optional language line, the body (Slack's composer puts the first
+# line right after the fence: "```FROM debian"), and a closing fence or the end.
+_FENCE = re.compile(
+    r"```(?:[ \t]*(?P<lang>[A-Za-z0-9_.+-]+)[ \t]*\n|[ \t]*\n)?(?P<body>.*?)(?:```|\Z)", re.S
+)
+_DOCKERFILE_START = re.compile(r"^\s*(?:FROM\s|ARG\s|#\s*(?:syntax|escape|check)\s*=)", re.I)
+_VS = r"(?:vs\.?|versus)"
+_TOKEN = r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*"  # noqa: S105 - a regex, not a secret
+_COMPARE_PATTERNS = [
+    re.compile(
+        rf"^/?image-explain\s+`?(?P<a>{_TOKEN})`?\s+(?:{_VS}|and|with|to)\s+`?(?P<b>{_TOKEN})`?$",
+        re.I,
+    ),
+    re.compile(
+        rf"^(?:please\s+)?(?:compare|diff)\s+(?:the\s+)?(?:images?\s+)?`?(?P<a>{_TOKEN})`?"
+        rf"\s+(?:(?:{_VS}|and|with|to|against)\s+)?(?:the\s+image\s+)?`?(?P<b>{_TOKEN})`?\s*\??$",
+        re.I,
+    ),
+]
+_BARE_VS = re.compile(rf"^`?(?P<a>{_TOKEN})`?\s+{_VS}\s+`?(?P<b>{_TOKEN})`?\s*\??$", re.I)
+# Topics people put side by side that are not images ("cmd vs entrypoint").
+_NOT_COMPARED = _NOT_IMAGES | {
+    "copy",
+    "add",
+    "arg",
+    "env",
+    "run",
+    "vm",
+    "vms",
+    "vm?",
+    "bind",
+    "mounts",
+    "podman",
+    "kubernetes",
+    "compose",
+    "expose",
+    "publish",
+    "slim",
+    "distroless",
+}
+
+
+def _clean_ref(ref: str) -> str:
+    return ref.strip("`").rstrip("?.!,")
+
+
+def parse_dockerfile_or_compare(text: str) -> DockerfileIntent | CompareIntent | None:
+    """A fenced Dockerfile (```dockerfile ...``` or a bare ``` block that starts with FROM,
+    ARG or a parser directive), or a request to compare two images ("compare A and B",
+    "A vs B", "/image-explain A vs B"); None for anything else."""
+    for fence in _FENCE.finditer(text):
+        lang, body = (fence.group("lang") or "").lower(), fence.group("body").rstrip()
+        if lang in ("dockerfile", "docker", "containerfile") or (
+            not lang and _DOCKERFILE_START.match(body)
+        ):
+            return DockerfileIntent(body + "\n")
+    stripped = text.strip()
+    explicit = True
+    match = _COMPARE_PATTERNS[0].match(stripped) or _COMPARE_PATTERNS[1].match(stripped)
+    if match is None:
+        explicit = False
+        match = _BARE_VS.match(stripped)
+    if match is None:
+        return None
+    a, b = _clean_ref(match.group("a")), _clean_ref(match.group("b"))
+    if a.lower() in _NOT_COMPARED or b.lower() in _NOT_COMPARED:
+        return None
+    # "alpine vs slim" is a question; "alpine:3.20 vs debian:bookworm-slim" names images.
+    if not explicit and not any(c in a + b for c in ":/@"):
+        return None
+    return CompareIntent(a, b)

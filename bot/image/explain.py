@@ -242,6 +242,17 @@ class Explainer:
         source: SourceChoice = "auto",
         platform: Platform | None = None,
     ) -> ImageFacts:
+        return (await self.inspect(reference, source=source, platform=platform))[1]
+
+    async def inspect(
+        self,
+        reference: str,
+        *,
+        source: SourceChoice = "auto",
+        platform: Platform | None = None,
+    ) -> tuple[ResolvedImage, ImageFacts]:
+        """The resolved image (manifest, config, layer blobs) and its facts; the layer scans
+        are in the layer cache afterwards (``scan(blob)`` returns them without a download)."""
         if source not in ("auto", "registry", "docker"):
             raise InvalidInput(f"unknown image source {source!r}: use auto, registry or docker")
         text = reference.strip()
@@ -272,7 +283,7 @@ class Explainer:
         )
         log.info("explained %s (%s, %s)", name, resolved.source, resolved.digest)
         result = copy.deepcopy(shared)  # callers may mutate theirs
-        return result
+        return resolved, result
 
     async def explain(
         self,

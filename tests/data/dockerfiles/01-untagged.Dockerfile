@@ -1,0 +1,3 @@
+FROM ubuntu
+USER 65534
+CMD ["sleep", "infinity"]

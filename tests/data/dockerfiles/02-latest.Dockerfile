@@ -1,0 +1,3 @@
+FROM debian:latest
+USER 1000
+CMD ["bash"]

@@ -1,0 +1,3 @@
+FROM debian:bookworm
+ENV AWS_SECRET_ACCESS_KEY=abc123
+USER 1000

@@ -1,0 +1,3 @@
+FROM debian:bookworm
+RUN cd /tmp && ls
+USER 1000

@@ -1,0 +1,3 @@
+FROM debian:bookworm
+RUN sudo mkdir /data
+USER 1000

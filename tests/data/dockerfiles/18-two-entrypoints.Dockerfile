@@ -1,0 +1,4 @@
+FROM debian:bookworm
+USER 1000
+ENTRYPOINT ["echo"]
+ENTRYPOINT ["printf"]

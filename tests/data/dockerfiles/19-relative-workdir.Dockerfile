@@ -1,0 +1,3 @@
+FROM debian:bookworm
+WORKDIR app
+USER 1000

@@ -1,0 +1,3 @@
+FROM debian:bookworm
+RUN apt-get update && apt-get install --no-install-recommends curl=7.88.1-10+deb12u8 && rm -rf /var/lib/apt/lists/*
+USER 1000

@@ -1,0 +1,3 @@
+FROM debian:bookworm
+RUN apt install -y curl
+USER 1000

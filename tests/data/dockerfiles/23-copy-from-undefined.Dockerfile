@@ -1,0 +1,3 @@
+FROM debian:bookworm
+COPY --from=builder /out/app /app
+USER 1000

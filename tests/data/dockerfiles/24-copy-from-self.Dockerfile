@@ -1,0 +1,3 @@
+FROM debian:bookworm AS app
+COPY --from=app /etc/hostname /copy
+USER 1000

@@ -1,0 +1,10 @@
+# syntax=docker/dockerfile:1
+FROM golang:1.22 AS build
+WORKDIR /src
+COPY . .
+RUN CGO_ENABLED=0 go build -o /out/app .
+
+FROM scratch
+COPY --from=build /out/app /app
+USER 65532
+ENTRYPOINT ["/app"]

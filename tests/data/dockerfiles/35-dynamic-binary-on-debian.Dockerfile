@@ -1,0 +1,9 @@
+FROM golang:1.22 AS build
+WORKDIR /src
+COPY . .
+RUN go build -o /out/app .
+
+FROM debian:bookworm-slim
+COPY --from=build /out/app /usr/local/bin/app
+USER 65532
+ENTRYPOINT ["/usr/local/bin/app"]

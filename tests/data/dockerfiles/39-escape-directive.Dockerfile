@@ -1,0 +1,6 @@
+# escape=`
+FROM debian:bookworm
+RUN echo one `
+    two > /words
+USER 1000
+CMD ["cat", "/words"]

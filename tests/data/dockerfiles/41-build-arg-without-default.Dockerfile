@@ -1,0 +1,3 @@
+ARG BASE
+FROM $BASE AS final
+USER 1000

@@ -1,0 +1,3 @@
+FROM python:3.12-slim
+RUN pip install flask==3.0.0
+USER 1000

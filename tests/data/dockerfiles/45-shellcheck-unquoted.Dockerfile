@@ -1,0 +1,3 @@
+FROM debian:bookworm
+RUN touch $NAME && echo finished
+USER 1000

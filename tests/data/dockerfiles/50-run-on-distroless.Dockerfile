@@ -1,0 +1,3 @@
+FROM dockwise-test/distroless:1
+RUN ["/hello"]
+RUN echo hello > /tmp/greeting
