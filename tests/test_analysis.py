@@ -21,6 +21,7 @@ from tests.fixtures.image_layers import (
     config,
     dir_,
     file,
+    hard,
     opaque,
     sized,
     sym,
@@ -323,3 +324,31 @@ async def test_auto_prefers_the_engine_and_falls_back(tmp_path: Path) -> None:
         await exp.facts("missing:1")
     with pytest.raises(InvalidReference):
         await exp.facts("Not/A:Ref!!")
+
+
+async def test_facts_through_hard_links_across_layers_and_symlinked_dirs(tmp_path: Path) -> None:
+    blobs = tmp_path / "blobs"
+    base = write_layer(
+        blobs,
+        [
+            file("usr/lib/os-release", DEBIAN_OS_RELEASE),
+            # A file no detector wants by name; its content says os-release.
+            file("srv/keep/osr", 'ID=fedora\nVERSION_ID=40\nPRETTY_NAME="Fedora Linux 40"\n'),
+            sym("var/lib/dpkg", "../../srv/dpkg"),  # a relative symlinked directory
+            file("srv/dpkg/status", dpkg_status(DEBIAN_PACKAGES)),
+            sym("srv/alias", "/srv/keep"),
+        ],
+    )
+    top = write_layer(
+        blobs,
+        [
+            # A hard link to a file of an earlier layer, named through a symlinked dir.
+            hard("etc/os-release", "srv/alias/osr"),
+            file("srv/keep/osr", "ID=rewritten\n"),  # later rewrite: the link keeps the old bytes
+        ],
+    )
+    source = DiskSource({ref("example.test/links:1"): DiskImage([base, top], config())})
+    facts = await explainer(tmp_path, registry=source).facts("example.test/links:1")
+    assert facts.os is not None and (facts.os.id, facts.os.version_id) == ("fedora", "40")
+    assert facts.packages is not None
+    assert (facts.packages.manager, facts.packages.count) == ("dpkg", DEBIAN_PACKAGES)

@@ -56,7 +56,7 @@ def test_json_has_exactly_the_documented_keys() -> None:
     data = make().to_json()
     assert set(data) == JSON_KEYS
     assert data["os"] == {"id": "debian", "version_id": "12", "pretty_name": DEBIAN.pretty_name}
-    assert data["packages"] == {"manager": "dpkg", "count": 90}
+    assert data["packages"] == {"manager": "dpkg", "count": 90, "database": None}
     assert data["size"] == {"compressed": 30_000_000, "uncompressed": 80_000_000}
     assert set(data["layers"][0]) == {"digest", "size", "created_by", "empty"}
 

@@ -22,9 +22,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.image import parsers
+from sortedcontainers import SortedDict, SortedSet
+
+from bot.image.detectors import DETECTORS, Detector
 from bot.image.facts import ImageFacts, LayerFact, OsInfo, PackageInfo, SizeInfo, Waste
-from bot.image.layers import Captured, Entry, LayerScan, interest
+from bot.image.layers import Entry, LayerScan
 from bot.image.redact import Redactor
 from bot.image.source import ResolvedImage
 
@@ -38,18 +40,33 @@ TOP_WASTE = 5
 # --------------------------------------------------------------------------- the merged tree
 
 
+def _below(keys: Any, path: str) -> list[str]:
+    """Keys of a sorted container strictly under directory ``path`` ("" is the root): they
+    form one contiguous run, ``path + "/"`` <= key < ``path + "0"`` ("0" follows "/")."""
+    if not path:
+        return list(keys)
+    return list(keys.irange(path + "/", path + "0", inclusive=(True, False)))
+
+
 @dataclass(slots=True)
 class Tree:
-    """The stacked filesystem: path -> (index of the layer that provides it, entry)."""
+    """The stacked filesystem: path -> (index of the layer that provides it, entry).
 
-    entries: dict[str, tuple[int, Entry]] = field(default_factory=dict)
-    dirs: set[str] = field(default_factory=set)  # explicit and implied directories
+    Paths are kept sorted, so hiding a directory (whiteout, opaque dir, a file replacing a
+    directory) costs the log of the tree size plus what it hides: whiteouts stay
+    near-linear on images with hundreds of thousands of files.
+
+    ``origins`` maps each hard link to where its bytes are: (layer index, path), following
+    chains of links, links to files of earlier layers and symlinked directories on the way
+    to the target (as the runtime's ``link(2)`` on the merged tree does).
+    """
+
+    entries: SortedDict[str, tuple[int, Entry]] = field(default_factory=SortedDict)
+    dirs: SortedSet[str] = field(default_factory=SortedSet)  # explicit and implied dirs
+    origins: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def _under(self, path: str) -> list[str]:
-        if not path:
-            return list(self.entries)
-        prefix = path + "/"
-        return [p for p in self.entries if p.startswith(prefix)]
+        return _below(self.entries, path)
 
     def _is_dir(self, path: str) -> bool:
         found = self.entries.get(path)
@@ -58,17 +75,30 @@ class Tree:
     def hide_under(self, path: str) -> None:
         for p in self._under(path):
             del self.entries[p]
-        prefix = path + "/"
-        self.dirs = {d for d in self.dirs if not (not path or d.startswith(prefix))}
+            self.origins.pop(p, None)
+        for d in _below(self.dirs, path):
+            self.dirs.discard(d)
 
     def delete(self, path: str) -> None:
         if self._is_dir(path):
             self.hide_under(path)
         self.entries.pop(path, None)
+        self.origins.pop(path, None)
         self.dirs.discard(path)
 
     def files_under(self, path: str) -> list[str]:
         return [p for p in self._under(path) if self.entries[p][1].kind != "d"]
+
+    def _origin(self, target: str) -> tuple[int, str] | None:
+        resolved = self.resolve(target)
+        found = self.entries.get(resolved) if resolved is not None else None
+        if found is None or resolved is None:
+            return None
+        if found[1].kind == "f":
+            return found[0], resolved
+        if found[1].kind == "h":
+            return self.origins.get(resolved)
+        return None
 
     def apply(self, index: int, scan: LayerScan) -> None:
         for path in scan.opaque:
@@ -78,7 +108,13 @@ class Tree:
         for path, entry in scan.entries.items():
             if entry.kind != "d" and self._is_dir(path):
                 self.hide_under(path)
+            origin = (
+                self._origin(entry.link) if entry.kind == "h" and entry.link is not None else None
+            )
             self.entries[path] = (index, entry)
+            self.origins.pop(path, None)
+            if origin is not None:
+                self.origins[path] = origin
             if entry.kind == "d":
                 self.dirs.add(path)
             parent = path.rpartition("/")[0]
@@ -114,24 +150,31 @@ class Tree:
         return "/".join(done)
 
     def file(self, path: str) -> tuple[str, int] | None:
-        """(resolved path, layer index) when ``path`` leads to a regular file (or hard link)."""
+        """(path of the bytes, layer index) when ``path`` leads to a regular file: symlinks
+        are followed, and a hard link leads to the file it shares bytes with."""
         resolved = self.resolve(path)
         if resolved is None:
             return None
         found = self.entries.get(resolved)
-        if found is None or found[1].kind not in ("f", "h"):
+        if found is None:
             return None
-        return resolved, found[0]
+        if found[1].kind == "f":
+            return resolved, found[0]
+        if found[1].kind == "h":
+            origin = self.origins.get(resolved)
+            return (origin[1], origin[0]) if origin is not None else None
+        return None
 
-    def children(self, directory: str) -> list[tuple[str, int]]:
+    def children(self, directory: str) -> list[tuple[str, str]]:
+        """(name, path) of the regular files and hard links directly in ``directory``."""
         resolved = self.resolve(directory)
         if resolved is None:
             return []
         prefix = resolved + "/"
         return [
-            (p, idx)
-            for p, (idx, entry) in self.entries.items()
-            if p.startswith(prefix) and "/" not in p[len(prefix) :] and entry.kind in ("f", "h")
+            (p[len(prefix) :], p)
+            for p in _below(self.entries, resolved)
+            if "/" not in p[len(prefix) :] and self.entries[p][1].kind in ("f", "h")
         ]
 
 
@@ -173,52 +216,76 @@ def wasted_space(scans: list[LayerScan]) -> tuple[int, list[Waste], Tree]:
 # --------------------------------------------------------------------------- content facts
 
 
-def _captured(scans: list[LayerScan], hit: tuple[str, int] | None) -> Captured | None:
-    if hit is None:
+@dataclass(frozen=True, slots=True)
+class Found:
+    """One detector's fact, read from the file at ``path`` (as the image names it)."""
+
+    detector: Detector
+    path: str
+    fact: Any
+
+
+def _paths(tree: Tree, pattern: str) -> list[str]:
+    """The image paths a detector pattern names (a ``*`` lists one directory)."""
+    if "*" not in pattern:
+        return [pattern]
+    directory, _, name = pattern.rpartition("/")
+    if "*" in directory:  # one trailing glob component is all detectors need
+        return []
+    base = _glob_re(name)
+    return [f"{directory}/{n}" for n, _ in tree.children(directory) if base.fullmatch(n)]
+
+
+def _glob_re(name: str) -> re.Pattern[str]:
+    return re.compile("[^/]*".join(re.escape(part) for part in name.split("*")))
+
+
+def detect(tree: Tree, scans: list[LayerScan]) -> list[Found]:
+    """Every fact the registered detectors find, in registration order. Each wanted path is
+    looked up through links; the value is the one captured for the file that holds the
+    bytes, by the same detector."""
+    found: list[Found] = []
+    for detector in DETECTORS:
+        seen: set[tuple[int, str]] = set()
+        for pattern in detector.paths:
+            for path in _paths(tree, pattern):
+                if detector.skip is not None and detector.skip(path):
+                    continue
+                hit = tree.file(path)
+                if hit is None or (hit[1], hit[0]) in seen:
+                    continue
+                seen.add((hit[1], hit[0]))
+                captured = scans[hit[1]].files.get(hit[0])
+                mine = captured is not None and captured.kind == detector.name
+                value = captured.value if captured is not None and mine else None
+                found.append(Found(detector, path, detector.yields(value, path)))
+    return found
+
+
+def find_os(found: list[Found]) -> OsInfo | None:
+    for item in found:
+        if item.detector.fact == "os" and isinstance(item.fact, dict):
+            fact = item.fact
+            return OsInfo(fact.get("id"), fact.get("version_id"), fact.get("pretty_name"))
+    return None
+
+
+def find_packages(found: list[Found]) -> PackageInfo | None:
+    """The first package manager found (registration order). Additive databases of that
+    manager add up; otherwise its first database counts. Count None: a database exists but
+    could not be read."""
+    dbs = [f for f in found if f.detector.fact == "packages" and isinstance(f.fact, dict)]
+    if not dbs:
         return None
-    path, index = hit
-    return scans[index].files.get(path)
-
-
-def find_os(tree: Tree, scans: list[LayerScan]) -> OsInfo | None:
-    for path in parsers.OS_RELEASE_PATHS:
-        found = _captured(scans, tree.file(path))
-        if found is not None and isinstance(found.value, dict) and found.value:
-            fields = found.value
-            return OsInfo(fields.get("ID"), fields.get("VERSION_ID"), fields.get("PRETTY_NAME"))
-    alpine = _captured(scans, tree.file(parsers.ALPINE_RELEASE))
-    if alpine is not None and isinstance(alpine.value, str):
-        return OsInfo("alpine", alpine.value or None, f"Alpine Linux v{alpine.value}".strip())
-    debian = _captured(scans, tree.file(parsers.DEBIAN_VERSION))
-    if debian is not None and isinstance(debian.value, str):
-        return OsInfo("debian", debian.value or None, f"Debian GNU/Linux {debian.value}".strip())
-    return None
-
-
-def _count(found: Captured | None) -> int | None:
-    return found.value if found is not None and isinstance(found.value, int) else None
-
-
-def find_packages(tree: Tree, scans: list[LayerScan]) -> PackageInfo | None:
-    status = tree.file(parsers.DPKG_STATUS)
-    status_d = [
-        child
-        for child in tree.children(parsers.DPKG_STATUS_D)
-        if interest(f"{parsers.DPKG_STATUS_D}/{child[0].rpartition('/')[2]}") is not None
-    ]
-    if status is not None or status_d:
-        counts = [_count(_captured(scans, status))] if status is not None else []
-        counts += [_count(_captured(scans, child)) for child in status_d]
-        total = None if any(c is None for c in counts) else sum(c for c in counts if c)
-        return PackageInfo("dpkg", total)
-    apk = tree.file(parsers.APK_INSTALLED)
-    if apk is not None:
-        return PackageInfo("apk", _count(_captured(scans, apk)))
-    for path in parsers.RPM_SQLITE_PATHS:
-        rpm = tree.file(path)
-        if rpm is not None:
-            return PackageInfo("rpm", _count(_captured(scans, rpm)))
-    return None
+    manager = dbs[0].detector.manager
+    mine = [f for f in dbs if f.detector.manager == manager]
+    additive = mine[0].detector.additive
+    mine = [f for f in mine if f.detector.additive] if additive else mine[:1]
+    counts = [f.fact.get("count") for f in mine]
+    total = None if any(c is None for c in counts) else sum(int(c) for c in counts)
+    return PackageInfo(
+        str(mine[0].fact["manager"]), total, str(mine[0].fact.get("database") or "") or None
+    )
 
 
 def find_shell(tree: Tree) -> str | None:
@@ -297,8 +364,9 @@ def image_facts(resolved: ResolvedImage, scans: list[LayerScan]) -> ImageFacts:
     if len(scans) != len(resolved.layers):
         raise ValueError("one scan per layer is required")
     wasted, waste, tree = wasted_space(scans)
-    os_info = find_os(tree, scans)
-    packages = find_packages(tree, scans)
+    found = detect(tree, scans)
+    os_info = find_os(found)
+    packages = find_packages(found)
     shell_path = find_shell(tree)
 
     cfg = resolved.config.get("config")
@@ -349,7 +417,9 @@ def image_facts(resolved: ResolvedImage, scans: list[LayerScan]) -> ImageFacts:
 
 
 __all__ = [
+    "Found",
     "Tree",
+    "detect",
     "exposed_ports",
     "find_os",
     "find_packages",

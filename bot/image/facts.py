@@ -18,11 +18,12 @@ class OsInfo:
 
 @dataclass(frozen=True, slots=True)
 class PackageInfo:
-    manager: Literal["dpkg", "apk", "rpm"]
+    manager: str  # "dpkg", "apk", "rpm" or "chisel" (deb packages Ubuntu's chisel cut)
     count: int | None  # None: the database exists but could not be read (too big, corrupt)
+    database: str | None = None  # absolute path of the database read, e.g. /var/lib/rpm/Packages
 
     def to_json(self) -> dict[str, Any]:
-        return {"manager": self.manager, "count": self.count}
+        return {"manager": self.manager, "count": self.count, "database": self.database}
 
 
 @dataclass(frozen=True, slots=True)
