@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from docker.client import DockerClient
 
+from tests.fixtures.rpmdb import ensure_rpm_databases, rpm_qa, write_ndb
 from tests.fixtures.services import (
     RECIPES,
     DebianBase,
@@ -72,3 +73,86 @@ def test_facts_are_read_through_hard_links(
     assert facts["os"]["id"] == "debian"
     assert facts["os"]["version_id"] == "12"  # from os-release, not debian_version's 12.x
     assert facts["os"]["pretty_name"] == "Debian GNU/Linux 12 (bookworm)"
+
+
+def write(root: Path, relative: str, data: str | bytes) -> None:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        path.write_text(data)
+    else:
+        path.write_bytes(data)
+
+
+# --------------------------------------------------------------------------- 2 usrmerge
+
+WOLFI_PACKAGES = ("wolfi-baselayout", "ca-certificates-bundle", "glibc", "busybox", "apk-tools")
+
+
+def wolfi_tree(root: Path) -> None:
+    records = "".join(
+        f"C:Q1{i}=\nP:{n}\nV:1.{i}-r0\nA:x86_64\n\n" for i, n in enumerate(WOLFI_PACKAGES)
+    )
+    write(root, "usr/lib/apk/db/installed", records)
+    write(
+        root,
+        "usr/lib/os-release",
+        'ID=wolfi\nNAME="Wolfi"\nPRETTY_NAME="Wolfi"\nVERSION_ID=20230201\n',
+    )
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "etc/os-release").symlink_to("../usr/lib/os-release")
+    (root / "lib").symlink_to("usr/lib")
+
+
+def test_apk_database_under_merged_usr(docker_client: DockerClient, tmp_path: Path) -> None:
+    image = scratch_tree(
+        docker_client, "wolfi", lambda ctx: wolfi_tree(ctx / "rootfs"), "tree-v1", *WOLFI_PACKAGES
+    )
+    facts = explain(image, tmp_path)
+    assert facts["packages"]["manager"] == "apk"
+    assert facts["packages"]["count"] == len(WOLFI_PACKAGES) == 5
+    assert facts["os"]["id"] == "wolfi"
+
+
+# --------------------------------------------------------------------------- 3 rpm formats
+
+
+def test_rpm_berkeley_db(docker_client: DockerClient, tmp_path: Path) -> None:
+    dbs = ensure_rpm_databases()
+    truth = rpm_qa(dbs.bdb.parent, "bdb_ro")  # rpm itself reads the Berkeley DB copy
+    assert len(truth) == 6
+
+    def fill(ctx: Path) -> None:
+        root = ctx / "rootfs"
+        write(root, "var/lib/rpm/Packages", dbs.bdb.read_bytes())
+        write(
+            root,
+            "etc/os-release",
+            'ID="rhel"\nVERSION_ID="8.10"\nPRETTY_NAME="Red Hat Enterprise Linux 8.10 (Ootpa)"\n',
+        )
+
+    image = scratch_tree(docker_client, "ubi8", fill, dbs.bdb.read_bytes(), "tree-v1")
+    facts = explain(image, tmp_path)
+    assert facts["packages"] == {
+        "manager": "rpm",
+        "count": len(truth),
+        "database": "/var/lib/rpm/Packages",
+    }
+    assert facts["os"]["id"] == "rhel"
+
+
+def test_rpm_ndb(docker_client: DockerClient, tmp_path: Path) -> None:
+    dbs = ensure_rpm_databases()
+
+    def fill(ctx: Path) -> None:
+        root = ctx / "rootfs"
+        (root / "usr/lib/sysimage/rpm").mkdir(parents=True)
+        write_ndb(root / "usr/lib/sysimage/rpm/Packages.db", dbs.blobs)
+        (root / "var/lib").mkdir(parents=True)
+        (root / "var/lib/rpm").symlink_to("../../usr/lib/sysimage/rpm")
+        write(root, "usr/lib/os-release", 'ID="opensuse-leap"\nVERSION_ID="15.6"\n')
+
+    image = scratch_tree(docker_client, "suse", fill, *(b for _, b in dbs.blobs), "tree-v1")
+    facts = explain(image, tmp_path)
+    assert facts["packages"]["manager"] == "rpm"
+    assert facts["packages"]["count"] == len(dbs.names) == 6
