@@ -352,3 +352,19 @@ async def test_facts_through_hard_links_across_layers_and_symlinked_dirs(tmp_pat
     assert facts.os is not None and (facts.os.id, facts.os.version_id) == ("fedora", "40")
     assert facts.packages is not None
     assert (facts.packages.manager, facts.packages.count) == ("dpkg", DEBIAN_PACKAGES)
+
+
+def test_resolve_user_uses_the_images_own_passwd_and_group() -> None:
+    from bot.image.analysis import resolve_user
+
+    passwd = {"root": [0, 0], "toor": [0, 0], "app": [1000, 1000]}
+    groups = {"root": 0, "app": 1000, "docker": 999}
+    assert resolve_user("", passwd, groups) == (0, 0, True)
+    assert resolve_user("toor", passwd, groups) == (0, 0, True)
+    assert resolve_user("app", passwd, groups) == (1000, 1000, True)
+    assert resolve_user("app:docker", passwd, groups) == (1000, 999, True)
+    assert resolve_user("0:1000", passwd, groups) == (0, 1000, True)
+    assert resolve_user("1000", passwd, groups) == (1000, 1000, True)
+    assert resolve_user("4242", passwd, groups) == (4242, 0, True)  # numeric: no entry needed
+    assert resolve_user("ghost", passwd, groups) == (None, None, False)
+    assert resolve_user("app:nogroup", passwd, groups)[2] is False

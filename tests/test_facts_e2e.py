@@ -156,3 +156,17 @@ def test_rpm_ndb(docker_client: DockerClient, tmp_path: Path) -> None:
     facts = explain(image, tmp_path)
     assert facts["packages"]["manager"] == "rpm"
     assert facts["packages"]["count"] == len(dbs.names) == 6
+
+
+# --------------------------------------------------------------------------- 6 USER
+
+
+def test_user_resolves_through_the_images_passwd(
+    docker_client: DockerClient, debian_base: DebianBase, tmp_path: Path
+) -> None:
+    image = on_debian(docker_client, debian_base, "toor")
+    facts = explain(image, tmp_path)
+    assert facts["user"] == "toor:staff2"
+    assert (facts["runs_as_root"], facts["uid"], facts["gid"]) == (True, 0, 0)
+    assert "runs as root" in facts["text"]
+    assert any("runs as root" in line for line in facts["advice"])

@@ -13,7 +13,7 @@ from bot.reply import ReplyKind
 KNOWLEDGE = Path(__file__).resolve().parent.parent / "knowledge"
 JSON_KEYS = {
     "reference", "source", "digest", "platform", "platforms", "created", "os", "scratch",
-    "packages", "shell", "user", "runs_as_root", "entrypoint", "cmd", "workdir",
+    "packages", "shell", "user", "runs_as_root", "uid", "gid", "entrypoint", "cmd", "workdir",
     "exposed_ports", "env", "labels", "base_image", "layers", "size", "wasted_bytes",
     "advice", "text",
 }  # fmt: skip

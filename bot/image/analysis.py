@@ -335,8 +335,52 @@ def exposed_ports(raw: Any) -> list[str]:
     return sorted(ports, key=_port_key)
 
 
-def runs_as_root(user: str) -> bool:
-    return user.strip().partition(":")[0] in ROOT_USERS
+def runs_as_root(user: str, passwd: dict[str, Any] | None = None) -> bool:
+    """True when ``USER`` makes the process uid 0 (see ``resolve_user``)."""
+    if passwd is None:
+        return user.strip().partition(":")[0] in ROOT_USERS
+    return resolve_user(user, passwd, None)[0] == 0
+
+
+def resolve_user(
+    user: str, passwd: dict[str, Any] | None, groups: dict[str, Any] | None
+) -> tuple[int | None, int | None, bool]:
+    """``USER name|uid[:group|gid]`` as the runtime resolves it in the image's own
+    /etc/passwd and /etc/group: (uid, gid, found). An empty USER is root (0, 0). A numeric
+    user needs no passwd entry; a *name* missing from passwd makes ``docker run`` fail
+    ("unable to find user"), so uid is None and found False. uid 0 is root whatever the
+    name (``toor:x:0:0``)."""
+    name, _, group = user.strip().partition(":")
+    passwd = passwd or {}
+    entry = passwd.get(name)
+    uid: int | None
+    gid: int | None
+    if not name:
+        uid, gid, found = 0, 0, True
+    elif name.isdigit():
+        uid = int(name)
+        by_uid = next((v for v in passwd.values() if _ids(v)[0] == uid), None)
+        gid = _ids(by_uid)[1] if by_uid is not None else 0
+        found = True
+    elif entry is not None:
+        uid, gid = _ids(entry)
+        found = uid is not None
+    else:
+        uid, gid, found = (0, 0, True) if name == "root" and not passwd else (None, None, False)
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            named = (groups or {}).get(group)
+            gid = named if isinstance(named, int) else None
+            found = found and gid is not None
+    return uid, gid, found
+
+
+def _ids(entry: Any) -> tuple[int | None, int | None]:
+    if isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, int) for x in entry):
+        return entry[0], entry[1]
+    return None, None
 
 
 def layer_facts(resolved: ResolvedImage, scans: list[LayerScan]) -> list[LayerFact]:
@@ -367,6 +411,8 @@ def image_facts(resolved: ResolvedImage, scans: list[LayerScan]) -> ImageFacts:
     found = detect(tree, scans)
     os_info = find_os(found)
     packages = find_packages(found)
+    passwd = next((f.fact for f in found if f.detector.fact == "users" and f.fact), None)
+    groups = next((f.fact for f in found if f.detector.fact == "groups" and f.fact), None)
     shell_path = find_shell(tree)
 
     cfg = resolved.config.get("config")
@@ -380,6 +426,7 @@ def image_facts(resolved: ResolvedImage, scans: list[LayerScan]) -> ImageFacts:
         {str(k): str(v) for k, v in labels_raw.items()} if isinstance(labels_raw, dict) else {}
     )
     user = str(cfg.get("User") or "")
+    uid, gid, user_found = resolve_user(user, passwd, groups)
     sizes = [blob.size for blob in resolved.layers]
     compressed = None if any(s is None for s in sizes) else sum(s for s in sizes if s)
     created = resolved.config.get("created")
@@ -396,7 +443,10 @@ def image_facts(resolved: ResolvedImage, scans: list[LayerScan]) -> ImageFacts:
         packages=packages,
         shell=shell_path is not None,
         user=redactor.text(user),
-        runs_as_root=runs_as_root(user),
+        runs_as_root=uid == 0,
+        uid=uid,
+        gid=gid,
+        user_found=user_found,
         entrypoint=redactor.scrub(_strings(cfg.get("Entrypoint"))),
         cmd=redactor.scrub(_strings(cfg.get("Cmd"))),
         workdir=redactor.text(str(cfg.get("WorkingDir") or "")),
@@ -427,6 +477,7 @@ __all__ = [
     "image_facts",
     "instruction",
     "layer_facts",
+    "resolve_user",
     "runs_as_root",
     "stack",
     "wasted_space",

@@ -89,6 +89,9 @@ class ImageFacts:
     wasted_bytes: int
     advice: list[str] = field(default_factory=list)
     text: str = ""
+    uid: int | None = 0  # USER resolved in the image's /etc/passwd; None: not found there
+    gid: int | None = 0
+    user_found: bool = True  # False: `docker run` fails with "unable to find user"
     # Not part of the JSON: inputs for advice and rendering.
     secret_env: list[str] = field(default_factory=list)  # names only, never values
     shell_path: str | None = None
@@ -108,6 +111,8 @@ class ImageFacts:
             "shell": self.shell,
             "user": self.user,
             "runs_as_root": self.runs_as_root,
+            "uid": self.uid,
+            "gid": self.gid,
             "entrypoint": list(self.entrypoint) if self.entrypoint is not None else None,
             "cmd": list(self.cmd) if self.cmd is not None else None,
             "workdir": self.workdir,

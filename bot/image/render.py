@@ -142,6 +142,12 @@ def advise(facts: ImageFacts) -> list[str]:
         advice.append(
             f"{len(facts.secret_env) - MAX_SECRET_NAMES} more ENV variables look like secrets."
         )
+    if not facts.user_found:
+        advice.append(
+            f"USER {clip(facts.user, FACT_CHARS)} is not defined in the image's /etc/passwd "
+            "(or its group in /etc/group): containers fail to start. Create it in the image "
+            "(`RUN useradd ...`) or use a numeric uid:gid."
+        )
     if facts.runs_as_root:
         advice.append(
             "It runs as root. Add a user and switch to it (`RUN useradd ...` then `USER app`) "
@@ -217,8 +223,7 @@ def describe(facts: ImageFacts) -> str:
         )
     if facts.packages is not None and facts.packages.count is not None:
         sentences.append(f"{facts.packages.count} packages are installed.")
-    who = "root" if facts.runs_as_root else f"user {clip(facts.user, FACT_CHARS)}"
-    sentences.append(f"It runs as {who}.")
+    sentences.append(f"It runs as {_who(facts)}.")
     filesystem = sum(1 for layer in facts.layers if not layer.empty)
     sentences.append(
         f"It is {filesystem} layer{'s' if filesystem != 1 else ''}, "
@@ -226,6 +231,32 @@ def describe(facts: ImageFacts) -> str:
         + (f" ({human(facts.size.compressed)} to download)." if facts.size.compressed else ".")
     )
     return " ".join(sentences)
+
+
+def _who(facts: ImageFacts) -> str:
+    user = clip(facts.user, FACT_CHARS)
+    if facts.runs_as_root:
+        name = facts.user.strip().partition(":")[0]
+        if name in ("", "root", "0"):
+            return "root"
+        return f"root (USER {user} has uid 0 in the image's /etc/passwd)"
+    if not facts.user_found:
+        return (
+            f"user {user}, which the image's /etc/passwd or /etc/group does not define, so "
+            '`docker run` fails with "unable to find user"'
+        )
+    return f"user {user}" + (f" (uid {facts.uid})" if facts.uid is not None else "")
+
+
+def _user_fact(facts: ImageFacts) -> str:
+    user = clip(facts.user, FACT_CHARS)
+    if facts.runs_as_root:
+        return (
+            "root"
+            if facts.user.strip().partition(":")[0] in ("", "root", "0")
+            else (f"{user} (uid 0: root)")
+        )
+    return user if facts.user_found else f"{user} (not in /etc/passwd: will not start)"
 
 
 def finish(facts: ImageFacts) -> ImageFacts:
@@ -332,7 +363,7 @@ def render(facts: ImageFacts) -> Reply:
         Fact("OS", distro or "none (scratch)"),
         Fact("Packages", packages),
         Fact("Shell", clip(facts.shell_path or ("yes" if facts.shell else "none"), FACT_CHARS)),
-        Fact("User", "root" if facts.runs_as_root else clip(facts.user, FACT_CHARS)),
+        Fact("User", _user_fact(facts)),
         Fact(
             "Size",
             f"{human(facts.size.uncompressed)} unpacked, {human(facts.size.compressed)} compressed",
