@@ -170,3 +170,34 @@ def test_user_resolves_through_the_images_passwd(
     assert (facts["runs_as_root"], facts["uid"], facts["gid"]) == (True, 0, 0)
     assert "runs as root" in facts["text"]
     assert any("runs as root" in line for line in facts["advice"])
+
+
+# --------------------------------------------------------------------------- 7 secrets
+
+
+def test_credentials_are_redacted_span_by_span_and_flagged(
+    docker_client: DockerClient, debian_base: DebianBase, tmp_path: Path
+) -> None:
+    image = on_debian(docker_client, debian_base, "secrets")
+    result = dockwise(
+        "explain", image.name, "--json", "--source", "docker", cache=tmp_path / "c", insecure=""
+    )
+    assert result.returncode == 0, result.stderr
+    for secret in ("S3cretPassw0rd", "dwFakeWebhookToken0123456", "dwFakeDockerHubToken012345"):
+        assert secret not in result.stdout + result.stderr
+    facts = json.loads(result.stdout)
+    assert facts["env"]["DATABASE_URL"] == "postgres://app:<redacted>@db/app"
+    assert facts["env"]["APP_MODE"] == "prod"
+    assert facts["labels"]["com.example.ci"] == "pushed with <redacted> by ci"
+    created_by = [layer["created_by"] for layer in facts["layers"]]
+    assert 'RUN echo "notify <redacted>" > /dev/null' in created_by  # the webhook is the secret
+    rules = {(s["where"], s["rule"]) for s in facts["secrets"]}
+    assert ("env", "url-userinfo-password") in rules
+    assert ("label", "dockerhub-access-token") in rules
+    assert ("history", "slack-webhook-url") in rules
+    advice = " ".join(facts["advice"])
+    assert "ENV DATABASE_URL" in advice
+    assert "Label com.example.ci" in advice
+    assert "Build step" in advice and "docker history" in advice
+    text = dockwise("explain", image.name, "--source", "docker", cache=tmp_path / "c", insecure="")
+    assert text.returncode == 0 and "S3cretPassw0rd" not in text.stdout

@@ -14,7 +14,7 @@ KNOWLEDGE = Path(__file__).resolve().parent.parent / "knowledge"
 JSON_KEYS = {
     "reference", "source", "digest", "platform", "platforms", "created", "os", "scratch",
     "packages", "shell", "user", "runs_as_root", "uid", "gid", "entrypoint", "cmd", "workdir",
-    "exposed_ports", "env", "labels", "base_image", "layers", "size", "wasted_bytes",
+    "exposed_ports", "env", "labels", "base_image", "layers", "size", "wasted_bytes", "secrets",
     "advice", "text",
 }  # fmt: skip
 DEBIAN = OsInfo("debian", "12", "Debian GNU/Linux 12 (bookworm)")

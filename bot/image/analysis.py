@@ -455,12 +455,16 @@ def image_facts(resolved: ResolvedImage, scans: list[LayerScan]) -> ImageFacts:
         labels=redactor.scrub(labels),
         base_image=redactor.text(base) if base else None,
         layers=[
-            LayerFact(lf.digest, lf.size, redactor.text(lf.created_by), lf.empty)
-            for lf in layer_facts(resolved, scans)
+            LayerFact(lf.digest, lf.size, redactor.history(index, lf.created_by), lf.empty)
+            for index, lf in enumerate(layer_facts(resolved, scans))
         ],
         size=SizeInfo(compressed, sum(scan.uncompressed for scan in scans)),
         wasted_bytes=wasted,
         secret_env=secret_names,
+        secrets=[
+            {"where": where, "name": redactor.text(name), "rule": rule}
+            for where, name, rule in dict.fromkeys(redactor.findings)
+        ],
         shell_path=shell_path,
         waste=[Waste(redactor.text(w.path), w.size, w.layers) for w in waste],
     )

@@ -92,6 +92,9 @@ class ImageFacts:
     uid: int | None = 0  # USER resolved in the image's /etc/passwd; None: not found there
     gid: int | None = 0
     user_found: bool = True  # False: `docker run` fails with "unable to find user"
+    # Where credentials were found (never their values): {"where": "env"|"label"|"history",
+    # "name": ENV name, label key or history index, "rule": the rule id that matched}.
+    secrets: list[dict[str, str]] = field(default_factory=list)
     # Not part of the JSON: inputs for advice and rendering.
     secret_env: list[str] = field(default_factory=list)  # names only, never values
     shell_path: str | None = None
@@ -123,6 +126,7 @@ class ImageFacts:
             "layers": [layer.to_json() for layer in self.layers],
             "size": self.size.to_json(),
             "wasted_bytes": self.wasted_bytes,
+            "secrets": [dict(item) for item in self.secrets],
             "advice": list(self.advice),
             "text": self.text,
         }

@@ -142,6 +142,28 @@ def advise(facts: ImageFacts) -> list[str]:
         advice.append(
             f"{len(facts.secret_env) - MAX_SECRET_NAMES} more ENV variables look like secrets."
         )
+    labels = list(dict.fromkeys(f["name"] for f in facts.secrets if f["where"] == "label"))
+    for key in labels[:MAX_SECRET_NAMES]:
+        advice.append(
+            f"Label {clip(key, NAME_CHARS)} holds a credential: labels ship in the image "
+            "config for anyone who can pull it. Remove it and rotate the credential."
+        )
+    env_names = set(facts.secret_env)
+    steps = list(
+        dict.fromkeys(
+            int(f["name"]) for f in facts.secrets if f["where"] == "history" and f["name"].isdigit()
+        )
+    )
+    for index in steps[:MAX_SECRET_NAMES]:
+        if 0 <= index < len(facts.layers):
+            step = clip(facts.layers[index].created_by, 60)
+            if env_names and step.startswith("ENV "):
+                continue  # the ENV advice above already names it
+            advice.append(
+                f"Build step {index + 1} ({step}) has a credential in its command line: the "
+                "image history keeps it (docker history). Use build secrets "
+                "(`RUN --mount=type=secret`) and rotate it."
+            )
     if not facts.user_found:
         advice.append(
             f"USER {clip(facts.user, FACT_CHARS)} is not defined in the image's /etc/passwd "
