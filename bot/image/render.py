@@ -149,12 +149,12 @@ def advise(facts: ImageFacts) -> list[str]:
             "config for anyone who can pull it. Remove it and rotate the credential."
         )
     env_names = set(facts.secret_env)
-    steps = list(
+    secret_steps = list(
         dict.fromkeys(
             int(f["name"]) for f in facts.secrets if f["where"] == "history" and f["name"].isdigit()
         )
     )
-    for index in steps[:MAX_SECRET_NAMES]:
+    for index in secret_steps[:MAX_SECRET_NAMES]:
         if 0 <= index < len(facts.layers):
             step = clip(facts.layers[index].created_by, 60)
             if env_names and step.startswith("ENV "):
