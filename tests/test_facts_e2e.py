@@ -9,6 +9,9 @@ debootstrap tree, rpm for rpm databases) or from the recipe itself.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from docker.client import DockerClient
 from tests.fixtures.rpmdb import ensure_rpm_databases, rpm_qa, write_ndb
 from tests.fixtures.services import (
     RECIPES,
+    REPO_ROOT,
     DebianBase,
     EngineImage,
     _tree_build,
@@ -201,3 +205,35 @@ def test_credentials_are_redacted_span_by_span_and_flagged(
     assert "Build step" in advice and "docker history" in advice
     text = dockwise("explain", image.name, "--source", "docker", cache=tmp_path / "c", insecure="")
     assert text.returncode == 0 and "S3cretPassw0rd" not in text.stdout
+
+
+# --------------------------------------------------------------------------- 8 file names
+
+
+def test_undecodable_file_names_are_escaped_in_valid_utf8(
+    docker_client: DockerClient, debian_base: DebianBase, tmp_path: Path
+) -> None:
+    image = on_debian(docker_client, debian_base, "latin1")
+    env = {
+        **os.environ,
+        "DOCKWISE_CACHE_DIR": str(tmp_path / "c"),
+        "PYTHONIOENCODING": "utf-8:strict",  # a strict UTF-8 stdout
+        "LC_ALL": "C.UTF-8",
+    }
+    for extra in (["--json"], []):
+        result = subprocess.run(
+            [sys.executable, "-m", "bot", "explain", image.name, "--source", "docker", *extra],
+            capture_output=True,
+            cwd=REPO_ROOT,
+            env=env,
+            timeout=240,
+        )
+        assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
+        out = result.stdout.decode("utf-8")  # strict: raises on any invalid byte
+        assert b"\xe9" not in result.stdout
+        if not extra:
+            assert "/tmp/caf\\xe9.bin" in out
+        else:
+            facts = json.loads(out)
+            assert facts["wasted_bytes"] >= 2 * 1024 * 1024
+            assert any("/tmp/caf\\xe9.bin" in line for line in facts["advice"])

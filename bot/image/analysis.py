@@ -25,7 +25,15 @@ from typing import Any
 from sortedcontainers import SortedDict, SortedSet
 
 from bot.image.detectors import DETECTORS, Detector
-from bot.image.facts import ImageFacts, LayerFact, OsInfo, PackageInfo, SizeInfo, Waste
+from bot.image.facts import (
+    ImageFacts,
+    LayerFact,
+    OsInfo,
+    PackageInfo,
+    SizeInfo,
+    Waste,
+    safe_text,
+)
 from bot.image.layers import Entry, LayerScan
 from bot.image.redact import Redactor
 from bot.image.source import ResolvedImage
@@ -466,7 +474,7 @@ def image_facts(resolved: ResolvedImage, scans: list[LayerScan]) -> ImageFacts:
             for where, name, rule in dict.fromkeys(redactor.findings)
         ],
         shell_path=shell_path,
-        waste=[Waste(redactor.text(w.path), w.size, w.layers) for w in waste],
+        waste=[Waste(safe_text(redactor.text(w.path)), w.size, w.layers) for w in waste],
     )
 
 

@@ -2,8 +2,36 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def safe_text(text: str) -> str:
+    """``text`` as valid UTF-8 text: an undecodable byte kept by surrogateescape (a file
+    name like ``caf\\xe9.bin`` in Latin-1) becomes ``\\xe9``; any other lone surrogate
+    (possible in JSON image configs) becomes ``\\udXXX``. Valid text is unchanged."""
+    if _SURROGATE.search(text) is None:
+        return text
+
+    def escape(match: re.Match[str]) -> str:
+        code = ord(match[0])
+        return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+    return _SURROGATE.sub(escape, text)
+
+
+def safe(value: Any) -> Any:
+    """``safe_text`` on every string inside lists and dicts (keys too)."""
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, list):
+        return [safe(v) for v in value]
+    if isinstance(value, dict):
+        return {safe(k): safe(v) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +129,11 @@ class ImageFacts:
     waste: list[Waste] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
+        """The ``--json`` shape: every string valid UTF-8 (see ``safe_text``)."""
+        doc: dict[str, Any] = safe(self._json())
+        return doc
+
+    def _json(self) -> dict[str, Any]:
         return {
             "reference": self.reference,
             "source": self.source,
@@ -132,4 +165,13 @@ class ImageFacts:
         }
 
 
-__all__ = ["ImageFacts", "LayerFact", "OsInfo", "PackageInfo", "SizeInfo", "Waste"]
+__all__ = [
+    "ImageFacts",
+    "LayerFact",
+    "OsInfo",
+    "PackageInfo",
+    "SizeInfo",
+    "Waste",
+    "safe",
+    "safe_text",
+]

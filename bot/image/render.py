@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.image.facts import ImageFacts
+from bot.image.facts import ImageFacts, safe_text
 from bot.reply import Fact, Reply, ReplyKind, Section, Source
 
 MIB = 1024 * 1024
@@ -60,8 +60,9 @@ DOCS = {
 
 
 def clip(text: str, limit: int) -> str:
-    """``text`` on one line, at most ``limit`` characters (ending in ... when cut)."""
-    text = " ".join(text.split())
+    """``text`` on one line, at most ``limit`` characters (ending in ... when cut), valid
+    UTF-8 (undecodable bytes escaped, see bot.image.facts.safe_text)."""
+    text = " ".join(safe_text(text).split())
     return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
 
 
