@@ -6,8 +6,11 @@ import json
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.config import Settings
 from bot.errors import ImageNotFound, InvalidReference
@@ -368,3 +371,71 @@ def test_resolve_user_uses_the_images_own_passwd_and_group() -> None:
     assert resolve_user("4242", passwd, groups) == (4242, 0, True)  # numeric: no entry needed
     assert resolve_user("ghost", passwd, groups) == (None, None, False)
     assert resolve_user("app:nogroup", passwd, groups)[2] is False
+
+
+class NaiveTree:
+    """The overlay rules written the obvious (quadratic) way: the model for Tree."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[int, str]] = {}
+        self.dirs: set[str] = set()
+
+    def is_dir(self, path: str) -> bool:
+        found = self.entries.get(path)
+        return (found is not None and found[1] == "d") or (found is None and path in self.dirs)
+
+    def hide_under(self, path: str) -> None:
+        prefix = path + "/" if path else ""
+        self.entries = {p: v for p, v in self.entries.items() if not p.startswith(prefix)}
+        self.dirs = {d for d in self.dirs if not d.startswith(prefix)}
+
+    def apply(self, index: int, scan: Any) -> None:
+        for path in scan.opaque:
+            self.hide_under(path)
+        for path in scan.whiteouts:
+            if self.is_dir(path):
+                self.hide_under(path)
+            self.entries.pop(path, None)
+            self.dirs.discard(path)
+        for path, entry in scan.entries.items():
+            if entry.kind != "d" and self.is_dir(path):
+                self.hide_under(path)
+            self.entries[path] = (index, entry.kind)
+            parts = path.split("/")
+            self.dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+            if entry.kind == "d":
+                self.dirs.add(path)
+
+
+_NAMES = st.sampled_from(["a", "b", "a/b", "a/c", "a/b/c", "ab", "a-b", "a/b0", "b/a", "a.b"])
+
+
+@st.composite
+def _layer(draw: st.DrawFn) -> Any:
+    from bot.image.layers import Entry, LayerScan
+
+    scan = LayerScan("sha256:x")
+    for name in draw(st.lists(_NAMES, max_size=6)):
+        scan.entries[name] = Entry(draw(st.sampled_from(["f", "d"])))
+    scan.whiteouts = draw(st.lists(_NAMES, max_size=3))
+    scan.opaque = draw(st.lists(_NAMES, max_size=2))
+    return scan
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_layer(), min_size=1, max_size=5))
+def test_sorted_tree_stacks_like_the_obvious_model(scans: list[Any]) -> None:
+    from bot.image.analysis import Tree
+
+    tree, model = Tree(), NaiveTree()
+    for index, scan in enumerate(scans):
+        tree.apply(index, scan)
+        model.apply(index, scan)
+        assert {p: (i, e.kind) for p, (i, e) in tree.entries.items()} == model.entries
+        assert tree.dirs == model.dirs
+        for name in ["", "a", "a/b", "b"]:
+            assert sorted(tree.files_under(name)) == sorted(
+                p
+                for p, (_, kind) in model.entries.items()
+                if kind != "d" and (not name or p.startswith(name + "/"))
+            )

@@ -398,14 +398,32 @@ def _sniff(
 ) -> Captured | None:
     """A file that no detector wants by name but one recognises by content (the first
     name of a hard-linked database, a database under a symlinked directory)."""
-    handle = tf.extractfile(member)
-    if handle is None:
+    if member.issparse():
         return None
+    # Straight from the stream (tarfile skips the rest of the member on the next header):
+    # an ExFileObject per file would cost more than the rest of the walk.
+    handle = _MemberBytes(tf.fileobj, member.size)
     head = handle.read(SNIFF_BYTES)
     detector = detectors.sniffed(head, member.size)
     if detector is None:
         return None
     return _capture(detector, tf, member, tmp_dir, path, head, handle)
+
+
+class _MemberBytes:
+    """The data of the current member of a ``r|`` tar stream, read straight from it."""
+
+    def __init__(self, stream: Any, size: int) -> None:
+        self._stream = stream
+        self._left = size
+
+    def read(self, size: int = -1) -> bytes:
+        want = self._left if size < 0 else min(size, self._left)
+        if want <= 0:
+            return b""
+        data: bytes = self._stream.read(want)
+        self._left -= len(data)
+        return data
 
 
 _META_TYPES = frozenset(
