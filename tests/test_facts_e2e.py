@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +22,19 @@ from docker.client import DockerClient
 
 from tests.fixtures.rpmdb import ensure_rpm_databases, rpm_qa, write_ndb
 from tests.fixtures.services import (
+    CACHE,
     RECIPES,
     REPO_ROOT,
+    BuildError,
     DebianBase,
     EngineImage,
     _tree_build,
     docker_build,
+    ensure_busybox,
+    ensure_static_binary,
     recipe_hash,
     require_services,
+    run,
 )
 from tests.test_explain_e2e import dockwise
 
@@ -237,3 +244,105 @@ def test_undecodable_file_names_are_escaped_in_valid_utf8(
             facts = json.loads(out)
             assert facts["wasted_bytes"] >= 2 * 1024 * 1024
             assert any("/tmp/caf\\xe9.bin" in line for line in facts["advice"])
+
+
+# --------------------------------------------------------------------------- 5 user space
+
+
+def test_busybox_userland_is_not_called_scratch(
+    docker_client: DockerClient, tmp_path: Path
+) -> None:
+    busybox = ensure_busybox()
+
+    def fill(ctx: Path) -> None:
+        shutil.copy2(busybox, ctx / "busybox")
+
+    image = scratch_tree(docker_client, "busybox", fill, busybox.read_bytes())
+    facts = explain(image, tmp_path)
+    assert facts["userspace"] == "busybox"
+    assert facts["shell"] is True and facts["os"] is None and facts["packages"] is None
+    assert "BusyBox" in facts["text"] and "/bin/sh" in facts["text"]
+    # No sentence may contradict a fact: it has a shell and more than one binary's files.
+    assert "no OS user space" not in facts["text"]
+    assert "statically linked binary" not in facts["text"]
+    assert not any("There is no shell" in line for line in facts["advice"])
+
+
+# --------------------------------------------------------------------------- 17 runtimes
+
+
+def python_debs() -> list[Path]:
+    """Debian's python3.11-minimal .deb and what it needs beyond minbase (downloaded once)."""
+    target = CACHE / "python-debs"
+    wanted = ("python3.11-minimal", "libpython3.11-minimal", "libexpat1")
+    if not all(list(target.glob(f"{name}_*.deb")) for name in wanted):
+        target.mkdir(parents=True, exist_ok=True)
+        os.chmod(target, 0o777)  # apt's _apt user downloads into it
+        try:
+            run(["apt-get", "download", "-qq", *wanted], cwd=target)
+        except BuildError:
+            run(["apt-get", "update", "-qq"])
+            run(["apt-get", "download", "-qq", *wanted], cwd=target)
+    return sorted(p for name in wanted for p in target.glob(f"{name}_*.deb"))
+
+
+def test_python_runtime_from_debians_package(
+    docker_client: DockerClient, debian_base: DebianBase, tmp_path: Path
+) -> None:
+    debs = python_debs()
+    directory = RECIPES / "python"
+    with tempfile.TemporaryDirectory(prefix="ctx-", dir=CACHE) as tmp:
+        context = Path(tmp) / "ctx"
+        shutil.copytree(directory, context)
+        (context / "debs").mkdir()
+        for deb in debs:
+            shutil.copy2(deb, context / "debs" / deb.name)
+        recipe = recipe_hash(directory, debian_base.image_id, *(d.name for d in debs))
+        image = docker_build(docker_client, "dockwise-test/python:1", context, recipe)
+    python_deb = next(d for d in debs if d.name.startswith("python3.11-minimal_"))
+    version = run(["dpkg-deb", "-f", str(python_deb), "Version"]).strip()  # 3.11.2-6+deb12u6
+    facts = explain(image, tmp_path)
+    assert facts["runtimes"] == [
+        {"name": "python", "version": "3.11", "path": "/usr/lib/python3.11"}
+    ]
+    assert version.startswith("3.11.")
+    assert facts["userspace"] == "distribution"
+    assert "Python 3.11" in facts["text"]
+
+
+NODE_VERSION_H = """#ifndef SRC_NODE_VERSION_H_
+#define SRC_NODE_VERSION_H_
+
+#define NODE_MAJOR_VERSION 20
+#define NODE_MINOR_VERSION 11
+#define NODE_PATCH_VERSION 1
+
+#define NODE_VERSION_IS_LTS 1
+#endif  // SRC_NODE_VERSION_H_
+"""
+JAVA_RELEASE = (
+    'IMPLEMENTOR="Eclipse Adoptium"\nJAVA_VERSION="21.0.2"\nJAVA_RUNTIME_VERSION="21.0.2+13-LTS"\n'
+)
+
+
+def test_language_runtimes_without_a_distribution(
+    docker_client: DockerClient, tmp_path: Path
+) -> None:
+    binary = ensure_static_binary()
+
+    def fill(ctx: Path) -> None:
+        root = ctx / "rootfs"
+        write(root, "usr/local/include/node/node_version.h", NODE_VERSION_H)
+        write(root, "usr/local/bin/node", binary.read_bytes())
+        write(root, "opt/java/openjdk/release", JAVA_RELEASE)
+        write(root, "opt/java/openjdk/bin/java", binary.read_bytes())
+
+    image = scratch_tree(docker_client, "runtimes", fill, NODE_VERSION_H, JAVA_RELEASE, "v1")
+    facts = explain(image, tmp_path)
+    assert sorted((r["name"], r["version"]) for r in facts["runtimes"]) == [
+        ("java", "21.0.2"),
+        ("node", "20.11.1"),
+    ]
+    assert facts["userspace"] == "runtime"
+    assert facts["shell"] is False and facts["os"] is None
+    assert "no Linux distribution" in facts["text"] and "Node.js 20.11.1" in facts["text"]

@@ -30,6 +30,7 @@ from bot.image.facts import (
     LayerFact,
     OsInfo,
     PackageInfo,
+    RuntimeInfo,
     SizeInfo,
     Waste,
     safe_text,
@@ -260,40 +261,52 @@ class Found:
     fact: Any
 
 
-def _paths(tree: Tree, pattern: str) -> list[str]:
-    """The image paths a detector pattern names (a ``*`` lists one directory)."""
+def _paths(tree: Tree, pattern: str, captured: set[str]) -> list[str]:
+    """The image paths a detector pattern names. A ``*`` in the last component lists that
+    directory (through links); any glob also takes the files captured under a matching
+    name (the layer reader matched them while streaming)."""
     if "*" not in pattern:
         return [pattern]
+    base = _glob_re(pattern)
+    found = sorted(p for p in captured if base.fullmatch(p))
     directory, _, name = pattern.rpartition("/")
-    if "*" in directory:  # one trailing glob component is all detectors need
-        return []
-    base = _glob_re(name)
-    return [f"{directory}/{n}" for n, _ in tree.children(directory) if base.fullmatch(n)]
+    if "*" not in directory:
+        last = _glob_re(name)
+        found += [f"{directory}/{n}" for n, _ in tree.children(directory) if last.fullmatch(n)]
+    return list(dict.fromkeys(found))
 
 
-def _glob_re(name: str) -> re.Pattern[str]:
-    return re.compile("[^/]*".join(re.escape(part) for part in name.split("*")))
+def _glob_re(pattern: str) -> re.Pattern[str]:
+    return re.compile("[^/]*".join(re.escape(part) for part in pattern.split("*")))
 
 
 def detect(tree: Tree, scans: list[LayerScan]) -> list[Found]:
     """Every fact the registered detectors find, in registration order. Each wanted path is
     looked up through links; the value is the one captured for the file that holds the
     bytes, by the same detector."""
+    captured: dict[str, set[str]] = {}
+    for scan in scans:
+        for path, item in scan.files.items():
+            captured.setdefault(item.kind, set()).add(path)
     found: list[Found] = []
     for detector in DETECTORS:
         seen: set[tuple[int, str]] = set()
+        mine_captured = captured.get(detector.name, set())
         for pattern in detector.paths:
-            for path in _paths(tree, pattern):
+            for path in _paths(tree, pattern, mine_captured):
                 if detector.skip is not None and detector.skip(path):
                     continue
                 hit = tree.file(path)
                 if hit is None or (hit[1], hit[0]) in seen:
                     continue
                 seen.add((hit[1], hit[0]))
-                captured = scans[hit[1]].files.get(hit[0])
-                mine = captured is not None and captured.kind == detector.name
-                value = captured.value if captured is not None and mine else None
-                found.append(Found(detector, path, detector.yields(value, path)))
+                held = scans[hit[1]].files.get(hit[0])
+                mine = held is not None and held.kind == detector.name
+                value = held.value if held is not None and mine else None
+                fact = detector.yields(value, path)
+                if detector.fact == "runtime" and fact is None:
+                    continue
+                found.append(Found(detector, path, fact))
     return found
 
 
@@ -321,6 +334,57 @@ def find_packages(found: list[Found]) -> PackageInfo | None:
     return PackageInfo(
         str(mine[0].fact["manager"]), total, str(mine[0].fact.get("database") or "") or None
     )
+
+
+RUNTIME_ENV = {"python": "PYTHON_VERSION", "node": "NODE_VERSION", "java": "JAVA_VERSION"}
+BUSYBOX = ("bin/busybox", "usr/bin/busybox", "sbin/busybox")
+PACKAGE_TOOLS = (
+    "usr/bin/dpkg", "usr/bin/apt-get", "sbin/apk", "usr/bin/apk", "usr/bin/rpm", "bin/rpm",
+    "usr/bin/microdnf", "usr/bin/dnf", "usr/bin/yum", "usr/bin/zypper",
+)  # fmt: skip
+
+
+def find_runtimes(found: list[Found], env: dict[str, str]) -> list[RuntimeInfo]:
+    """Language runtimes, one per (name, home). A version the files do not give (or give
+    only as major.minor) is taken from the official images' ENV (PYTHON_VERSION, ...) when
+    it agrees with the files."""
+    out: dict[tuple[str, str], RuntimeInfo] = {}
+    for item in found:
+        if item.detector.fact != "runtime" or not isinstance(item.fact, dict):
+            continue
+        name, version, home = item.fact["name"], item.fact.get("version"), item.fact["path"]
+        declared = env.get(RUNTIME_ENV.get(name, ""), "")
+        if declared and (not version or declared.startswith(f"{version}.")):
+            version = declared
+        key = (name, home)
+        if key not in out or (version and not out[key].version):
+            out[key] = RuntimeInfo(name, version or None, home)
+    by_name: dict[str, list[RuntimeInfo]] = {}
+    for runtime in out.values():
+        by_name.setdefault(runtime.name, []).append(runtime)
+    result: list[RuntimeInfo] = []
+    for runtimes in by_name.values():  # a versioned find beats a bare binary of that name
+        versioned = [r for r in runtimes if r.version]
+        result += versioned or runtimes[:1]
+    return result
+
+
+def find_userspace(
+    tree: Tree,
+    os_info: OsInfo | None,
+    packages: PackageInfo | None,
+    shell_path: str | None,
+    runtimes: list[RuntimeInfo],
+) -> str:
+    """What kind of user space the image brings (see ``ImageFacts.userspace``)."""
+    if os_info is not None or packages is not None:
+        tool = any(tree.file(p) is not None for p in PACKAGE_TOOLS)
+        return "distribution" if tool or shell_path else "distroless"
+    if any(tree.file(p) is not None for p in BUSYBOX):
+        return "busybox"
+    if runtimes:
+        return "runtime"
+    return "files" if shell_path else "static"
 
 
 def find_shell(tree: Tree) -> str | None:
@@ -456,6 +520,7 @@ def image_facts(resolved: ResolvedImage, scans: list[LayerScan]) -> ImageFacts:
     env_raw = cfg.get("Env")
     env_items: list[Any] = env_raw if isinstance(env_raw, list) else []
     env, secret_names = redactor.env(str(item) for item in env_items)
+    runtimes = find_runtimes(found, env)
     labels_raw = cfg.get("Labels")
     labels = redactor.labels(
         {str(k): str(v) for k, v in labels_raw.items()} if isinstance(labels_raw, dict) else {}
@@ -496,6 +561,8 @@ def image_facts(resolved: ResolvedImage, scans: list[LayerScan]) -> ImageFacts:
         size=SizeInfo(compressed, sum(scan.uncompressed for scan in scans)),
         wasted_bytes=wasted,
         secret_env=secret_names,
+        runtimes=runtimes,
+        userspace=find_userspace(tree, os_info, packages, shell_path, runtimes),
         secrets=[
             {"where": where, "name": redactor.text(name), "rule": rule}
             for where, name, rule in dict.fromkeys(redactor.findings)
@@ -512,7 +579,9 @@ __all__ = [
     "exposed_ports",
     "find_os",
     "find_packages",
+    "find_runtimes",
     "find_shell",
+    "find_userspace",
     "image_facts",
     "instruction",
     "layer_facts",

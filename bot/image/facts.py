@@ -55,6 +55,18 @@ class PackageInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class RuntimeInfo:
+    """A language runtime found in the image's files."""
+
+    name: str  # "python", "node", "java"
+    version: str | None  # as precise as the files (or the official images' ENV) tell
+    path: str  # where: the runtime's home or file, absolute
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "path": self.path}
+
+
+@dataclass(frozen=True, slots=True)
 class LayerFact:
     """One history entry. ``empty`` entries (ENV, CMD, ...) have no filesystem layer, so no
     digest; ``size`` is the layer's uncompressed tar size in bytes (0 for empty entries)."""
@@ -123,10 +135,25 @@ class ImageFacts:
     # Where credentials were found (never their values): {"where": "env"|"label"|"history",
     # "name": ENV name, label key or history index, "rule": the rule id that matched}.
     secrets: list[dict[str, str]] = field(default_factory=list)
+    runtimes: list[RuntimeInfo] = field(default_factory=list)
+    # What user space the image brings: "distribution" (a distro with a package manager or a
+    # shell), "distroless" (a distro's files and package list, no package manager, no
+    # shell), "busybox" (no distro; BusyBox's commands), "runtime" (no distro; a language
+    # runtime), "static" (only its own files, no shell), "files" (only its own files and
+    # a shell that is not BusyBox).
+    userspace: str = ""  # "" (facts made by hand): derived by userspace_kind()
     # Not part of the JSON: inputs for advice and rendering.
     secret_env: list[str] = field(default_factory=list)  # names only, never values
     shell_path: str | None = None
     waste: list[Waste] = field(default_factory=list)
+
+    def userspace_kind(self) -> str:
+        """``userspace``, or for facts that lack it, what the other facts imply."""
+        if self.userspace:
+            return self.userspace
+        if self.os is not None or self.packages is not None:
+            return "distribution" if self.shell else "distroless"
+        return "files" if self.shell else "static"
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` shape: every string valid UTF-8 (see ``safe_text``)."""
@@ -160,6 +187,8 @@ class ImageFacts:
             "size": self.size.to_json(),
             "wasted_bytes": self.wasted_bytes,
             "secrets": [dict(item) for item in self.secrets],
+            "runtimes": [runtime.to_json() for runtime in self.runtimes],
+            "userspace": self.userspace_kind(),
             "advice": list(self.advice),
             "text": self.text,
         }
@@ -170,6 +199,7 @@ __all__ = [
     "LayerFact",
     "OsInfo",
     "PackageInfo",
+    "RuntimeInfo",
     "SizeInfo",
     "Waste",
     "safe",

@@ -379,6 +379,8 @@ def _capture(
     handle: Any = None,
 ) -> Captured:
     """Run ``detector``'s parser on the member (``head``: bytes already read from ``handle``)."""
+    if not detector.read:
+        return Captured(detector.name, detector.parse(b"", path))
     if member.size > detector.cap:
         return Captured(detector.name, None)
     if handle is None:

@@ -12,8 +12,11 @@ from bot.image.detectors import (
     dpkg,
     dpkg_status_d,
     group,
+    java,
+    node,
     os_release,
     passwd,
+    python,
     rpm_bdb,
     rpm_ndb,
     rpm_sqlite,
@@ -32,6 +35,10 @@ DETECTORS: tuple[Detector, ...] = (
     rpm_ndb.DETECTOR,
     passwd.DETECTOR,
     group.DETECTOR,
+    python.DETECTOR,
+    node.HEADERS,
+    node.BINARY,
+    java.DETECTOR,
 )
 
 BY_NAME: dict[str, Detector] = {d.name: d for d in DETECTORS}

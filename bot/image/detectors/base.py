@@ -43,6 +43,7 @@ class Detector:
       With ``spool=True`` it gets a private temp copy's ``Path`` instead of bytes.
     - ``yields(value, path)``: the value -> the fact's JSON shape (None: nothing usable).
     - ``sniff(head)``: True when the first ``SNIFF_BYTES`` bytes are this kind of file.
+    - ``read=False``: the file's presence is the fact; ``parse`` gets ``b""`` (a binary).
     - ``manager``: for package databases, the manager the fact names; databases of the same
       manager with ``additive=True`` add up (dpkg ``status`` + distroless ``status.d``).
     """
@@ -58,6 +59,7 @@ class Detector:
     manager: str | None = None
     additive: bool = False
     skip: Callable[[str], bool] | None = None  # paths a glob matches but the tool ignores
+    read: bool = True  # False: the path alone is the fact (``parse(b"", path)``, no bytes read)
 
     def wants(self, path: str) -> bool:
         """True when ``path`` (normalised, relative) is one of the detector's paths."""
@@ -101,4 +103,4 @@ def file_parser(parse: Callable[[Path], Value]) -> Callable[[Any, str], Value]:
     return run
 
 
-__all__ = ["MIB", "SNIFF_BYTES", "Detector", "FactName", "Value", "is_glob"]
+__all__ = ["KIB", "MIB", "SNIFF_BYTES", "Detector", "FactName", "Value", "is_glob"]
