@@ -346,3 +346,64 @@ def test_language_runtimes_without_a_distribution(
     assert facts["userspace"] == "runtime"
     assert facts["shell"] is False and facts["os"] is None
     assert "no Linux distribution" in facts["text"] and "Node.js 20.11.1" in facts["text"]
+
+
+# --------------------------------------------------------------------------- 4 chisel
+
+CHISEL_PACKAGES = {
+    "base-files": "13ubuntu10",
+    "ca-certificates": "20240203",
+    "libc6": "2.39-0ubuntu8.3",
+    "openssl": "3.0.13-0ubuntu3.4",
+}
+
+
+def chisel_manifest() -> str:
+    """A jsonwall as chisel writes it: a header line, then sorted JSON lines."""
+    lines = [
+        f'{{"kind":"package","name":"{n}","version":"{v}","sha256":"{"0" * 64}","arch":"amd64"}}'
+        for n, v in CHISEL_PACKAGES.items()
+    ]
+    lines += [
+        '{"kind":"path","path":"/etc/ssl/certs/ca-certificates.crt","mode":"0644",'
+        '"slices":["ca-certificates_data"]}',
+        '{"kind":"slice","name":"base-files_base"}',
+        '{"kind":"slice","name":"libc6_libs"}',
+    ]
+    header = f'{{"jsonwall":"1.0","schema":"1.0","count":{len(lines)}}}'
+    return "\n".join([header, *sorted(lines)]) + "\n"
+
+
+def test_chiselled_ubuntu_packages_from_the_manifest(
+    docker_client: DockerClient, tmp_path: Path
+) -> None:
+    manifest = chisel_manifest()
+
+    def fill(ctx: Path) -> None:
+        root = ctx / "rootfs"
+        write(root, "var/lib/chisel/manifest.wall.json", manifest)
+        run(
+            [
+                "zstd",
+                "-q",
+                "--rm",
+                "-o",
+                str(root / "var/lib/chisel/manifest.wall"),
+                str(root / "var/lib/chisel/manifest.wall.json"),
+            ]
+        )
+        write(
+            root,
+            "usr/lib/os-release",
+            'PRETTY_NAME="Ubuntu 24.04.1 LTS"\nID=ubuntu\nVERSION_ID="24.04"\n',
+        )
+
+    image = scratch_tree(docker_client, "chisel", fill, manifest, "v1")
+    facts = explain(image, tmp_path)
+    assert facts["packages"] == {
+        "manager": "chisel",
+        "count": len(CHISEL_PACKAGES),
+        "database": "/var/lib/chisel/manifest.wall",
+    }
+    assert "4 deb packages" in facts["text"] and "no dpkg or apt" in facts["text"]
+    assert facts["userspace"] == "distroless"

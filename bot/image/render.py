@@ -33,7 +33,7 @@ _BUILD_TOOLS = re.compile(
     r"\b(build-essential|build-base|gcc|g\+\+|clang|make|cmake|golang|rustc|cargo|"
     r"openjdk-\d+-jdk|maven|gradle|python3?-dev|musl-dev|libc6?-dev)\b"
 )
-_MANAGER_TOOL = {"dpkg": "apt/dpkg", "apk": "apk", "rpm": "dnf/rpm"}
+_MANAGER_TOOL = {"dpkg": "apt/dpkg", "apk": "apk", "rpm": "dnf/rpm", "chisel": "chisel"}
 
 DOCS = {
     "layers": Source(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from bot.image.detectors import (
     alpine_release,
     apk,
+    chisel,
     debian_version,
     dpkg,
     dpkg_status_d,
@@ -33,6 +34,7 @@ DETECTORS: tuple[Detector, ...] = (
     rpm_sqlite.DETECTOR,
     rpm_bdb.DETECTOR,
     rpm_ndb.DETECTOR,
+    chisel.DETECTOR,
     passwd.DETECTOR,
     group.DETECTOR,
     python.DETECTOR,
