@@ -401,8 +401,10 @@ class NaiveTree:
             if entry.kind != "d" and self.is_dir(path):
                 self.hide_under(path)
             self.entries[path] = (index, entry.kind)
-            parts = path.split("/")
-            self.dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+            parent = path.rpartition("/")[0]
+            while parent and parent not in self.dirs:  # implied parents, as Tree does
+                self.dirs.add(parent)
+                parent = parent.rpartition("/")[0]
             if entry.kind == "d":
                 self.dirs.add(path)
 
