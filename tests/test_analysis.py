@@ -6,8 +6,11 @@ import json
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.config import Settings
 from bot.errors import ImageNotFound, InvalidReference
@@ -21,6 +24,7 @@ from tests.fixtures.image_layers import (
     config,
     dir_,
     file,
+    hard,
     opaque,
     sized,
     sym,
@@ -323,3 +327,117 @@ async def test_auto_prefers_the_engine_and_falls_back(tmp_path: Path) -> None:
         await exp.facts("missing:1")
     with pytest.raises(InvalidReference):
         await exp.facts("Not/A:Ref!!")
+
+
+async def test_facts_through_hard_links_across_layers_and_symlinked_dirs(tmp_path: Path) -> None:
+    blobs = tmp_path / "blobs"
+    base = write_layer(
+        blobs,
+        [
+            file("usr/lib/os-release", DEBIAN_OS_RELEASE),
+            # A file no detector wants by name; its content says os-release.
+            file("srv/keep/osr", 'ID=fedora\nVERSION_ID=40\nPRETTY_NAME="Fedora Linux 40"\n'),
+            sym("var/lib/dpkg", "../../srv/dpkg"),  # a relative symlinked directory
+            file("srv/dpkg/status", dpkg_status(DEBIAN_PACKAGES)),
+            sym("srv/alias", "/srv/keep"),
+        ],
+    )
+    top = write_layer(
+        blobs,
+        [
+            # A hard link to a file of an earlier layer, named through a symlinked dir.
+            hard("etc/os-release", "srv/alias/osr"),
+            file("srv/keep/osr", "ID=rewritten\n"),  # later rewrite: the link keeps the old bytes
+        ],
+    )
+    source = DiskSource({ref("example.test/links:1"): DiskImage([base, top], config())})
+    facts = await explainer(tmp_path, registry=source).facts("example.test/links:1")
+    assert facts.os is not None and (facts.os.id, facts.os.version_id) == ("fedora", "40")
+    assert facts.packages is not None
+    assert (facts.packages.manager, facts.packages.count) == ("dpkg", DEBIAN_PACKAGES)
+
+
+def test_resolve_user_uses_the_images_own_passwd_and_group() -> None:
+    from bot.image.analysis import resolve_user
+
+    passwd = {"root": [0, 0], "toor": [0, 0], "app": [1000, 1000]}
+    groups = {"root": 0, "app": 1000, "docker": 999}
+    assert resolve_user("", passwd, groups) == (0, 0, True)
+    assert resolve_user("toor", passwd, groups) == (0, 0, True)
+    assert resolve_user("app", passwd, groups) == (1000, 1000, True)
+    assert resolve_user("app:docker", passwd, groups) == (1000, 999, True)
+    assert resolve_user("0:1000", passwd, groups) == (0, 1000, True)
+    assert resolve_user("1000", passwd, groups) == (1000, 1000, True)
+    assert resolve_user("4242", passwd, groups) == (4242, 0, True)  # numeric: no entry needed
+    assert resolve_user("ghost", passwd, groups) == (None, None, False)
+    assert resolve_user("app:nogroup", passwd, groups)[2] is False
+
+
+class NaiveTree:
+    """The overlay rules written the obvious (quadratic) way: the model for Tree."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[int, str]] = {}
+        self.dirs: set[str] = set()
+
+    def is_dir(self, path: str) -> bool:
+        found = self.entries.get(path)
+        return (found is not None and found[1] == "d") or (found is None and path in self.dirs)
+
+    def hide_under(self, path: str) -> None:
+        prefix = path + "/" if path else ""
+        self.entries = {p: v for p, v in self.entries.items() if not p.startswith(prefix)}
+        self.dirs = {d for d in self.dirs if not d.startswith(prefix)}
+
+    def apply(self, index: int, scan: Any) -> None:
+        for path in scan.opaque:
+            self.hide_under(path)
+        for path in scan.whiteouts:
+            if self.is_dir(path):
+                self.hide_under(path)
+            self.entries.pop(path, None)
+            self.dirs.discard(path)
+        for path, entry in scan.entries.items():
+            if entry.kind != "d" and self.is_dir(path):
+                self.hide_under(path)
+            self.entries[path] = (index, entry.kind)
+            parent = path.rpartition("/")[0]
+            while parent and parent not in self.dirs:  # implied parents, as Tree does
+                self.dirs.add(parent)
+                parent = parent.rpartition("/")[0]
+            if entry.kind == "d":
+                self.dirs.add(path)
+
+
+_NAMES = st.sampled_from(["a", "b", "a/b", "a/c", "a/b/c", "ab", "a-b", "a/b0", "b/a", "a.b"])
+
+
+@st.composite
+def _layer(draw: st.DrawFn) -> Any:
+    from bot.image.layers import Entry, LayerScan
+
+    scan = LayerScan("sha256:x")
+    for name in draw(st.lists(_NAMES, max_size=6)):
+        scan.entries[name] = Entry(draw(st.sampled_from(["f", "d"])))
+    scan.whiteouts = draw(st.lists(_NAMES, max_size=3))
+    scan.opaque = draw(st.lists(_NAMES, max_size=2))
+    return scan
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_layer(), min_size=1, max_size=5))
+def test_sorted_tree_stacks_like_the_obvious_model(scans: list[Any]) -> None:
+    from bot.image.analysis import Tree
+
+    tree, model = Tree(), NaiveTree()
+    for index, scan in enumerate(scans):
+        tree.apply(index, scan)
+        model.apply(index, scan)
+        assert {p: (i, e.kind) for p, (i, e) in tree.entries.items()} == model.entries
+        assert tree.dirs == model.dirs
+        for name in ["", "a", "a/b", "b"]:
+            assert sorted(tree.files_under(name)) == sorted(
+                p
+                for p, (_, kind) in model.entries.items()
+                if kind != "d" and (not name or p.startswith(name + "/"))
+            )

@@ -184,6 +184,8 @@ JSON_KEYS = {
     "advice",
     "text",
 }
+# Added by issue 11 (the keys above keep their names and meaning).
+JSON_KEYS_ISSUE_11 = {"uid", "gid", "secrets", "runtimes", "userspace"}
 
 
 def test_app_image_matches_recipe(pushed_images: PushedImages, tmp_path: Path) -> None:
@@ -195,7 +197,7 @@ def test_app_image_matches_recipe(pushed_images: PushedImages, tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     assert APP_SECRET_VALUE not in result.stdout + result.stderr
     facts = json.loads(result.stdout)
-    assert set(facts) == JSON_KEYS  # the issue's exact `explain --json` contract
+    assert set(facts) == JSON_KEYS | JSON_KEYS_ISSUE_11  # the exact `explain --json` contract
     assert all(set(layer) == {"digest", "size", "created_by", "empty"} for layer in facts["layers"])
     manifest, _config, digest = registry_truth(ref)
     assert facts["digest"] == digest

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.errors import ContentError, Unreachable
-from bot.image.layers import LayerScan, normalise, scan_layer
+from bot.image.layers import Entry, LayerScan, normalise, scan_layer
 from bot.image.source import LayerBlob
 from tests.fixtures.image_layers import (
     DiskImage,
@@ -93,13 +93,15 @@ async def test_captures_interesting_files_with_caps(tmp_path: Path) -> None:
         "ID": "debian",
         "VERSION_ID": "12",
     }
-    assert scan.files["etc/os-release"] == scan.files["usr/lib/os-release"]
+    # A hard link is indexed as such; facts are read through it at analysis time.
+    assert "etc/os-release" not in scan.files
+    assert scan.entries["etc/os-release"] == Entry("h", 0, "usr/lib/os-release")
     assert scan.files["etc/alpine-release"].value is None
     assert scan.files["var/lib/dpkg/status"].value == 5
     assert scan.files["lib/apk/db/installed"].value == 2
     assert scan.files["var/lib/dpkg/status.d/base"].value == 1
     assert "var/lib/dpkg/status.d/base.md5sums" not in scan.files
-    assert "etc/passwd" not in scan.files
+    assert scan.files["etc/passwd"].value == {"root": [0, 0]}
 
 
 async def test_rpm_db_is_counted_from_a_temp_copy_that_is_removed(tmp_path: Path) -> None:

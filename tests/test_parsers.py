@@ -166,3 +166,45 @@ def test_secret_values_and_scrubbing() -> None:
     assert "s3cr3t" not in line and aws not in line and "DB_PASSWORD=x" not in line
     assert "API_TOKEN=<redacted>" in line
     assert redactor.scrub({"k": ["s3cr3t-value-123"]}) == {"k": [REDACTED]}
+
+
+def test_secret_rules_are_data_with_their_licence_and_all_compile() -> None:
+    import tomllib
+    from importlib import resources
+
+    from bot.image.redact import RULE_FILES, rules
+
+    data = resources.files("bot.image").joinpath("data")
+    assert "MIT License" in data.joinpath("gitleaks-LICENSE").read_text()
+    ids = set()
+    for name in RULE_FILES:
+        ids |= {r["id"] for r in tomllib.loads(data.joinpath(name).read_text())["rules"]}
+    assert {r.id for r in rules()} == ids  # no rule skipped for a Python regex error
+    assert len(ids) >= 40
+
+
+JWT = (
+    "eyJhbGciOiJIUzI1NiJ9aaaa.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+    + "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("postgres://app:S3cretPassw0rd@db/app", "postgres://app:<redacted>@db/app"),
+        ("https://x-access-token:abc123def@github.com/o/r.git", "https://x-access-token:<redacted>@github.com/o/r.git"),
+        ("redis://:hunter22@cache:6379/0", "redis://:<redacted>@cache:6379/0"),
+        ("postgres://app:${DB_PASSWORD}@db/app", "postgres://app:${DB_PASSWORD}@db/app"),
+        ("http://example.com/a:b@c", "http://example.com/a:b@c"),  # not userinfo
+        ("key AKIAIOSFODNN7EXAMPLE here", "key AKIAIOSFODNN7EXAMPLE here"),  # AWS's doc key
+        ("key AKIAZ3MEHJDR4QPVXK2T here", "key <redacted> here"),
+        ("Authorization: Bearer " + JWT + " ok", "Authorization: Bearer <redacted> ok"),
+        ("https://discord.com/api/webhooks/123456789012345678/" + "a" * 68, "https://discord.com/api/webhooks/123456789012345678/<redacted>"),
+        ("npm_" + "a1" * 18 + " done", "<redacted> done"),
+    ],
+)  # fmt: skip
+def test_only_the_secret_span_is_replaced(text: str, shown: str) -> None:
+    from bot.image.redact import redact_secrets
+
+    assert redact_secrets(text)[0] == shown

@@ -13,8 +13,9 @@ from bot.reply import ReplyKind
 KNOWLEDGE = Path(__file__).resolve().parent.parent / "knowledge"
 JSON_KEYS = {
     "reference", "source", "digest", "platform", "platforms", "created", "os", "scratch",
-    "packages", "shell", "user", "runs_as_root", "entrypoint", "cmd", "workdir",
-    "exposed_ports", "env", "labels", "base_image", "layers", "size", "wasted_bytes",
+    "packages", "shell", "user", "runs_as_root", "uid", "gid", "entrypoint", "cmd", "workdir",
+    "exposed_ports", "env", "labels", "base_image", "layers", "size", "wasted_bytes", "secrets",
+    "runtimes", "userspace",
     "advice", "text",
 }  # fmt: skip
 DEBIAN = OsInfo("debian", "12", "Debian GNU/Linux 12 (bookworm)")
@@ -56,7 +57,7 @@ def test_json_has_exactly_the_documented_keys() -> None:
     data = make().to_json()
     assert set(data) == JSON_KEYS
     assert data["os"] == {"id": "debian", "version_id": "12", "pretty_name": DEBIAN.pretty_name}
-    assert data["packages"] == {"manager": "dpkg", "count": 90}
+    assert data["packages"] == {"manager": "dpkg", "count": 90, "database": None}
     assert data["size"] == {"compressed": 30_000_000, "uncompressed": 80_000_000}
     assert set(data["layers"][0]) == {"digest", "size", "created_by", "empty"}
 

@@ -22,9 +22,20 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.image import parsers
-from bot.image.facts import ImageFacts, LayerFact, OsInfo, PackageInfo, SizeInfo, Waste
-from bot.image.layers import Captured, Entry, LayerScan, interest
+from sortedcontainers import SortedList
+
+from bot.image.detectors import DETECTORS, Detector
+from bot.image.facts import (
+    ImageFacts,
+    LayerFact,
+    OsInfo,
+    PackageInfo,
+    RuntimeInfo,
+    SizeInfo,
+    Waste,
+    safe_text,
+)
+from bot.image.layers import Entry, LayerScan
 from bot.image.redact import Redactor
 from bot.image.source import ResolvedImage
 
@@ -40,50 +51,111 @@ TOP_WASTE = 5
 
 @dataclass(slots=True)
 class Tree:
-    """The stacked filesystem: path -> (index of the layer that provides it, entry)."""
+    """The stacked filesystem: path -> (index of the layer that provides it, entry).
+
+    Every name (entries and implied directories) is also kept in a sorted index, so hiding
+    a directory (whiteout, opaque dir, a file replacing a directory) costs the log of the
+    tree size plus what it hides: the names under ``dir`` are one contiguous run,
+    ``dir + "/"`` <= name < ``dir + "0"`` ("0" follows "/"). New names wait in a pending
+    list and join the index in one batch before the next query, so stacking a layer of n
+    files costs one sort, not n insertions. Whiteouts stay near-linear on images with
+    hundreds of thousands of files.
+
+    ``origins`` maps each hard link to where its bytes are: (layer index, path), following
+    chains of links, links to files of earlier layers and symlinked directories on the way
+    to the target (as the runtime's ``link(2)`` on the merged tree does).
+    """
 
     entries: dict[str, tuple[int, Entry]] = field(default_factory=dict)
     dirs: set[str] = field(default_factory=set)  # explicit and implied directories
+    origins: dict[str, tuple[int, str]] = field(default_factory=dict)
+    _index: SortedList[str] = field(default_factory=SortedList)
+    _pending: list[str] = field(default_factory=list)
+
+    def _known(self, name: str) -> bool:
+        return name in self.entries or name in self.dirs
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._index.update(self._pending)
+            self._pending = []
+
+    def _range(self, path: str) -> tuple[int, int]:
+        """Index positions of the names strictly under ``path`` ("" is the root)."""
+        self._flush()
+        if not path:
+            return 0, len(self._index)
+        return self._index.bisect_left(path + "/"), self._index.bisect_left(path + "0")
 
     def _under(self, path: str) -> list[str]:
-        if not path:
-            return list(self.entries)
-        prefix = path + "/"
-        return [p for p in self.entries if p.startswith(prefix)]
+        start, stop = self._range(path)
+        return [p for p in self._index.islice(start, stop) if p in self.entries]
 
     def _is_dir(self, path: str) -> bool:
         found = self.entries.get(path)
         return (found is not None and found[1].kind == "d") or (found is None and path in self.dirs)
 
     def hide_under(self, path: str) -> None:
-        for p in self._under(path):
-            del self.entries[p]
-        prefix = path + "/"
-        self.dirs = {d for d in self.dirs if not (not path or d.startswith(prefix))}
+        start, stop = self._range(path)
+        if start >= stop:
+            return
+        for p in self._index.islice(start, stop):
+            self.entries.pop(p, None)
+            self.origins.pop(p, None)
+            self.dirs.discard(p)
+        del self._index[start:stop]
 
     def delete(self, path: str) -> None:
         if self._is_dir(path):
             self.hide_under(path)
+        if not self._known(path):
+            return
         self.entries.pop(path, None)
+        self.origins.pop(path, None)
         self.dirs.discard(path)
+        self._flush()
+        self._index.discard(path)
 
     def files_under(self, path: str) -> list[str]:
         return [p for p in self._under(path) if self.entries[p][1].kind != "d"]
+
+    def _origin(self, target: str) -> tuple[int, str] | None:
+        resolved = self.resolve(target)
+        found = self.entries.get(resolved) if resolved is not None else None
+        if found is None or resolved is None:
+            return None
+        if found[1].kind == "f":
+            return found[0], resolved
+        if found[1].kind == "h":
+            return self.origins.get(resolved)
+        return None
 
     def apply(self, index: int, scan: LayerScan) -> None:
         for path in scan.opaque:
             self.hide_under(path)
         for path in scan.whiteouts:
             self.delete(path)
+        entries, dirs, pending = self.entries, self.dirs, self._pending
         for path, entry in scan.entries.items():
-            if entry.kind != "d" and self._is_dir(path):
+            kind = entry.kind
+            if kind != "d" and self._is_dir(path):
                 self.hide_under(path)
-            self.entries[path] = (index, entry)
-            if entry.kind == "d":
-                self.dirs.add(path)
+                pending = self._pending
+            origin = self._origin(entry.link) if kind == "h" and entry.link is not None else None
+            if path not in entries and path not in dirs:
+                pending.append(path)
+            entries[path] = (index, entry)
+            if origin is not None:
+                self.origins[path] = origin
+            elif self.origins:
+                self.origins.pop(path, None)
+            if kind == "d":
+                dirs.add(path)
             parent = path.rpartition("/")[0]
-            while parent and parent not in self.dirs:
-                self.dirs.add(parent)
+            while parent and parent not in dirs:
+                if parent not in entries:
+                    pending.append(parent)
+                dirs.add(parent)
                 parent = parent.rpartition("/")[0]
 
     def resolve(self, path: str) -> str | None:
@@ -114,24 +186,31 @@ class Tree:
         return "/".join(done)
 
     def file(self, path: str) -> tuple[str, int] | None:
-        """(resolved path, layer index) when ``path`` leads to a regular file (or hard link)."""
+        """(path of the bytes, layer index) when ``path`` leads to a regular file: symlinks
+        are followed, and a hard link leads to the file it shares bytes with."""
         resolved = self.resolve(path)
         if resolved is None:
             return None
         found = self.entries.get(resolved)
-        if found is None or found[1].kind not in ("f", "h"):
+        if found is None:
             return None
-        return resolved, found[0]
+        if found[1].kind == "f":
+            return resolved, found[0]
+        if found[1].kind == "h":
+            origin = self.origins.get(resolved)
+            return (origin[1], origin[0]) if origin is not None else None
+        return None
 
-    def children(self, directory: str) -> list[tuple[str, int]]:
+    def children(self, directory: str) -> list[tuple[str, str]]:
+        """(name, path) of the regular files and hard links directly in ``directory``."""
         resolved = self.resolve(directory)
         if resolved is None:
             return []
         prefix = resolved + "/"
         return [
-            (p, idx)
-            for p, (idx, entry) in self.entries.items()
-            if p.startswith(prefix) and "/" not in p[len(prefix) :] and entry.kind in ("f", "h")
+            (p[len(prefix) :], p)
+            for p in self._under(resolved)
+            if "/" not in p[len(prefix) :] and self.entries[p][1].kind in ("f", "h")
         ]
 
 
@@ -173,52 +252,139 @@ def wasted_space(scans: list[LayerScan]) -> tuple[int, list[Waste], Tree]:
 # --------------------------------------------------------------------------- content facts
 
 
-def _captured(scans: list[LayerScan], hit: tuple[str, int] | None) -> Captured | None:
-    if hit is None:
+@dataclass(frozen=True, slots=True)
+class Found:
+    """One detector's fact, read from the file at ``path`` (as the image names it)."""
+
+    detector: Detector
+    path: str
+    fact: Any
+
+
+def _paths(tree: Tree, pattern: str, captured: set[str]) -> list[str]:
+    """The image paths a detector pattern names. A ``*`` in the last component lists that
+    directory (through links); any glob also takes the files captured under a matching
+    name (the layer reader matched them while streaming)."""
+    if "*" not in pattern:
+        return [pattern]
+    base = _glob_re(pattern)
+    found = sorted(p for p in captured if base.fullmatch(p))
+    directory, _, name = pattern.rpartition("/")
+    if "*" not in directory:
+        last = _glob_re(name)
+        found += [f"{directory}/{n}" for n, _ in tree.children(directory) if last.fullmatch(n)]
+    return list(dict.fromkeys(found))
+
+
+def _glob_re(pattern: str) -> re.Pattern[str]:
+    return re.compile("[^/]*".join(re.escape(part) for part in pattern.split("*")))
+
+
+def detect(tree: Tree, scans: list[LayerScan]) -> list[Found]:
+    """Every fact the registered detectors find, in registration order. Each wanted path is
+    looked up through links; the value is the one captured for the file that holds the
+    bytes, by the same detector."""
+    captured: dict[str, set[str]] = {}
+    for scan in scans:
+        for path, item in scan.files.items():
+            captured.setdefault(item.kind, set()).add(path)
+    found: list[Found] = []
+    for detector in DETECTORS:
+        seen: set[tuple[int, str]] = set()
+        mine_captured = captured.get(detector.name, set())
+        for pattern in detector.paths:
+            for path in _paths(tree, pattern, mine_captured):
+                if detector.skip is not None and detector.skip(path):
+                    continue
+                hit = tree.file(path)
+                if hit is None or (hit[1], hit[0]) in seen:
+                    continue
+                seen.add((hit[1], hit[0]))
+                held = scans[hit[1]].files.get(hit[0])
+                mine = held is not None and held.kind == detector.name
+                value = held.value if held is not None and mine else None
+                fact = detector.yields(value, path)
+                if detector.fact == "runtime" and fact is None:
+                    continue
+                found.append(Found(detector, path, fact))
+    return found
+
+
+def find_os(found: list[Found]) -> OsInfo | None:
+    for item in found:
+        if item.detector.fact == "os" and isinstance(item.fact, dict):
+            fact = item.fact
+            return OsInfo(fact.get("id"), fact.get("version_id"), fact.get("pretty_name"))
+    return None
+
+
+def find_packages(found: list[Found]) -> PackageInfo | None:
+    """The first package manager found (registration order). Additive databases of that
+    manager add up; otherwise its first database counts. Count None: a database exists but
+    could not be read."""
+    dbs = [f for f in found if f.detector.fact == "packages" and isinstance(f.fact, dict)]
+    if not dbs:
         return None
-    path, index = hit
-    return scans[index].files.get(path)
+    manager = dbs[0].detector.manager
+    mine = [f for f in dbs if f.detector.manager == manager]
+    additive = mine[0].detector.additive
+    mine = [f for f in mine if f.detector.additive] if additive else mine[:1]
+    counts = [f.fact.get("count") for f in mine]
+    total = None if any(c is None for c in counts) else sum(int(c) for c in counts)
+    return PackageInfo(
+        str(mine[0].fact["manager"]), total, str(mine[0].fact.get("database") or "") or None
+    )
 
 
-def find_os(tree: Tree, scans: list[LayerScan]) -> OsInfo | None:
-    for path in parsers.OS_RELEASE_PATHS:
-        found = _captured(scans, tree.file(path))
-        if found is not None and isinstance(found.value, dict) and found.value:
-            fields = found.value
-            return OsInfo(fields.get("ID"), fields.get("VERSION_ID"), fields.get("PRETTY_NAME"))
-    alpine = _captured(scans, tree.file(parsers.ALPINE_RELEASE))
-    if alpine is not None and isinstance(alpine.value, str):
-        return OsInfo("alpine", alpine.value or None, f"Alpine Linux v{alpine.value}".strip())
-    debian = _captured(scans, tree.file(parsers.DEBIAN_VERSION))
-    if debian is not None and isinstance(debian.value, str):
-        return OsInfo("debian", debian.value or None, f"Debian GNU/Linux {debian.value}".strip())
-    return None
+RUNTIME_ENV = {"python": "PYTHON_VERSION", "node": "NODE_VERSION", "java": "JAVA_VERSION"}
+BUSYBOX = ("bin/busybox", "usr/bin/busybox", "sbin/busybox")
+PACKAGE_TOOLS = (
+    "usr/bin/dpkg", "usr/bin/apt-get", "sbin/apk", "usr/bin/apk", "usr/bin/rpm", "bin/rpm",
+    "usr/bin/microdnf", "usr/bin/dnf", "usr/bin/yum", "usr/bin/zypper",
+)  # fmt: skip
 
 
-def _count(found: Captured | None) -> int | None:
-    return found.value if found is not None and isinstance(found.value, int) else None
+def find_runtimes(found: list[Found], env: dict[str, str]) -> list[RuntimeInfo]:
+    """Language runtimes, one per (name, home). A version the files do not give (or give
+    only as major.minor) is taken from the official images' ENV (PYTHON_VERSION, ...) when
+    it agrees with the files."""
+    out: dict[tuple[str, str], RuntimeInfo] = {}
+    for item in found:
+        if item.detector.fact != "runtime" or not isinstance(item.fact, dict):
+            continue
+        name, version, home = item.fact["name"], item.fact.get("version"), item.fact["path"]
+        declared = env.get(RUNTIME_ENV.get(name, ""), "")
+        if declared and (not version or declared.startswith(f"{version}.")):
+            version = declared
+        key = (name, home)
+        if key not in out or (version and not out[key].version):
+            out[key] = RuntimeInfo(name, version or None, home)
+    by_name: dict[str, list[RuntimeInfo]] = {}
+    for runtime in out.values():
+        by_name.setdefault(runtime.name, []).append(runtime)
+    result: list[RuntimeInfo] = []
+    for runtimes in by_name.values():  # a versioned find beats a bare binary of that name
+        versioned = [r for r in runtimes if r.version]
+        result += versioned or runtimes[:1]
+    return result
 
 
-def find_packages(tree: Tree, scans: list[LayerScan]) -> PackageInfo | None:
-    status = tree.file(parsers.DPKG_STATUS)
-    status_d = [
-        child
-        for child in tree.children(parsers.DPKG_STATUS_D)
-        if interest(f"{parsers.DPKG_STATUS_D}/{child[0].rpartition('/')[2]}") is not None
-    ]
-    if status is not None or status_d:
-        counts = [_count(_captured(scans, status))] if status is not None else []
-        counts += [_count(_captured(scans, child)) for child in status_d]
-        total = None if any(c is None for c in counts) else sum(c for c in counts if c)
-        return PackageInfo("dpkg", total)
-    apk = tree.file(parsers.APK_INSTALLED)
-    if apk is not None:
-        return PackageInfo("apk", _count(_captured(scans, apk)))
-    for path in parsers.RPM_SQLITE_PATHS:
-        rpm = tree.file(path)
-        if rpm is not None:
-            return PackageInfo("rpm", _count(_captured(scans, rpm)))
-    return None
+def find_userspace(
+    tree: Tree,
+    os_info: OsInfo | None,
+    packages: PackageInfo | None,
+    shell_path: str | None,
+    runtimes: list[RuntimeInfo],
+) -> str:
+    """What kind of user space the image brings (see ``ImageFacts.userspace``)."""
+    if os_info is not None or packages is not None:
+        tool = any(tree.file(p) is not None for p in PACKAGE_TOOLS)
+        return "distribution" if tool or shell_path else "distroless"
+    if any(tree.file(p) is not None for p in BUSYBOX):
+        return "busybox"
+    if runtimes:
+        return "runtime"
+    return "files" if shell_path else "static"
 
 
 def find_shell(tree: Tree) -> str | None:
@@ -268,8 +434,52 @@ def exposed_ports(raw: Any) -> list[str]:
     return sorted(ports, key=_port_key)
 
 
-def runs_as_root(user: str) -> bool:
-    return user.strip().partition(":")[0] in ROOT_USERS
+def runs_as_root(user: str, passwd: dict[str, Any] | None = None) -> bool:
+    """True when ``USER`` makes the process uid 0 (see ``resolve_user``)."""
+    if passwd is None:
+        return user.strip().partition(":")[0] in ROOT_USERS
+    return resolve_user(user, passwd, None)[0] == 0
+
+
+def resolve_user(
+    user: str, passwd: dict[str, Any] | None, groups: dict[str, Any] | None
+) -> tuple[int | None, int | None, bool]:
+    """``USER name|uid[:group|gid]`` as the runtime resolves it in the image's own
+    /etc/passwd and /etc/group: (uid, gid, found). An empty USER is root (0, 0). A numeric
+    user needs no passwd entry; a *name* missing from passwd makes ``docker run`` fail
+    ("unable to find user"), so uid is None and found False. uid 0 is root whatever the
+    name (``toor:x:0:0``)."""
+    name, _, group = user.strip().partition(":")
+    passwd = passwd or {}
+    entry = passwd.get(name)
+    uid: int | None
+    gid: int | None
+    if not name:
+        uid, gid, found = 0, 0, True
+    elif name.isdigit():
+        uid = int(name)
+        by_uid = next((v for v in passwd.values() if _ids(v)[0] == uid), None)
+        gid = _ids(by_uid)[1] if by_uid is not None else 0
+        found = True
+    elif entry is not None:
+        uid, gid = _ids(entry)
+        found = uid is not None
+    else:
+        uid, gid, found = (0, 0, True) if name == "root" and not passwd else (None, None, False)
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            named = (groups or {}).get(group)
+            gid = named if isinstance(named, int) else None
+            found = found and gid is not None
+    return uid, gid, found
+
+
+def _ids(entry: Any) -> tuple[int | None, int | None]:
+    if isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, int) for x in entry):
+        return entry[0], entry[1]
+    return None, None
 
 
 def layer_facts(resolved: ResolvedImage, scans: list[LayerScan]) -> list[LayerFact]:
@@ -297,8 +507,11 @@ def image_facts(resolved: ResolvedImage, scans: list[LayerScan]) -> ImageFacts:
     if len(scans) != len(resolved.layers):
         raise ValueError("one scan per layer is required")
     wasted, waste, tree = wasted_space(scans)
-    os_info = find_os(tree, scans)
-    packages = find_packages(tree, scans)
+    found = detect(tree, scans)
+    os_info = find_os(found)
+    packages = find_packages(found)
+    passwd = next((f.fact for f in found if f.detector.fact == "users" and f.fact), None)
+    groups = next((f.fact for f in found if f.detector.fact == "groups" and f.fact), None)
     shell_path = find_shell(tree)
 
     cfg = resolved.config.get("config")
@@ -307,11 +520,13 @@ def image_facts(resolved: ResolvedImage, scans: list[LayerScan]) -> ImageFacts:
     env_raw = cfg.get("Env")
     env_items: list[Any] = env_raw if isinstance(env_raw, list) else []
     env, secret_names = redactor.env(str(item) for item in env_items)
+    runtimes = find_runtimes(found, env)
     labels_raw = cfg.get("Labels")
     labels = redactor.labels(
         {str(k): str(v) for k, v in labels_raw.items()} if isinstance(labels_raw, dict) else {}
     )
     user = str(cfg.get("User") or "")
+    uid, gid, user_found = resolve_user(user, passwd, groups)
     sizes = [blob.size for blob in resolved.layers]
     compressed = None if any(s is None for s in sizes) else sum(s for s in sizes if s)
     created = resolved.config.get("created")
@@ -328,7 +543,10 @@ def image_facts(resolved: ResolvedImage, scans: list[LayerScan]) -> ImageFacts:
         packages=packages,
         shell=shell_path is not None,
         user=redactor.text(user),
-        runs_as_root=runs_as_root(user),
+        runs_as_root=uid == 0,
+        uid=uid,
+        gid=gid,
+        user_found=user_found,
         entrypoint=redactor.scrub(_strings(cfg.get("Entrypoint"))),
         cmd=redactor.scrub(_strings(cfg.get("Cmd"))),
         workdir=redactor.text(str(cfg.get("WorkingDir") or "")),
@@ -337,26 +555,37 @@ def image_facts(resolved: ResolvedImage, scans: list[LayerScan]) -> ImageFacts:
         labels=redactor.scrub(labels),
         base_image=redactor.text(base) if base else None,
         layers=[
-            LayerFact(lf.digest, lf.size, redactor.text(lf.created_by), lf.empty)
-            for lf in layer_facts(resolved, scans)
+            LayerFact(lf.digest, lf.size, redactor.history(index, lf.created_by), lf.empty)
+            for index, lf in enumerate(layer_facts(resolved, scans))
         ],
         size=SizeInfo(compressed, sum(scan.uncompressed for scan in scans)),
         wasted_bytes=wasted,
         secret_env=secret_names,
+        runtimes=runtimes,
+        userspace=find_userspace(tree, os_info, packages, shell_path, runtimes),
+        secrets=[
+            {"where": where, "name": redactor.text(name), "rule": rule}
+            for where, name, rule in dict.fromkeys(redactor.findings)
+        ],
         shell_path=shell_path,
-        waste=[Waste(redactor.text(w.path), w.size, w.layers) for w in waste],
+        waste=[Waste(safe_text(redactor.text(w.path)), w.size, w.layers) for w in waste],
     )
 
 
 __all__ = [
+    "Found",
     "Tree",
+    "detect",
     "exposed_ports",
     "find_os",
     "find_packages",
+    "find_runtimes",
     "find_shell",
+    "find_userspace",
     "image_facts",
     "instruction",
     "layer_facts",
+    "resolve_user",
     "runs_as_root",
     "stack",
     "wasted_space",

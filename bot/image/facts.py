@@ -2,8 +2,36 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def safe_text(text: str) -> str:
+    """``text`` as valid UTF-8 text: an undecodable byte kept by surrogateescape (a file
+    name like ``caf\\xe9.bin`` in Latin-1) becomes ``\\xe9``; any other lone surrogate
+    (possible in JSON image configs) becomes ``\\udXXX``. Valid text is unchanged."""
+    if _SURROGATE.search(text) is None:
+        return text
+
+    def escape(match: re.Match[str]) -> str:
+        code = ord(match[0])
+        return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+    return _SURROGATE.sub(escape, text)
+
+
+def safe(value: Any) -> Any:
+    """``safe_text`` on every string inside lists and dicts (keys too)."""
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, list):
+        return [safe(v) for v in value]
+    if isinstance(value, dict):
+        return {safe(k): safe(v) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,11 +46,24 @@ class OsInfo:
 
 @dataclass(frozen=True, slots=True)
 class PackageInfo:
-    manager: Literal["dpkg", "apk", "rpm"]
+    manager: str  # "dpkg", "apk", "rpm" or "chisel" (deb packages Ubuntu's chisel cut)
     count: int | None  # None: the database exists but could not be read (too big, corrupt)
+    database: str | None = None  # absolute path of the database read, e.g. /var/lib/rpm/Packages
 
     def to_json(self) -> dict[str, Any]:
-        return {"manager": self.manager, "count": self.count}
+        return {"manager": self.manager, "count": self.count, "database": self.database}
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeInfo:
+    """A language runtime found in the image's files."""
+
+    name: str  # "python", "node", "java"
+    version: str | None  # as precise as the files (or the official images' ENV) tell
+    path: str  # where: the runtime's home or file, absolute
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "path": self.path}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +129,38 @@ class ImageFacts:
     wasted_bytes: int
     advice: list[str] = field(default_factory=list)
     text: str = ""
+    uid: int | None = 0  # USER resolved in the image's /etc/passwd; None: not found there
+    gid: int | None = 0
+    user_found: bool = True  # False: `docker run` fails with "unable to find user"
+    # Where credentials were found (never their values): {"where": "env"|"label"|"history",
+    # "name": ENV name, label key or history index, "rule": the rule id that matched}.
+    secrets: list[dict[str, str]] = field(default_factory=list)
+    runtimes: list[RuntimeInfo] = field(default_factory=list)
+    # What user space the image brings: "distribution" (a distro with a package manager or a
+    # shell), "distroless" (a distro's files and package list, no package manager, no
+    # shell), "busybox" (no distro; BusyBox's commands), "runtime" (no distro; a language
+    # runtime), "static" (only its own files, no shell), "files" (only its own files and
+    # a shell that is not BusyBox).
+    userspace: str = ""  # "" (facts made by hand): derived by userspace_kind()
     # Not part of the JSON: inputs for advice and rendering.
     secret_env: list[str] = field(default_factory=list)  # names only, never values
     shell_path: str | None = None
     waste: list[Waste] = field(default_factory=list)
 
+    def userspace_kind(self) -> str:
+        """``userspace``, or for facts that lack it, what the other facts imply."""
+        if self.userspace:
+            return self.userspace
+        if self.os is not None or self.packages is not None:
+            return "distribution" if self.shell else "distroless"
+        return "files" if self.shell else "static"
+
     def to_json(self) -> dict[str, Any]:
+        """The ``--json`` shape: every string valid UTF-8 (see ``safe_text``)."""
+        doc: dict[str, Any] = safe(self._json())
+        return doc
+
+    def _json(self) -> dict[str, Any]:
         return {
             "reference": self.reference,
             "source": self.source,
@@ -107,6 +174,8 @@ class ImageFacts:
             "shell": self.shell,
             "user": self.user,
             "runs_as_root": self.runs_as_root,
+            "uid": self.uid,
+            "gid": self.gid,
             "entrypoint": list(self.entrypoint) if self.entrypoint is not None else None,
             "cmd": list(self.cmd) if self.cmd is not None else None,
             "workdir": self.workdir,
@@ -117,9 +186,22 @@ class ImageFacts:
             "layers": [layer.to_json() for layer in self.layers],
             "size": self.size.to_json(),
             "wasted_bytes": self.wasted_bytes,
+            "secrets": [dict(item) for item in self.secrets],
+            "runtimes": [runtime.to_json() for runtime in self.runtimes],
+            "userspace": self.userspace_kind(),
             "advice": list(self.advice),
             "text": self.text,
         }
 
 
-__all__ = ["ImageFacts", "LayerFact", "OsInfo", "PackageInfo", "SizeInfo", "Waste"]
+__all__ = [
+    "ImageFacts",
+    "LayerFact",
+    "OsInfo",
+    "PackageInfo",
+    "RuntimeInfo",
+    "SizeInfo",
+    "Waste",
+    "safe",
+    "safe_text",
+]

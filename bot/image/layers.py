@@ -38,13 +38,14 @@ from typing import Any, Literal
 from isal import isal_zlib
 
 from bot.errors import ContentError
-from bot.image import parsers
+from bot.image import detectors
+from bot.image.detectors.base import SNIFF_BYTES, Detector, Value
 from bot.image.source import Compression, LayerBlob
 
-SCAN_VERSION = 1  # bump when LayerScan's meaning changes: old cache rows are ignored
+SCAN_VERSION = 2  # bump when LayerScan's meaning changes: old cache rows are ignored
 OUT_CHUNK = 256 * 1024
 _GZIP_ERROR: type[Exception] = getattr(isal_zlib, "error")  # noqa: B009
-RPM_COPY_CHUNK = 1024 * 1024
+COPY_CHUNK = 1024 * 1024
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 # Caps on what one layer may make us read (hostile images). Per explanation budgets are
@@ -52,11 +53,11 @@ GIB = 1024 * MIB
 MAX_LAYER_UNCOMPRESSED = 8 * GIB  # bytes of tar stream one layer may unpack to
 MAX_TAR_HEADER = 1 * MIB  # a PAX extended header or GNU long name/link record
 MAX_READS_PAST_END = 16  # reads after the stream ended before it counts as truncated
+MAX_SNIFFED = 64  # files per layer captured because their content looked interesting
+MIN_SNIFF_SIZE = 16
 
 Kind = Literal["f", "d", "l", "h", "o"]  # file, dir, symlink, hard link, other
-CapturedKind = Literal[
-    "os_release", "alpine_release", "debian_version", "dpkg", "dpkg_d", "apk", "rpm"
-]
+CapturedKind = str  # a detector name (bot.image.detectors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +69,12 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Captured:
-    """What an interesting file said. ``kind`` names the parser; ``value`` its result
-    (os-release fields, a first line, a package count); None when unreadable or too big."""
+    """What an interesting file said. ``kind`` names the detector; ``value`` its parser's
+    result (os-release fields, a first line, a package count); None when unreadable or too
+    big."""
 
     kind: CapturedKind
-    value: dict[str, str] | str | int | None
+    value: Value
 
 
 @dataclass(slots=True)
@@ -128,23 +130,9 @@ def normalise(name: str) -> str | None:
 
 
 def interest(path: str) -> tuple[CapturedKind, int] | None:
-    """Which parser an interesting path goes to, and its size cap in bytes."""
-    if path in parsers.OS_RELEASE_PATHS:
-        return "os_release", parsers.OS_RELEASE_CAP
-    if path == parsers.ALPINE_RELEASE:
-        return "alpine_release", parsers.OS_RELEASE_CAP
-    if path == parsers.DEBIAN_VERSION:
-        return "debian_version", parsers.OS_RELEASE_CAP
-    if path == parsers.DPKG_STATUS:
-        return "dpkg", parsers.DPKG_CAP
-    parent, _, base = path.rpartition("/")
-    if parent == parsers.DPKG_STATUS_D and not base.endswith(".md5sums"):
-        return "dpkg_d", parsers.DPKG_CAP
-    if path == parsers.APK_INSTALLED:
-        return "apk", parsers.APK_CAP
-    if path in parsers.RPM_SQLITE_PATHS:
-        return "rpm", parsers.RPM_CAP
-    return None
+    """Which detector wants an interesting path, and its size cap in bytes."""
+    detector = detectors.wanted(path)
+    return (detector.name, detector.cap) if detector is not None else None
 
 
 # --------------------------------------------------------------------------- byte plumbing
@@ -363,56 +351,81 @@ def _decoder(raw: _Raw, compression: Compression) -> Any:
 # --------------------------------------------------------------------------- the tar walk
 
 
-def _read_capped(tf: tarfile.TarFile, member: tarfile.TarInfo, cap: int) -> bytes | None:
-    if member.size > cap:
-        return None
-    handle = tf.extractfile(member)
-    if handle is None:
-        return None
-    return handle.read(cap + 1)[: cap + 1]
-
-
-def _count_rpm(tf: tarfile.TarFile, member: tarfile.TarInfo, tmp_dir: Path) -> int | None:
-    if member.size > parsers.RPM_CAP:
-        return None
-    handle = tf.extractfile(member)
-    if handle is None:
-        return None
+def _spool(head: bytes, handle: Any, tmp_dir: Path, detector: Detector, path: str) -> Value:
+    """Copy the member to a private temp file, parse it there, delete it."""
     try:
         tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix="rpmdb-", suffix=".sqlite", dir=tmp_dir)
+        fd, name = tempfile.mkstemp(prefix=f"{detector.name}-", dir=tmp_dir)
     except OSError:
-        return None  # no usable cache dir: the count stays unknown
+        return None  # no usable cache dir: the value stays unknown
     try:
         with os.fdopen(fd, "wb") as out:
-            while chunk := handle.read(RPM_COPY_CHUNK):
+            out.write(head)
+            while chunk := handle.read(COPY_CHUNK):
                 out.write(chunk)
-        return parsers.count_rpm_sqlite(Path(name))
+        return detector.parse(Path(name), path)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(name)
 
 
 def _capture(
-    kind: CapturedKind, tf: tarfile.TarFile, member: tarfile.TarInfo, cap: int, tmp_dir: Path
+    detector: Detector,
+    tf: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    tmp_dir: Path,
+    path: str,
+    head: bytes = b"",
+    handle: Any = None,
 ) -> Captured:
-    if kind == "rpm":
-        return Captured("rpm", _count_rpm(tf, member, tmp_dir))
-    data = _read_capped(tf, member, cap)
-    if data is None or len(data) > cap:
-        return Captured(kind, None)
-    value: dict[str, str] | str | int | None
-    if kind == "os_release":
-        value = parsers.parse_os_release(data)
-    elif kind in ("alpine_release", "debian_version"):
-        value = parsers.first_line(data)
-    elif kind == "dpkg":
-        value = parsers.count_dpkg_status(data)
-    elif kind == "dpkg_d":
-        value = parsers.count_dpkg_status_d(data)
-    else:
-        value = parsers.count_apk_installed(data)
-    return Captured(kind, value)
+    """Run ``detector``'s parser on the member (``head``: bytes already read from ``handle``)."""
+    if not detector.read:
+        return Captured(detector.name, detector.parse(b"", path))
+    if member.size > detector.cap:
+        return Captured(detector.name, None)
+    if handle is None:
+        handle = tf.extractfile(member)
+        if handle is None:
+            return Captured(detector.name, None)
+    if detector.spool:
+        return Captured(detector.name, _spool(head, handle, tmp_dir, detector, path))
+    data = head + handle.read(detector.cap + 1 - len(head))
+    if len(data) > detector.cap:
+        return Captured(detector.name, None)
+    return Captured(detector.name, detector.parse(data, path))
+
+
+def _sniff(
+    tf: tarfile.TarFile, member: tarfile.TarInfo, tmp_dir: Path, path: str
+) -> Captured | None:
+    """A file that no detector wants by name but one recognises by content (the first
+    name of a hard-linked database, a database under a symlinked directory)."""
+    if member.issparse():
+        return None
+    # Straight from the stream (tarfile skips the rest of the member on the next header):
+    # an ExFileObject per file would cost more than the rest of the walk.
+    handle = _MemberBytes(tf.fileobj, member.size)
+    head = handle.read(SNIFF_BYTES)
+    detector = detectors.sniffed(head, member.size)
+    if detector is None:
+        return None
+    return _capture(detector, tf, member, tmp_dir, path, head, handle)
+
+
+class _MemberBytes:
+    """The data of the current member of a ``r|`` tar stream, read straight from it."""
+
+    def __init__(self, stream: Any, size: int) -> None:
+        self._stream = stream
+        self._left = size
+
+    def read(self, size: int = -1) -> bytes:
+        want = self._left if size < 0 else min(size, self._left)
+        if want <= 0:
+            return b""
+        data: bytes = self._stream.read(want)
+        self._left -= len(data)
+        return data
 
 
 _META_TYPES = frozenset(
@@ -449,6 +462,7 @@ def walk_tar(
     """Index one uncompressed tar stream (blocking; run it in a thread)."""
     limits = limits if limits is not None else ScanLimits()
     scan = LayerScan(digest=digest)
+    sniffed = 0
     with tarfile.open(
         fileobj=fileobj,
         mode="r|",
@@ -479,15 +493,19 @@ def walk_tar(
                 target = normalise(member.linkname)
                 if target is None:
                     continue
-                # Same inode as ``target``: no extra bytes (dive counts it as 0 too).
+                # Same inode as ``target``: no extra bytes (dive counts it as 0 too). The
+                # analysis reads facts through it (bot.image.analysis.Tree).
                 scan.entries[path] = Entry("h", 0, target)
-                if target in scan.files and interest(path) is not None:
-                    scan.files[path] = scan.files[target]
             elif member.isreg():
                 scan.entries[path] = Entry("f", member.size)
-                wanted = interest(path)
-                if wanted is not None:
-                    scan.files[path] = _capture(wanted[0], tf, member, wanted[1], tmp_dir)
+                detector = detectors.wanted(path)
+                if detector is not None:
+                    scan.files[path] = _capture(detector, tf, member, tmp_dir, path)
+                elif sniffed < MAX_SNIFFED and MIN_SNIFF_SIZE <= member.size <= detectors.SNIFF_MAX:
+                    found = _sniff(tf, member, tmp_dir, path)
+                    if found is not None:
+                        scan.files[path] = found
+                        sniffed += 1
             else:
                 scan.entries[path] = Entry("o")
     # Read to the end: trailing padding counts as stream bytes, and sources verify digests

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.image.facts import ImageFacts
+from bot.image.facts import ImageFacts, safe_text
 from bot.reply import Fact, Reply, ReplyKind, Section, Source
 
 MIB = 1024 * 1024
@@ -33,7 +33,7 @@ _BUILD_TOOLS = re.compile(
     r"\b(build-essential|build-base|gcc|g\+\+|clang|make|cmake|golang|rustc|cargo|"
     r"openjdk-\d+-jdk|maven|gradle|python3?-dev|musl-dev|libc6?-dev)\b"
 )
-_MANAGER_TOOL = {"dpkg": "apt/dpkg", "apk": "apk", "rpm": "dnf/rpm"}
+_MANAGER_TOOL = {"dpkg": "apt/dpkg", "apk": "apk", "rpm": "dnf/rpm", "chisel": "chisel"}
 
 DOCS = {
     "layers": Source(
@@ -60,8 +60,9 @@ DOCS = {
 
 
 def clip(text: str, limit: int) -> str:
-    """``text`` on one line, at most ``limit`` characters (ending in ... when cut)."""
-    text = " ".join(text.split())
+    """``text`` on one line, at most ``limit`` characters (ending in ... when cut), valid
+    UTF-8 (undecodable bytes escaped, see bot.image.facts.safe_text)."""
+    text = " ".join(safe_text(text).split())
     return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
 
 
@@ -102,11 +103,6 @@ def _libc(facts: ImageFacts) -> str | None:
     return "glibc" if facts.os.id in GLIBC_DISTROS else None
 
 
-def _distroless(facts: ImageFacts) -> bool:
-    pretty = (facts.os.pretty_name or "") if facts.os else ""
-    return "distroless" in pretty.lower() or (facts.os is not None and not facts.shell)
-
-
 def _layer_instructions(facts: ImageFacts, indexes: tuple[int, ...]) -> list[str]:
     filesystem = [layer for layer in facts.layers if not layer.empty]
     out = []
@@ -141,6 +137,34 @@ def advise(facts: ImageFacts) -> list[str]:
     if len(facts.secret_env) > MAX_SECRET_NAMES:
         advice.append(
             f"{len(facts.secret_env) - MAX_SECRET_NAMES} more ENV variables look like secrets."
+        )
+    labels = list(dict.fromkeys(f["name"] for f in facts.secrets if f["where"] == "label"))
+    for key in labels[:MAX_SECRET_NAMES]:
+        advice.append(
+            f"Label {clip(key, NAME_CHARS)} holds a credential: labels ship in the image "
+            "config for anyone who can pull it. Remove it and rotate the credential."
+        )
+    env_names = set(facts.secret_env)
+    secret_steps = list(
+        dict.fromkeys(
+            int(f["name"]) for f in facts.secrets if f["where"] == "history" and f["name"].isdigit()
+        )
+    )
+    for index in secret_steps[:MAX_SECRET_NAMES]:
+        if 0 <= index < len(facts.layers):
+            step = clip(facts.layers[index].created_by, 60)
+            if env_names and step.startswith("ENV "):
+                continue  # the ENV advice above already names it
+            advice.append(
+                f"Build step {index + 1} ({step}) has a credential in its command line: the "
+                "image history keeps it (docker history). Use build secrets "
+                "(`RUN --mount=type=secret`) and rotate it."
+            )
+    if not facts.user_found:
+        advice.append(
+            f"USER {clip(facts.user, FACT_CHARS)} is not defined in the image's /etc/passwd "
+            "(or its group in /etc/group): containers fail to start. Create it in the image "
+            "(`RUN useradd ...`) or use a numeric uid:gid."
         )
     if facts.runs_as_root:
         advice.append(
@@ -191,34 +215,76 @@ def advise(facts: ImageFacts) -> list[str]:
 # --------------------------------------------------------------------------- the explanation
 
 
+_RUNTIME_NAMES = {"python": "Python", "node": "Node.js", "java": "Java"}
+_KERNEL = "It has no kernel of its own: containers from it use the host's kernel."
+
+
+def runtime_names(facts: ImageFacts) -> str:
+    """``Python 3.12.7, Node.js 20.11.1`` (empty when none was found)."""
+    return ", ".join(
+        clip(f"{_RUNTIME_NAMES.get(r.name, r.name)} {r.version or ''}".strip(), 40)
+        for r in facts.runtimes[:6]
+    )
+
+
 def describe(facts: ImageFacts) -> str:
     sentences: list[str] = []
     name = os_name(facts)
-    if facts.scratch or name is None:
+    kind = facts.userspace_kind()
+    shell = clip(facts.shell_path or "", 40)
+    if kind in ("distribution", "distroless"):
+        parts = ["files"]
+        libc = _libc(facts)
+        parts.append(f"the {libc} C library" if libc else "a C library")
+        if facts.packages is not None:
+            tool = _MANAGER_TOOL.get(facts.packages.manager, facts.packages.manager)
+            if facts.packages.manager == "chisel":
+                parts.append("a chisel manifest of deb packages but no dpkg or apt")
+            elif kind == "distroless" and facts.packages.manager == "dpkg":
+                parts.append("a dpkg package list but no apt")
+            elif kind == "distroless":
+                parts.append(f"a {facts.packages.manager} package list but no package manager")
+            else:
+                parts.append(tool)
+        parts.append(f"a shell at {shell}" if shell else "no shell")
+        whose = f"{name}'s user space" if name else "a Linux distribution's user space"
+        style = " (distroless-style)" if kind == "distroless" else ""
+        sentences.append(f"This image carries {whose}{style} ({', '.join(parts)}). {_KERNEL}")
+    elif kind == "busybox":
+        sentences.append(
+            "This image has no Linux distribution: its user space is BusyBox, one binary "
+            "that provides sh, ls and the other basic commands"
+            + (f" (the shell is {shell})" if shell else "")
+            + f", plus the image's own files. {_KERNEL}"
+        )
+    elif kind == "runtime":
+        sentences.append(
+            f"This image has no Linux distribution: only a language runtime "
+            f"({runtime_names(facts)}) and the image's own files"
+            + (f", with a shell at {shell}" if shell else ", no shell")
+            + f". {_KERNEL}"
+        )
+    elif kind == "files":
+        sentences.append(
+            f"This image has no Linux distribution: just its own files, with a shell at "
+            f"{shell}. {_KERNEL}"
+        )
+    else:
         sentences.append(
             "This image has no OS user space at all: just your files. It runs directly on "
             "the host kernel, so its program must bring everything it needs (typically one "
             "statically linked binary)."
         )
-    else:
-        parts = ["files"]
-        libc = _libc(facts)
-        parts.append(f"the {libc} C library" if libc else "a C library")
-        if facts.packages is not None:
-            tool = _MANAGER_TOOL[facts.packages.manager]
-            if _distroless(facts) and facts.packages.manager == "dpkg" and not facts.shell:
-                parts.append("a dpkg package list but no apt")
-            else:
-                parts.append(tool)
-        parts.append("a shell" if facts.shell else "no shell")
-        sentences.append(
-            f"This image carries {name}'s user space ({', '.join(parts)}). It has no kernel "
-            "of its own: containers from it use the host's kernel."
-        )
+    if facts.runtimes and kind != "runtime":
+        sentences.append(f"Language runtimes: {runtime_names(facts)}.")
     if facts.packages is not None and facts.packages.count is not None:
-        sentences.append(f"{facts.packages.count} packages are installed.")
-    who = "root" if facts.runs_as_root else f"user {clip(facts.user, FACT_CHARS)}"
-    sentences.append(f"It runs as {who}.")
+        if facts.packages.manager == "chisel":
+            sentences.append(
+                f"{facts.packages.count} deb packages were cut into it (chisel manifest)."
+            )
+        else:
+            sentences.append(f"{facts.packages.count} packages are installed.")
+    sentences.append(f"It runs as {_who(facts)}.")
     filesystem = sum(1 for layer in facts.layers if not layer.empty)
     sentences.append(
         f"It is {filesystem} layer{'s' if filesystem != 1 else ''}, "
@@ -226,6 +292,32 @@ def describe(facts: ImageFacts) -> str:
         + (f" ({human(facts.size.compressed)} to download)." if facts.size.compressed else ".")
     )
     return " ".join(sentences)
+
+
+def _who(facts: ImageFacts) -> str:
+    user = clip(facts.user, FACT_CHARS)
+    if facts.runs_as_root:
+        name = facts.user.strip().partition(":")[0]
+        if name in ("", "root", "0"):
+            return "root"
+        return f"root (USER {user} has uid 0 in the image's /etc/passwd)"
+    if not facts.user_found:
+        return (
+            f"user {user}, which the image's /etc/passwd or /etc/group does not define, so "
+            '`docker run` fails with "unable to find user"'
+        )
+    return f"user {user}" + (f" (uid {facts.uid})" if facts.uid is not None else "")
+
+
+def _user_fact(facts: ImageFacts) -> str:
+    user = clip(facts.user, FACT_CHARS)
+    if facts.runs_as_root:
+        return (
+            "root"
+            if facts.user.strip().partition(":")[0] in ("", "root", "0")
+            else (f"{user} (uid 0: root)")
+        )
+    return user if facts.user_found else f"{user} (not in /etc/passwd: will not start)"
 
 
 def finish(facts: ImageFacts) -> ImageFacts:
@@ -316,23 +408,39 @@ def _related(facts: ImageFacts) -> tuple[list[str], list[Source]]:
     return list(dict.fromkeys(related)), list(dict.fromkeys(sources))
 
 
+_NO_OS = {
+    "busybox": "none (BusyBox userland)",
+    "runtime": "none (language runtime only)",
+    "files": "none (own files and a shell)",
+    "distroless": "unknown distribution (package list only)",
+}
+
+
 def render(facts: ImageFacts) -> Reply:
     if not facts.text:
         finish(facts)
     name = short_name(facts.reference)
     distro = os_name(facts)
-    title = f"{name}: {distro} user space" if distro else f"{name}: no OS user space (scratch)"
+    kind = facts.userspace_kind()
+    title = {
+        "busybox": f"{name}: BusyBox user space, no distribution",
+        "runtime": f"{name}: {runtime_names(facts)} runtime, no distribution",
+        "files": f"{name}: no distribution, a shell and its own files",
+    }.get(kind, f"{name}: no OS user space (scratch)")
+    if distro and kind in ("distribution", "distroless"):
+        title = f"{name}: {distro} user space"
     packages = "none"
     if facts.packages is not None:
         count = facts.packages.count
         packages = (
             f"{count if count is not None else 'unknown number of'} ({facts.packages.manager})"
         )
+    extra = [Fact("Runtimes", clip(runtime_names(facts), FACT_CHARS))] if facts.runtimes else []
     fact_list = [
-        Fact("OS", distro or "none (scratch)"),
+        Fact("OS", distro or _NO_OS.get(kind, "none (scratch)")),
         Fact("Packages", packages),
         Fact("Shell", clip(facts.shell_path or ("yes" if facts.shell else "none"), FACT_CHARS)),
-        Fact("User", "root" if facts.runs_as_root else clip(facts.user, FACT_CHARS)),
+        Fact("User", _user_fact(facts)),
         Fact(
             "Size",
             f"{human(facts.size.uncompressed)} unpacked, {human(facts.size.compressed)} compressed",
@@ -345,6 +453,7 @@ def render(facts: ImageFacts) -> Reply:
         Fact("Wasted", human(facts.wasted_bytes)),
         Fact("Platforms", _platforms(facts.platforms)),
         Fact("Base image", clip(facts.base_image or "unknown", FACT_CHARS)),
+        *extra,
     ]
     sections = [Section("Layers", _layers_section(facts))]
     if facts.advice:
