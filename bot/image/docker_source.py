@@ -42,7 +42,7 @@ from docker.client import DockerClient
 
 from bot.config import Settings, get_settings
 from bot.errors import ContentError, ImageNotFound, Unreachable
-from bot.image.reference import parse_reference
+from bot.image.reference import looks_like_image_id, parse_reference
 from bot.image.source import LayerBlob, Platform, ResolvedImage
 from bot.observability import BYTES_FETCHED
 
@@ -275,6 +275,11 @@ class DockerSource:
             await asyncio.to_thread(client.close)
 
     async def resolve(self, reference: str, platform: Platform) -> ResolvedImage:
+        """``reference`` is a name (normalised here) or an image ID: ``sha256:<64 hex>``,
+        64 hex digits or a short prefix, which the engine looks up as ``docker inspect``
+        does (a name first, then a unique ID prefix)."""
+        if looks_like_image_id(reference):
+            return await asyncio.to_thread(self._resolve, reference, platform)
         ref = parse_reference(reference)
         return await asyncio.to_thread(self._resolve, str(ref), platform)
 
@@ -312,6 +317,9 @@ class DockerSource:
             for diff_id in diff_ids
         ]
         repo_digests = [d for d in inspect.get("RepoDigests") or [] if "@" in d]
+        if looks_like_image_id(name):  # asked by ID: name it by its first tag, if any
+            tags = [t for t in inspect.get("RepoTags") or [] if t and "<none>" not in t]
+            name = str(parse_reference(tags[0])) if tags else image_id
         return ResolvedImage(
             reference=name,
             source="docker",

@@ -29,6 +29,7 @@ from tenacity.wait import wait_base, wait_exponential, wait_random
 from bot.errors import (
     Busy,
     ContentError,
+    Forbidden,
     ImageNotFound,
     InvalidReference,
     Unauthorized,
@@ -491,17 +492,21 @@ class RegistryClient:
             host = parts.netloc.lower()
             if parts.scheme not in ("http", "https") or not host:
                 raise ContentError(f"registry {target.api_host} redirected to an unusable URL")
-            if self.url_guard is not None:
-                self.url_guard(current)
+            on_registry = host == target.api_host and parts.scheme == target.scheme
             headers: dict[str, str] = {}
             if accept:
                 headers["Accept"] = accept
-            on_registry = host == target.api_host and parts.scheme == target.scheme
             sent_auth = self._auth_header(target) if on_registry else None
             if sent_auth:
                 headers["Authorization"] = sent_auth
             try:
+                if self.url_guard is not None:
+                    self.url_guard(current)
                 resp = await session.get(current, headers=headers, allow_redirects=False)
+            except Forbidden as exc:
+                if on_registry and redirects == 0:  # the registry itself, not a redirect
+                    raise _how_to_allow(exc, target.ref.domain) from None
+                raise
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 raise Unreachable(f"cannot reach registry {host}: {_why(exc)}") from exc
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
@@ -665,6 +670,15 @@ class RegistryClient:
         return ContentError(f"registry {ref.domain} answered HTTP {status}{detail} for the {what}")
 
 
+def _how_to_allow(exc: Forbidden, domain: str) -> Forbidden:
+    """The guard's refusal of a registry the reference names, with the exact setting that
+    allows it (redirect targets and token services get no such hint)."""
+    return Forbidden(
+        f"{exc.message}; to allow this registry, the bot's operator adds {domain} to "
+        f"DOCKWISE_INSECURE_REGISTRIES (e.g. DOCKWISE_INSECURE_REGISTRIES={domain})"
+    )
+
+
 def _why(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):  # includes aiohttp's connect timeout
         return "timed out"
@@ -757,7 +771,12 @@ class RegistrySource:
 
     async def resolve(self, reference: str, platform: Platform) -> ResolvedImage:
         ref = parse_reference(reference)
-        manifest = await self.client.get_manifest(ref)
+        try:
+            manifest = await self.client.get_manifest(ref)
+        except ImageNotFound:
+            if ref.digest is None:
+                raise
+            raise await self._digest_not_found(ref) from None
         top_digest = manifest.digest
         platforms: list[Platform] = []
         for _depth in range(2):
@@ -806,6 +825,24 @@ class RegistrySource:
             platforms=platforms,
             config=config,
             layers=self._layers(ref, manifest, config),
+        )
+
+    async def _digest_not_found(self, ref: Reference) -> ImageNotFound:
+        """Why ``name[:tag]@digest`` was not found: the tag exists with another digest,
+        neither exists, or (no tag given) the repository has no such manifest."""
+        shown = ref.familiar_name
+        if ref.tag is None:
+            return ImageNotFound(f"{shown} has no image with digest {ref.digest}")
+        try:
+            tagged = await self.client.get_manifest(ref, ref.tag)
+        except ImageNotFound:
+            return ImageNotFound(
+                f"image {shown}:{ref.tag}@{ref.digest} not found: neither the tag nor the "
+                "digest exists"
+            )
+        return ImageNotFound(
+            f"{shown}:{ref.tag} exists but its digest is {tagged.digest}, not {ref.digest}: "
+            f"use {shown}:{ref.tag} for the current image, or check the digest"
         )
 
     def _layers(
