@@ -6,16 +6,19 @@ host), retries of 429/5xx/connection resets honouring ``Retry-After``, and diges
 of everything it downloads. ``RegistrySource`` is the ``ImageSource`` built on it:
 reference + platform -> ``ResolvedImage`` whose layers stream lazily.
 
-Hosts listed in ``DOCKWISE_INSECURE_REGISTRIES`` are reached over plain http, every
-other registry over https; ``docker.io`` is served by ``registry-1.docker.io``.
+Registries that ``DOCKWISE_INSECURE_REGISTRIES`` marks plain-HTTP (``bot.netguard.Trust``,
+the policy the address guard uses too) are reached over http, every other registry over
+https; ``docker.io`` is served by ``registry-1.docker.io``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import hashlib
 import json
 import logging
+import socket
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -38,6 +41,7 @@ from bot.errors import (
 from bot.image.auth import Challenge, CredentialStore, TokenCache, load_credentials, parse_challenge
 from bot.image.reference import Reference, parse_reference, validate_digest
 from bot.image.source import Compression, LayerBlob, Platform, ResolvedImage
+from bot.netguard import IPAddress, Trust, parse_ip
 from bot.observability import BYTES_FETCHED, count_cache
 
 if TYPE_CHECKING:
@@ -243,7 +247,7 @@ class RegistryClient:
         self,
         *,
         credentials: CredentialStore | None = None,
-        insecure_registries: Iterable[str] = (),
+        insecure_registries: Iterable[str] | Trust = (),
         cache: ManifestCache | None = None,
         tag_ttl: float = 300.0,
         connect_timeout: float = 10.0,
@@ -264,7 +268,13 @@ class RegistryClient:
         realm, redirect targets) and may raise ``bot.errors.Forbidden`` (SSRF policy);
         ``connector_factory`` makes the session's connector (e.g. an address-checking one)."""
         self.credentials = credentials if credentials is not None else CredentialStore()
-        self.insecure = frozenset(h.strip().lower() for h in insecure_registries if h.strip())
+        # The same policy object the address guard uses (DOCKWISE_INSECURE_REGISTRIES).
+        self.trust = (
+            insecure_registries
+            if isinstance(insecure_registries, Trust)
+            else Trust.parse(insecure_registries)
+        )
+        self._addresses: dict[str, list[IPAddress]] = {}  # registry host -> DNS answers
         self.cache = cache
         self.tag_ttl = tag_ttl
         self._timeout = aiohttp.ClientTimeout(
@@ -323,10 +333,33 @@ class RegistryClient:
             )
         return self._session
 
-    def target(self, ref: Reference) -> _Target:
+    def target(self, ref: Reference, addresses: Iterable[IPAddress] = ()) -> _Target:
+        """Where ``ref``'s registry is reached: plain HTTP when the insecure-registries
+        policy says so for its ``host[:port]`` (or, for address ranges, for ``addresses``,
+        what its name resolves to), else HTTPS."""
         domain = ref.domain.lower()
         api_host = DOCKER_HUB_API if domain == "docker.io" else domain
-        return _Target(ref, "http" if domain in self.insecure else "https", api_host)
+        plain = self.trust.registry_plain_http(domain, addresses)
+        return _Target(ref, "http" if plain else "https", api_host)
+
+    async def _target(self, ref: Reference) -> _Target:
+        """``target`` that also resolves a registry name when listed address ranges may
+        cover it (as dockerd does for its insecure-registries CIDRs); a name that does not
+        resolve is left to the connection attempt to report."""
+        target = self.target(ref)
+        host = urllib.parse.urlsplit(f"//{ref.domain}").hostname or ""
+        if target.scheme == "http" or not self.trust.needs_addresses(host):
+            return target
+        if host not in self._addresses:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    host, None, type=socket.SOCK_STREAM
+                )
+            except OSError:
+                infos = []
+            found = (parse_ip(str(info[4][0]).split("%", 1)[0]) for info in infos)
+            self._addresses[host] = [ip for ip in found if ip is not None]
+        return self.target(ref, self._addresses[host])
 
     # ----------------------------------------------------------------- public API
 
@@ -354,7 +387,7 @@ class RegistryClient:
                 if expected_digest:
                     _verify(body, expected_digest, f"cached manifest of {ref}")
                 return _manifest(media_type, digest, body, ref)
-        target = self.target(ref)
+        target = await self._target(ref)
         url = f"{target.base}/manifests/{reference}"
 
         async def fetch() -> tuple[bytes, str, str | None]:
@@ -395,7 +428,7 @@ class RegistryClient:
             if hit is not None:
                 _verify(hit[1], digest, f"cached blob {digest}")
                 return hit[1]
-        target = self.target(ref)
+        target = await self._target(ref)
         url = f"{target.base}/blobs/{digest}"
 
         async def fetch() -> bytes:
@@ -415,7 +448,7 @@ class RegistryClient:
         chunk if the bytes do not match ``digest`` (or earlier if they exceed ``size``, or
         ``limit`` when the size is unknown)."""
         hasher = _hasher(digest)
-        target = self.target(ref)
+        target = await self._target(ref)
         url = f"{target.base}/blobs/{digest}"
         resp = await self._with_retries(
             target.api_host, lambda: self._open(target, url, what=f"layer {digest}")
