@@ -72,6 +72,7 @@ IMAGE_COMPRESSED_MAX = 2 * 1024 * 1024 * 1024  # all layers of one image, as dow
 MAX_LAYERS = 1000  # filesystem layers per image (Docker itself stops at 127)
 CHUNK = 256 * 1024
 MAX_REDIRECTS = 5
+MAX_UNLABELLED_ENTRIES = 16  # index entries without "platform" whose config is read
 _HASHES = {"sha256", "sha384", "sha512"}
 _NOT_FOUND_CODES = frozenset({"MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN", "NOT_FOUND"})
 
@@ -816,6 +817,10 @@ class RegistrySource:
             if not manifest.is_index:
                 break
             entries = _index_entries(manifest, ref)
+            for bare in _unlabelled_entries(manifest)[:MAX_UNLABELLED_ENTRIES]:
+                declared = await self._declared_platform(ref, bare)
+                if declared is not None:
+                    entries.append((declared, bare))
             platforms = _unique([p for p, _ in entries])
             entry = pick_platform(entries, platform)
             if entry is None:
@@ -859,6 +864,28 @@ class RegistrySource:
             config=config,
             layers=self._layers(ref, manifest, config),
         )
+
+    async def _declared_platform(self, ref: Reference, entry: dict[str, Any]) -> Platform | None:
+        """The platform of an index entry written without ``platform``, read from the
+        config of the manifest it points to (as skopeo / containers-image do); None when
+        it is not a container image (an index, an artifact, a config without os/arch)."""
+        digest = _content_digest(entry["digest"], f"index of {ref}")
+        manifest = await self.client.get_manifest(ref, digest, expected_digest=digest)
+        desc = manifest.data.get("config")
+        if manifest.is_index or not isinstance(desc, dict):
+            return None
+        if desc.get("mediaType") not in IMAGE_CONFIG_TYPES:
+            return None
+        config_digest = _content_digest(desc.get("digest"), f"manifest of {ref}")
+        try:
+            config = json.loads(
+                await self.client.get_blob(ref, config_digest, what=f"config of {ref}")
+            )
+        except ValueError:
+            return None
+        if not isinstance(config, dict):
+            return None
+        return _platform_of({"platform": config})
 
     async def _digest_not_found(self, ref: Reference) -> ImageNotFound:
         """Why ``name[:tag]@digest`` was not found: the tag exists with another digest,
@@ -935,6 +962,8 @@ def _opener(
 
 
 def _index_entries(manifest: Manifest, ref: Reference) -> list[tuple[Platform, dict[str, Any]]]:
+    """The index's entries with a usable ``platform`` (``unknown/unknown`` entries, i.e.
+    attestations and signatures, are left out)."""
     raw = manifest.data.get("manifests")
     if not isinstance(raw, list):
         raise ContentError(f"index of {ref} has no manifest list")
@@ -947,6 +976,18 @@ def _index_entries(manifest: Manifest, ref: Reference) -> list[tuple[Platform, d
             _content_digest(entry["digest"], f"index of {ref}")
             entries.append((plat, entry))
     return entries
+
+
+def _unlabelled_entries(manifest: Manifest) -> list[dict[str, Any]]:
+    """The index's entries written without ``platform``: their platform is in their config."""
+    raw = manifest.data.get("manifests")
+    return [
+        entry
+        for entry in (raw if isinstance(raw, list) else [])
+        if isinstance(entry, dict)
+        and isinstance(entry.get("digest"), str)
+        and not isinstance(entry.get("platform"), dict)
+    ]
 
 
 def _unique(items: list[Platform]) -> list[Platform]:
