@@ -597,7 +597,7 @@ class RegistryClient:
 
     async def _authenticate(self, target: _Target, challenge: Challenge | None) -> None:
         domain = target.ref.domain
-        creds = self.credentials.for_registry(domain)
+        creds = await self.credentials.resolve(domain)
         if challenge is None or challenge.scheme not in ("basic", "bearer"):
             raise Unauthorized(f"registry {domain} asks for a login method dockwise cannot use")
         if challenge.scheme == "basic":
