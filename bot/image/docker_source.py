@@ -418,6 +418,7 @@ class DockerSource:
             platforms=[have],
             config=config,
             layers=layers,
+            repo_digests=repo_digests,
         )
 
 

@@ -161,7 +161,7 @@ class Explainer:
 
         if source == "auto":
             try:
-                return await self.source("docker").resolve(reference, platform)
+                local = await self.source("docker").resolve(reference, platform)
             except (ImageNotFound, Unreachable) as exc:
                 if is_full_image_id(reference):
                     raise ImageNotFound(
@@ -169,6 +169,14 @@ class Explainer:
                         "registries know images by name: use repository:tag"
                     ) from None
                 log.debug("engine does not have %s (%s); trying the registry", reference, exc)
+            else:  # the same image from a registry is faster to read (see bot.image.auto)
+                from bot.image.auto import registry_copy
+
+                wanted = None if looks_like_image_id(reference) else parse_reference(reference)
+                copy = await registry_copy(
+                    local, self.source("registry"), self.settings, platform, wanted
+                )
+                return copy if copy is not None else local
             source = "registry"
             if looks_like_image_id(reference):  # a short hex ID is also a valid name
                 reference = str(parse_reference(reference))
