@@ -20,7 +20,8 @@ that, in three layers that all share one address policy (``forbidden_reason``):
    re-checks the exact socket address right before ``connect()`` as a last line of defence.
 
 Operators can trust registries on internal addresses with ``DOCKWISE_INSECURE_REGISTRIES``
-(``host``, ``host:port`` or an address range such as ``10.1.0.0/16``): see ``Trust``.
+(``host``, ``host:port``, an ``http(s)://`` URL or an address range such as ``10.1.0.0/16``):
+see ``Trust``, the one policy the registry client also uses to choose plain HTTP.
 ``DOCKWISE_REGISTRY_ALLOWLIST`` restricts which registries may be inspected at all: see
 ``check_registry_allowed``.
 
@@ -31,6 +32,7 @@ forbidden classes are spelled out below and ``is_global`` is only the final catc
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import urllib.parse
@@ -192,45 +194,65 @@ def _normalise_host(host: str) -> str:
 
 @dataclass(frozen=True)
 class Trust:
-    """What the operator trusts despite the address policy (``DOCKWISE_INSECURE_REGISTRIES``).
+    """The one policy for ``DOCKWISE_INSECURE_REGISTRIES``, parsed once, used by the address
+    guard (which internal hosts may be reached) and by the registry client (which registries
+    are spoken to over plain HTTP), so an entry means the same thing to both.
 
-    Entries, comma-separated:
+    Entries, comma-separated, case-insensitive:
 
     * ``host:port`` (``registry.lan:5000``, ``127.0.0.1:5000``, ``[::1]:5000``): that exact
       host and port. For a name, every address it resolves to is accepted for that port only.
     * ``host`` without a port: the host on the default ports 80 and 443 only.
     * an address range (``10.1.0.0/16``, ``fd00::/8``, ``127.0.0.3/32``): any host whose
       address is inside the range, on any port, as Docker's own insecure-registries CIDRs.
+    * a URL (``http://registry.lan:5000``, ``https://registry.lan:5000``): its ``host[:port]``
+      as above. ``https://`` keeps TLS (the address is trusted, the connection stays
+      encrypted and verified); every other entry means plain HTTP.
+
+    Plain HTTP (``plain_http``): a listed ``host[:port]`` (not written ``https://``), or a
+    registry whose address (the literal, or any address its name resolves to) is inside a
+    listed range, as dockerd decides for its ``insecure-registries``.
     """
 
     endpoints: frozenset[tuple[str, int | None]] = frozenset()
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    tls_endpoints: frozenset[tuple[str, int | None]] = frozenset()  # written https://
 
     @classmethod
     def parse(cls, entries: Iterable[str]) -> Trust:
-        endpoints: set[tuple[str, int | None]] = set()
-        networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        for raw in entries:
-            entry = raw.strip().lower()
-            if not entry:
-                continue
-            if "://" in entry:
-                entry = urllib.parse.urlsplit(entry).netloc
-            try:
-                if "/" in entry:
-                    networks.append(ipaddress.ip_network(entry, strict=False))
-                else:
-                    endpoints.add(_split_host_port(entry))
-            except ValueError:
-                raise InvalidInput(
-                    f"DOCKWISE_INSECURE_REGISTRIES entry {raw!r} is not host, host:port "
-                    "or an address range like 10.0.0.0/8"
-                ) from None
-        return cls(frozenset(endpoints), tuple(networks))
+        """The policy for ``entries``; raises ``InvalidInput`` naming a malformed entry."""
+        return _parse_trust(tuple(entries))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Trust:
         return cls.parse(settings.insecure_registries)
+
+    def plain_http(self, host: str, port: int | None, addresses: Iterable[IPAddress] = ()) -> bool:
+        """Speak plain HTTP to the registry ``host[:port]`` (``addresses``: what its name
+        resolves to, needed only when ``needs_addresses``)?"""
+        key = _normalise_host(host)
+        if (key, port) in self.tls_endpoints or (
+            (key, None) in self.tls_endpoints and port in (None, 80, 443)
+        ):
+            return False
+        if self.endpoint(host, port):
+            return True
+        ip = parse_ip(key)
+        return any(self.address(a) for a in ([ip] if ip is not None else addresses))
+
+    def needs_addresses(self, host: str) -> bool:
+        """Whether ``plain_http`` for this host depends on its DNS answers (it is a name
+        and address ranges are listed)."""
+        return bool(self.networks) and parse_ip(_normalise_host(host)) is None
+
+    def registry_plain_http(self, domain: str, addresses: Iterable[IPAddress] = ()) -> bool:
+        """``plain_http`` for a reference's registry part (``host``, ``host:port``,
+        ``[v6]:port``); False for a malformed one."""
+        try:
+            host, port = _split_host_port(domain)
+        except ValueError:
+            return False
+        return self.plain_http(host, port, addresses)
 
     def endpoint(self, host: str, port: int | None) -> bool:
         """Is ``host:port`` (name or literal) listed? A port-less entry covers 80 and 443."""
@@ -250,6 +272,37 @@ class Trust:
         return any(
             c in net for c in candidates for net in self.networks if c.version == net.version
         )
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_trust(entries: tuple[str, ...]) -> Trust:
+    endpoints: set[tuple[str, int | None]] = set()
+    tls: set[tuple[str, int | None]] = set()
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for raw in entries:
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        scheme = ""
+        if "://" in entry:
+            parts = urllib.parse.urlsplit(entry)
+            scheme, entry = parts.scheme, parts.netloc
+        try:
+            if scheme not in ("", "http", "https"):
+                raise ValueError(scheme)
+            if "/" in entry:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            else:
+                endpoint = _split_host_port(entry)
+                endpoints.add(endpoint)
+                if scheme == "https":
+                    tls.add(endpoint)
+        except ValueError:
+            raise InvalidInput(
+                f"DOCKWISE_INSECURE_REGISTRIES entry {raw!r} is not host, host:port, "
+                "an http(s):// URL or an address range like 10.0.0.0/8"
+            ) from None
+    return Trust(frozenset(endpoints), tuple(networks), frozenset(tls))
 
 
 def _show(host: str, port: int | None) -> str:
@@ -316,9 +369,10 @@ def check_url(url: str | URL, settings: Settings) -> URL:
     if _check_literal(host, parsed.port, trust):
         return parsed
     name = host.lower().rstrip(".")
-    if (name == "localhost" or name.endswith(".localhost")) and not trust.endpoint(
-        name, parsed.port
-    ):
+    loopback_trusted = trust.endpoint(name, parsed.port) or any(
+        trust.address(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1")
+    )  # a listed range holding loopback: the resolver checks what the name resolves to
+    if (name == "localhost" or name.endswith(".localhost")) and not loopback_trusted:
         raise Forbidden(f"refusing to connect to {_show(name, parsed.port)} (loopback name)")
     return parsed
 

@@ -50,6 +50,14 @@ def test_wheel_contents(installed: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     articles = {Path(n).name for n in names if n.startswith("bot/knowledge_articles/")}
     assert {p.name for p in (ROOT / "knowledge").glob("*.md")} <= articles
+    sources = [
+        p.relative_to(ROOT).as_posix()
+        for folder in ("bot", "adapters")
+        for p in (ROOT / folder).rglob("*.py")
+        if "__pycache__" not in p.parts
+    ]
+    missing = [f for f in sources if f not in names]
+    assert not missing, f"modules left out of the wheel (add their package): {missing}"
     for required in (
         "bot/models/minilm-static/model.safetensors",
         "bot/models/minilm-static/tokenizer.json",

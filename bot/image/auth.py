@@ -1,11 +1,19 @@
 """Registry credentials and auth challenges.
 
-* ``load_credentials(config_dir)`` reads the ``auths`` section of Docker's
-  ``config.json`` (``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``).
-  Entries carry ``auth`` (base64 ``user:password``) or ``username``/``password``; keys are
-  hosts, ``host:port`` or URLs such as ``https://index.docker.io/v1/``. Credential
-  helpers (``credsStore``/``credHelpers``) and ``identitytoken`` entries are not supported:
-  those registries are used anonymously and a warning is logged once.
+* ``load_credentials(config_dir)`` reads Docker's ``config.json``
+  (``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``) the way the docker CLI
+  does: ``credHelpers`` (registry -> helper) first, then ``credsStore`` (one helper for
+  every registry), then the plain ``auths`` entries (``auth`` = base64 ``user:password``, or
+  ``username``/``password``; keys are hosts, ``host:port`` or URLs such as
+  ``https://index.docker.io/v1/``). ``identitytoken`` entries are not supported (those
+  registries are used anonymously and a warning is logged).
+* Credential helpers follow the docker-credential-helpers protocol: ``docker-credential-<name>
+  get`` with the server URL on stdin (``https://index.docker.io/v1/`` for Docker Hub, else
+  ``host[:port]``) answers ``{"ServerURL", "Username", "Secret"}`` on stdout; "credentials not
+  found" means the plain ``auths`` entry if there is one, else anonymous. Helpers run only
+  when a registry asks for a login, at most once per registry every
+  ``HELPER_CACHE_SECONDS``, and are killed after ``helper_timeout`` seconds.
+  A helper that is missing, fails or hangs is one ``Unauthorized`` line naming it.
 * ``parse_challenge`` reads a ``WWW-Authenticate`` header (Basic or Bearer).
 * ``TokenCache`` keeps Bearer tokens per (registry, scope, user) until shortly before expiry.
 
@@ -14,8 +22,10 @@ Secrets never appear in ``repr`` or logs.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import os
@@ -24,6 +34,8 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bot.errors import Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +64,130 @@ def normalise_registry_key(key: str) -> str:
     return DOCKER_HUB if key in _HUB_ALIASES else key
 
 
-class CredentialStore:
-    """Credentials by registry domain (as in a Reference: ``docker.io``, ``host:port``)."""
+HUB_SERVER_URL = "https://index.docker.io/v1/"  # what docker passes helpers for Docker Hub
+HELPER_TIMEOUT = 10.0  # seconds a credential helper may take
+HELPER_CACHE_SECONDS = 600.0  # a helper's answer is reused this long
+_HELPER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_NOT_FOUND = "credentials not found"
 
-    def __init__(self, auths: dict[str, Credentials] | None = None) -> None:
+
+class CredentialStore:
+    """Credentials by registry domain (as in a Reference: ``docker.io``, ``host:port``):
+    plain ``auths`` entries, and credential helpers by registry (``credHelpers``) or for
+    all registries (``credsStore``), which take precedence as in the docker CLI."""
+
+    def __init__(
+        self,
+        auths: dict[str, Credentials] | None = None,
+        *,
+        helpers: dict[str, str] | None = None,
+        default_helper: str | None = None,
+        helper_timeout: float = HELPER_TIMEOUT,
+    ) -> None:
         self._auths = {normalise_registry_key(k): v for k, v in (auths or {}).items()}
+        self._helpers = {normalise_registry_key(k): v for k, v in (helpers or {}).items()}
+        self._default_helper = default_helper
+        self.helper_timeout = helper_timeout
+        self._from_helpers: dict[str, tuple[Credentials | None, float]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def __repr__(self) -> str:
-        return f"CredentialStore(registries={sorted(self._auths)})"
+        helpers = sorted(self._helpers) + (["*"] if self._default_helper else [])
+        return f"CredentialStore(registries={sorted(self._auths)}, helpers={helpers})"
 
     def __bool__(self) -> bool:
-        return bool(self._auths)
+        return bool(self._auths or self._helpers or self._default_helper)
+
+    def helper_for(self, domain: str) -> str | None:
+        """The helper name (``osxkeychain`` for ``docker-credential-osxkeychain``) that
+        holds ``domain``'s login, or None for plain ``auths`` entries."""
+        return self._helpers.get(normalise_registry_key(domain)) or self._default_helper
 
     def for_registry(self, domain: str) -> Credentials | None:
-        return self._auths.get(normalise_registry_key(domain))
+        """The login for ``domain`` as known now (a helper's answer once ``resolve`` ran)."""
+        key = normalise_registry_key(domain)
+        cached = self._from_helpers.get(key)
+        if cached is not None and cached[0] is not None:
+            return cached[0]
+        return self._auths.get(key)
+
+    async def resolve(self, domain: str) -> Credentials | None:
+        """The login for ``domain``, running its credential helper when one is configured
+        (a helper without a login for it falls back to a plain ``auths`` entry). Raises
+        ``Unauthorized`` (one line, naming the helper) when the helper is missing,
+        fails or does not answer within ``helper_timeout`` seconds."""
+        key = normalise_registry_key(domain)
+        helper = self.helper_for(key)
+        if helper is None:
+            return self._auths.get(key)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:  # one helper run per registry at a time
+            cached = self._from_helpers.get(key)
+            if cached is not None and time.monotonic() < cached[1]:
+                return cached[0]
+            creds = await run_helper(helper, key, self.helper_timeout)
+            self._from_helpers[key] = (creds, time.monotonic() + HELPER_CACHE_SECONDS)
+            return creds if creds is not None else self._auths.get(key)
+
+
+def helper_server_url(domain: str) -> str:
+    """What docker hands a credential helper for a registry."""
+    key = normalise_registry_key(domain)
+    return HUB_SERVER_URL if key == DOCKER_HUB else key
+
+
+async def run_helper(name: str, domain: str, seconds: float = HELPER_TIMEOUT) -> Credentials | None:
+    """``docker-credential-<name> get`` for ``domain``; None when it has no login for it."""
+    program = f"docker-credential-{name}"
+    if not _HELPER_NAME.fullmatch(name):
+        raise Unauthorized(f"docker config names an invalid credential helper {name[:40]!r}")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            program,
+            "get",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError:
+        raise Unauthorized(
+            f"credential helper {program} (named in the docker config for {domain}) is not "
+            "installed or not on PATH"
+        ) from None
+    try:
+        out, err = await asyncio.wait_for(
+            proc.communicate(helper_server_url(domain).encode()), seconds
+        )
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise Unauthorized(
+            f"credential helper {program} did not answer within {seconds:g} s for {domain}"
+        ) from None
+    if proc.returncode != 0:
+        said = (out or err).decode(errors="replace").strip()
+        if _NOT_FOUND in said.lower():
+            return None
+        first = " ".join(said.splitlines()[0].split())[:160] if said else "no message"
+        raise Unauthorized(
+            f"credential helper {program} failed for {domain} (exit {proc.returncode}: {first})"
+        )
+    try:
+        data = json.loads(out)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise Unauthorized(f"credential helper {program} answered something that is not JSON")
+    user, secret = data.get("Username"), data.get("Secret")
+    if not isinstance(user, str) or not isinstance(secret, str) or not user:
+        raise Unauthorized(f"credential helper {program} answered without Username/Secret")
+    if user == "<token>":
+        log.warning(
+            "credential helper %s gave an identity token for %s; unsupported", program, domain
+        )
+        return None
+    return Credentials(user, secret)
 
 
 def default_config_dir() -> Path:
@@ -95,9 +217,12 @@ def _entry_credentials(key: str, entry: object) -> Credentials | None:
     return None
 
 
-def load_credentials(config_dir: Path | None = None) -> CredentialStore:
+def load_credentials(
+    config_dir: Path | None = None, *, helper_timeout: float = HELPER_TIMEOUT
+) -> CredentialStore:
     """Read ``config_dir/config.json`` (default: ``$DOCKER_CONFIG`` or ``~/.docker``).
-    A missing or unreadable file gives an empty store (anonymous access), never an error."""
+    A missing or unreadable file gives an empty store (anonymous access), never an error;
+    helpers it names run later, when a registry asks for a login."""
     path = (config_dir or default_config_dir()) / "config.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -108,12 +233,14 @@ def load_credentials(config_dir: Path | None = None) -> CredentialStore:
         return CredentialStore()
     if not isinstance(data, dict):
         return CredentialStore()
-    if data.get("credsStore") or data.get("credHelpers"):
-        log.warning(
-            "docker config %s uses credential helpers, which dockwise does not run; "
-            "only plain 'auths' entries are used",
-            path,
-        )
+    store = data.get("credsStore")
+    default_helper = store if isinstance(store, str) and store else None
+    raw_helpers = data.get("credHelpers")
+    helpers = (
+        {str(k): v for k, v in raw_helpers.items() if isinstance(v, str) and v}
+        if isinstance(raw_helpers, dict)
+        else {}
+    )
     auths: dict[str, Credentials] = {}
     raw = data.get("auths")
     if isinstance(raw, dict):
@@ -121,7 +248,9 @@ def load_credentials(config_dir: Path | None = None) -> CredentialStore:
             creds = _entry_credentials(str(key), entry)
             if creds is not None:
                 auths[str(key)] = creds
-    return CredentialStore(auths)
+    return CredentialStore(
+        auths, helpers=helpers, default_helper=default_helper, helper_timeout=helper_timeout
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ analysis proceeds. A layer opened again after that triggers a fresh save. Whatev
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import re
@@ -42,11 +43,12 @@ from docker.client import DockerClient
 
 from bot.config import Settings, get_settings
 from bot.errors import ContentError, ImageNotFound, Unreachable
-from bot.image.reference import parse_reference
+from bot.image.reference import looks_like_image_id, parse_reference
 from bot.image.source import LayerBlob, Platform, ResolvedImage
 from bot.observability import BYTES_FETCHED
 
 CHUNK = 1 << 20  # bytes per read from the save stream and from spool files
+CONFIG_MAX = 8 << 20  # the image config inside the save stream
 # A hung engine must count as "no engine" (so --source auto falls back to the registry)
 # well within the explanation timeout: connecting (API version check) and the first ping
 # get PING_TIMEOUT seconds; later calls (inspect, save streams) get TRANSFER_TIMEOUT.
@@ -61,10 +63,13 @@ def _default_client() -> DockerClient:
     return client
 
 
+# Instructions that never change the filesystem. WORKDIR is not one: the classic builder
+# commits a layer for it when it creates the directory (an empty one when it exists).
 _METADATA_ONLY = re.compile(
-    r"^(?:/bin/sh -c #\(nop\) (?!ADD |COPY )|(?:ENV|LABEL|CMD|ENTRYPOINT|EXPOSE|USER|"
+    r"^(?:/bin/sh -c #\(nop\) (?!ADD |COPY |WORKDIR )|(?:ENV|LABEL|CMD|ENTRYPOINT|EXPOSE|USER|"
     r"VOLUME|STOPSIGNAL|HEALTHCHECK|SHELL|ONBUILD|ARG|MAINTAINER)\b)"
 )
+MAX_PARENT_INSPECTS = 256  # intermediate images looked at to align history with layers
 
 
 class _ChunkReader(io.RawIOBase):
@@ -93,10 +98,18 @@ class _ChunkReader(io.RawIOBase):
 class _Spool:
     """One ``docker save`` of one image, demultiplexed to a file per layer on first need."""
 
-    def __init__(self, client: DockerClient, image_id: str, diff_ids: list[str], root: Path):
+    def __init__(
+        self,
+        client: DockerClient,
+        image_id: str,
+        diff_ids: list[str],
+        root: Path,
+        config: dict[str, Any] | None = None,
+    ):
         self._client = client
         self._image_id = image_id
         self._diff_ids = diff_ids
+        self._config = config  # the ResolvedImage's config: history corrected from the save
         self._root = root
         self._lock = threading.Lock()
         self._dir: Path | None = None
@@ -110,6 +123,8 @@ class _Spool:
         self._finalizer = weakref.finalize(self, shutil.rmtree, directory, True)
         members: dict[str, Path] = {}
         manifest: list[dict[str, Any]] | None = None
+        hex_id = self._image_id.removeprefix("sha256:")
+        config_names = {f"{hex_id}.json", f"blobs/sha256/{hex_id}"}  # legacy and OCI layouts
         try:
             stream = self._client.api.get_image(self._image_id, chunk_size=CHUNK)
             reader = io.BufferedReader(_ChunkReader(iter(stream)), CHUNK)
@@ -122,6 +137,9 @@ class _Spool:
                         continue
                     if member.name == "manifest.json":
                         manifest = json.loads(source.read(16 << 20))
+                        continue
+                    if member.name in config_names:
+                        self._take_config(source.read(CONFIG_MAX + 1))
                         continue
                     if not (member.name.endswith("/layer.tar") or member.name.startswith("blobs/")):
                         continue  # legacy v1 metadata (json, VERSION, repositories)
@@ -149,6 +167,27 @@ class _Spool:
         for path in set(members.values()) - set(self._files.values()):
             path.unlink()  # OCI-format config and manifest blobs
 
+    def _take_config(self, data: bytes) -> None:
+        """The image's own config (its sha256 is the image ID): its history, with the
+        builder's ``empty_layer`` flags, replaces the one rebuilt from the history API."""
+        if self._config is None or len(data) > CONFIG_MAX:
+            return
+        if "sha256:" + hashlib.sha256(data).hexdigest() != self._image_id:
+            return
+        try:
+            saved = json.loads(data)
+        except ValueError:
+            return
+        history = saved.get("history") if isinstance(saved, dict) else None
+        rootfs = saved.get("rootfs") if isinstance(saved, dict) else None
+        if not isinstance(history, list) or not isinstance(rootfs, dict):
+            return
+        if rootfs.get("diff_ids") != self._diff_ids:
+            return
+        made = sum(1 for h in history if isinstance(h, dict) and not h.get("empty_layer"))
+        if made == len(self._diff_ids) and all(isinstance(h, dict) for h in history):
+            self._config["history"] = history
+
     def take(self, diff_id: str) -> Path:
         """The spooled file of ``diff_id``, running the save if it is not (or no more) there."""
         with self._lock:
@@ -171,12 +210,20 @@ class _Spool:
         self._files.clear()
 
 
-def _history(raw: list[dict[str, Any]], layer_count: int) -> list[dict[str, Any]]:
+def _history(
+    raw: list[dict[str, Any]], layer_count: int, known: list[bool | None] | None = None
+) -> list[dict[str, Any]]:
     """Engine history (newest first) -> config-style history (oldest first) with
-    ``empty_layer`` set so that the non-empty entries line up with the layers."""
+    ``empty_layer`` set so that the non-empty entries line up with the layers.
+
+    ``known`` (oldest first, one per entry) says for some entries whether they made a
+    layer, as learnt from intermediate images (``_layer_steps``); the others are judged by
+    size and instruction, and entries that could be either become layers bottom up until
+    the count matches."""
     entries = []
     kinds: list[Literal["layer", "empty", "unsure"]] = []
-    for item in reversed(raw):
+    known = known if known is not None and len(known) == len(raw) else [None] * len(raw)
+    for item, made_layer in zip(reversed(raw), known, strict=True):
         created_by = str(item.get("CreatedBy") or "")
         entry: dict[str, Any] = {"created_by": created_by}
         created = item.get("Created")
@@ -186,7 +233,9 @@ def _history(raw: list[dict[str, Any]], layer_count: int) -> list[dict[str, Any]
             entry["comment"] = item["Comment"]
         entries.append(entry)
         size = int(item.get("Size") or 0)
-        if size > 0:
+        if made_layer is not None:
+            kinds.append("layer" if made_layer else "empty")
+        elif size > 0:
             kinds.append("layer")
         elif _METADATA_ONLY.match(created_by.strip()):
             kinds.append("empty")
@@ -226,14 +275,54 @@ def _runtime_config(raw: dict[str, Any]) -> dict[str, Any]:
     return {key: raw[key] for key in _RUNTIME_KEYS if raw.get(key) not in (None, "", [], {})}
 
 
-def _config(inspect: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+def _layer_steps(
+    client: DockerClient, raw: list[dict[str, Any]], layer_count: int
+) -> list[bool | None]:
+    """Which history entries made a layer, oldest first (None: cannot tell).
+
+    Images built by the classic builder keep an intermediate image per step; the history
+    API names them (``Id``, else ``<missing>``). A step made a layer exactly when its image
+    has more layers than the previous step's image: the image config's ``empty_layer``
+    flag, read through the engine's API without exporting the image."""
+    counts: list[int | None] = []
+    for index, item in enumerate(raw):  # newest first
+        image_id = str(item.get("Id") or "")
+        if index == 0:
+            counts.append(layer_count)
+            continue
+        if not image_id.startswith("sha256:") or index > MAX_PARENT_INSPECTS:
+            counts.append(None)
+            continue
+        try:
+            parent: dict[str, Any] = client.api.inspect_image(image_id)  # type: ignore[no-untyped-call]
+        except docker.errors.DockerException:
+            counts.append(None)
+            continue
+        counts.append(len((parent.get("RootFS") or {}).get("Layers") or []))
+    known: list[bool | None] = []
+    for index, count in enumerate(counts):
+        older = counts[index + 1] if index + 1 < len(counts) else 0
+        if index + 1 == len(counts) and count is not None:
+            known.append(count > 0)  # the oldest step: any layer is its own
+        elif count is None or older is None:
+            known.append(None)
+        else:
+            known.append(count > older)
+    return list(reversed(known))
+
+
+def _config(
+    inspect: dict[str, Any],
+    history: list[dict[str, Any]],
+    known: list[bool | None] | None = None,
+) -> dict[str, Any]:
     diff_ids = list((inspect.get("RootFS") or {}).get("Layers") or [])
     config: dict[str, Any] = {
         "architecture": inspect.get("Architecture") or "amd64",
         "os": inspect.get("Os") or "linux",
         "config": _runtime_config(inspect.get("Config") or {}),
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": _history(history, len(diff_ids)),
+        "history": _history(history, len(diff_ids), known),
     }
     for key, target in (("Variant", "variant"), ("Created", "created"), ("Author", "author")):
         if inspect.get(key):
@@ -275,6 +364,11 @@ class DockerSource:
             await asyncio.to_thread(client.close)
 
     async def resolve(self, reference: str, platform: Platform) -> ResolvedImage:
+        """``reference`` is a name (normalised here) or an image ID: ``sha256:<64 hex>``,
+        64 hex digits or a short prefix, which the engine looks up as ``docker inspect``
+        does (a name first, then a unique ID prefix)."""
+        if looks_like_image_id(reference):
+            return await asyncio.to_thread(self._resolve, reference, platform)
         ref = parse_reference(reference)
         return await asyncio.to_thread(self._resolve, str(ref), platform)
 
@@ -290,7 +384,8 @@ class DockerSource:
             raise ImageNotFound(f"image {name} is not in the local Docker Engine") from exc
         except docker.errors.DockerException as exc:
             raise Unreachable(f"Docker Engine failed to inspect {name} ({_short(exc)})") from exc
-        config = _config(inspect, history)
+        layer_count = len((inspect.get("RootFS") or {}).get("Layers") or [])
+        config = _config(inspect, history, _layer_steps(client, history, layer_count))
         have = Platform(config["os"], config["architecture"], config.get("variant"))
         if (have.os, have.architecture) != (platform.os, platform.architecture) or (
             platform.variant and platform.variant != have.variant
@@ -300,7 +395,7 @@ class DockerSource:
             )
         image_id = str(inspect["Id"])
         diff_ids: list[str] = config["rootfs"]["diff_ids"]
-        spool = _Spool(client, image_id, diff_ids, self.settings.cache_dir / "docker-spool")
+        spool = _Spool(client, image_id, diff_ids, self.settings.cache_dir / "docker-spool", config)
         layers = [
             LayerBlob(
                 digest=diff_id,
@@ -312,6 +407,9 @@ class DockerSource:
             for diff_id in diff_ids
         ]
         repo_digests = [d for d in inspect.get("RepoDigests") or [] if "@" in d]
+        if looks_like_image_id(name):  # asked by ID: name it by its first tag, if any
+            tags = [t for t in inspect.get("RepoTags") or [] if t and "<none>" not in t]
+            name = str(parse_reference(tags[0])) if tags else image_id
         return ResolvedImage(
             reference=name,
             source="docker",
@@ -320,6 +418,7 @@ class DockerSource:
             platforms=[have],
             config=config,
             layers=layers,
+            repo_digests=repo_digests,
         )
 
 

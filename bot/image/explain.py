@@ -157,14 +157,30 @@ class Explainer:
     ) -> ResolvedImage:
         if source in ("auto", "docker"):
             report_stage(f"asking the Docker Engine for {reference}")
+        from bot.image.reference import is_full_image_id, looks_like_image_id, parse_reference
+
         if source == "auto":
             try:
-                return await self.source("docker").resolve(reference, platform)
+                local = await self.source("docker").resolve(reference, platform)
             except (ImageNotFound, Unreachable) as exc:
+                if is_full_image_id(reference):
+                    raise ImageNotFound(
+                        f"image ID {reference[:80]} is not in the local Docker Engine ({exc}); "
+                        "registries know images by name: use repository:tag"
+                    ) from None
                 log.debug("engine does not have %s (%s); trying the registry", reference, exc)
+            else:  # the same image from a registry is faster to read (see bot.image.auto)
+                from bot.image.auto import registry_copy
+
+                wanted = None if looks_like_image_id(reference) else parse_reference(reference)
+                copy = await registry_copy(
+                    local, self.source("registry"), self.settings, platform, wanted
+                )
+                return copy if copy is not None else local
             source = "registry"
+            if looks_like_image_id(reference):  # a short hex ID is also a valid name
+                reference = str(parse_reference(reference))
         if source == "registry":
-            from bot.image.reference import parse_reference
             from bot.netguard import check_registry_allowed
 
             domain = parse_reference(reference).domain
@@ -255,12 +271,15 @@ class Explainer:
         are in the layer cache afterwards (``scan(blob)`` returns them without a download)."""
         if source not in ("auto", "registry", "docker"):
             raise InvalidInput(f"unknown image source {source!r}: use auto, registry or docker")
-        text = reference.strip()
+        from bot.image.reference import from_paste, looks_like_image_id, parse_reference
+
+        text = from_paste(reference)  # Hub URLs, chat links, pasted `docker pull …`
         if not text:
             raise InvalidInput("Which image? e.g. `explain python:3.12-slim`")
-        from bot.image.reference import parse_reference
-
-        name = str(parse_reference(text))  # InvalidReference: one clear line
+        if source != "registry" and looks_like_image_id(text):
+            name = text  # an image ID: the engine finds it as `docker inspect` does
+        else:
+            name = str(parse_reference(text))  # InvalidReference: one clear line
         wanted = platform if platform is not None else default_platform()
 
         async def work() -> tuple[ResolvedImage, ImageFacts]:

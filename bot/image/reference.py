@@ -138,10 +138,11 @@ def parse_reference(text: str) -> Reference:
     text = text.strip()
     if not text:
         raise InvalidReference("empty reference")
-    if _IDENTIFIER_RE.fullmatch(text):
+    if _IDENTIFIER_RE.fullmatch(text.removeprefix("sha256:")):
         raise InvalidReference(
-            f"{_quote(text)} looks like an image ID (64 hex digits), not a name: "
-            "use repository[:tag] or repository@sha256:…"
+            f"{_quote(text)} looks like an image ID, not a name: only a local Docker Engine "
+            "knows image IDs (use --source docker), else name it as repository[:tag] or "
+            "repository@sha256:…"
         )
     remainder, at, digest = text.partition("@")
     if at:
@@ -179,3 +180,122 @@ def parse_reference(text: str) -> Reference:
     if tag is None and not at:
         tag = DEFAULT_TAG
     return Reference(domain, path, tag, digest if at else None)
+
+
+# --------------------------------------------------------------------------- what users paste
+
+#: A full image ID (``sha256:`` + 64 hex, or the 64 hex alone) or a short one (12 to 63 hex
+#: digits, as ``docker images`` prints them). Only a Docker Engine knows image IDs.
+_IMAGE_ID_RE = re.compile(r"(?:sha256:[a-f0-9]{64}|[a-f0-9]{64})")
+_SHORT_ID_RE = re.compile(r"(?:sha256:)?[a-f0-9]{12,63}")
+_CHAT_LINK_RE = re.compile(r"^<([^<>|\s]+)(?:\|([^<>]*))?>$")  # Slack's <target|label>
+_HUB_WEB_HOSTS = frozenset({"hub.docker.com", "www.hub.docker.com"})
+_CLIENTS = frozenset({"docker", "podman", "nerdctl", "sudo"})
+# ``docker run`` / ``pull`` / ``create`` options that take a separate value (``-e X``).
+_VALUED_OPTIONS = frozenset(
+    {
+        "-e", "--env", "--env-file", "-p", "--publish", "-v", "--volume", "--mount", "--name",
+        "-w", "--workdir", "-u", "--user", "--platform", "--network", "--net", "--entrypoint",
+        "-l", "--label", "-m", "--memory", "--cpus", "-h", "--hostname", "--restart",
+        "--add-host", "--device", "--cap-add", "--cap-drop", "--security-opt", "--tmpfs",
+        "--log-driver", "--log-opt", "--pull", "--shm-size", "--ulimit", "--gpus", "--ipc",
+        "--pid", "--dns", "--expose", "--health-cmd", "--stop-signal", "--runtime",
+    }
+)  # fmt: skip
+_IMAGE_VERBS = frozenset({"pull", "run", "create", "inspect", "history", "save"})
+
+
+def looks_like_image_id(text: str) -> bool:
+    """``sha256:<64 hex>``, 64 hex digits, or a short ID of 12 to 63 hex digits."""
+    return bool(_IMAGE_ID_RE.fullmatch(text) or _SHORT_ID_RE.fullmatch(text))
+
+
+def is_full_image_id(text: str) -> bool:
+    """``sha256:<64 hex>`` or 64 hex digits: never a repository name."""
+    return bool(_IMAGE_ID_RE.fullmatch(text))
+
+
+def _from_command(words: list[str], original: str) -> str:
+    """The image operand of a pasted ``docker pull nginx:1.27`` (or run/create/inspect),
+    skipping options the way the docker CLI does."""
+    while words and words[0].lower() in _CLIENTS:
+        words = words[1:]
+    if words and words[0].lower() in ("image", "container"):
+        words = words[1:]
+    if not words or words[0].lower() not in _IMAGE_VERBS:
+        raise InvalidReference(
+            f"{_quote(original)} is a command, not an image name: paste just the image, "
+            "e.g. nginx:1.27"
+        )
+    rest = iter(words[1:])
+    for word in rest:
+        if word.startswith("-"):
+            if word in _VALUED_OPTIONS:
+                next(rest, None)
+            continue
+        return word
+    raise InvalidReference(f"{_quote(original)} names no image: paste the image, e.g. nginx:1.27")
+
+
+def _from_url(text: str) -> str:
+    """An image named by a web address: Docker Hub pages, ``quay.io/repository/…``,
+    ``github.com/<owner>/<repo>/pkgs/container/<name>``, or ``https://registry/path``."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(text if "://" in text else "https://" + text)
+    host = (parts.hostname or "").lower()
+    netloc = parts.netloc.lower().rpartition("@")[2]  # never keep pasted credentials
+    segments = [s for s in parts.path.split("/") if s]
+    if host in _HUB_WEB_HOSTS:
+        if len(segments) >= 2 and segments[0] == "_":
+            return segments[1]
+        if len(segments) >= 3 and segments[0] in ("r", "repository"):
+            return f"{segments[1]}/{segments[2]}"
+        if len(segments) >= 4 and segments[0] == "layers":  # layers/<ns>/<name>/<tag>/…
+            ns, name, tag = segments[1], segments[2], segments[3]
+            return f"{name if ns in ('_', 'library') else ns + '/' + name}:{tag}"
+        raise InvalidReference(
+            f"{_quote(text)} is a Docker Hub page but not an image's page: paste the image "
+            "name, e.g. nginx or bitnami/redis"
+        )
+    if host == "quay.io" and len(segments) >= 3 and segments[0] == "repository":
+        return f"quay.io/{segments[1]}/{segments[2]}"
+    if host == "github.com" and len(segments) >= 5 and segments[2:4] == ["pkgs", "container"]:
+        return f"ghcr.io/{segments[0]}/{segments[4]}".lower()
+    if not segments:
+        raise InvalidReference(
+            f"{_quote(text)} names a registry but no image: add the repository, "
+            f"e.g. {netloc or 'registry.example.com'}/team/app:1"
+        )
+    if segments[0] == "v2":  # an API URL: /v2/<name>/manifests/<tag>
+        segments = segments[1:]
+        if len(segments) >= 3 and segments[-2] == "manifests":
+            return f"{netloc}/{'/'.join(segments[:-2])}" + (
+                f"@{segments[-1]}" if ":" in segments[-1] else f":{segments[-1]}"
+            )
+    return f"{netloc}/{'/'.join(segments)}"
+
+
+def from_paste(text: str) -> str:
+    """Turn what a user pasted into chat into reference text (still to be parsed).
+
+    Understands: surrounding backticks and quotes; chat auto-links ``<http://host/x|host/x>``
+    (the label wins) and ``<https://…>``; pasted commands (``docker pull nginx:1.27``,
+    ``docker run --rm -p 80:80 nginx``, ``podman pull …``); web addresses
+    (``https://hub.docker.com/_/nginx`` -> ``nginx``, ``https://hub.docker.com/r/bitnami/redis``
+    -> ``bitnami/redis``, ``https://ghcr.io/o/app:1`` -> ``ghcr.io/o/app:1``). Anything else
+    is returned stripped. Raises ``InvalidReference`` (one line, with the fix) for a command
+    or a Hub page that names no image."""
+    cleaned = text.strip().strip("`'\"").strip()
+    link = _CHAT_LINK_RE.match(cleaned)
+    if link:
+        cleaned = (link.group(2) or link.group(1)).strip()
+    words = cleaned.split()
+    if len(words) > 1 and words[0].lower() in _CLIENTS:
+        cleaned = _from_command(words, cleaned)
+    elif len(words) > 1:
+        return cleaned  # left for parse_reference to refuse with its reason
+    lowered = cleaned.lower()
+    if "://" in cleaned or lowered.split("/", 1)[0] in _HUB_WEB_HOSTS:
+        cleaned = _from_url(cleaned)
+    return cleaned

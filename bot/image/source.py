@@ -54,6 +54,8 @@ class ResolvedImage:
     platforms: list[Platform]
     config: dict[str, Any]  # the image config JSON (architecture, os, config, rootfs, history)
     layers: list[LayerBlob] = field(default_factory=list)  # bottom to top
+    # Engine only: where the engine says this image is stored ("host/repo@sha256:…").
+    repo_digests: list[str] = field(default_factory=list)
 
 
 class ImageSource(Protocol):
