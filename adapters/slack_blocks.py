@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.reply import Reply, ReplyKind
+from bot.reply import ACTION_ASK, ACTION_FEEDBACK, Reply, ReplyKind
 
 MAX_BLOCKS = 50
 MAX_HEADER = 150
@@ -27,6 +27,9 @@ MAX_FIELDS = 10
 MAX_FIELD_TEXT = 2000
 MAX_CONTEXT_ELEMENTS = 10
 MAX_CONTEXT_TEXT = 3000
+MAX_ACTION_ELEMENTS = 25
+MAX_BUTTON_TEXT = 75
+MAX_BUTTON_VALUE = 2000
 #: The plain ``text`` of every message (notifications, screen readers, old clients).
 MAX_FALLBACK_TEXT = 3000
 #: Keep each message readable (and far below Slack's payload limits): this much block text
@@ -277,10 +280,42 @@ def _sources_text(reply: Reply) -> str | None:
 
 
 def _suggestions_text(reply: Reply) -> str | None:
-    if not reply.suggestions:
+    if not reply.suggestions or any(a.action_id == ACTION_ASK for a in reply.actions):
         return None
     items = " · ".join(f"“{escape(s.strip())}”" for s in reply.suggestions if s.strip())
     return truncate(f"Try asking: {items}", MAX_CONTEXT_TEXT) if items else None
+
+
+def action_blocks(reply: Reply) -> list[Block]:
+    """The reply's buttons as one ``actions`` block (at most 25 buttons).
+
+    ``action_id`` is the action's stable prefix; Slack refuses two equal ids in a block,
+    so a repeated prefix gets a suffix: ``dockwise_ask``, ``dockwise_ask_2``, …, and the
+    feedback pair is ``dockwise_feedback_up`` / ``dockwise_feedback_down``.
+    """
+    elements: list[Block] = []
+    seen: dict[str, int] = {}
+    for action in reply.actions:
+        if len(action.value) > MAX_BUTTON_VALUE or not action.label.strip():
+            continue
+        if action.action_id == ACTION_FEEDBACK:
+            action_id = f"{action.action_id}_{action.value.partition('|')[0]}"
+        else:
+            count = seen[action.action_id] = seen.get(action.action_id, 0) + 1
+            action_id = action.action_id if count == 1 else f"{action.action_id}_{count}"
+        label = " ".join(action.label.split())
+        if len(label) > MAX_BUTTON_TEXT:
+            label = label[: MAX_BUTTON_TEXT - 1].rstrip() + ELLIPSIS
+        button: Block = {
+            "type": "button",
+            "action_id": action_id,
+            "text": {"type": "plain_text", "text": label, "emoji": True},
+            "value": action.value,
+        }
+        elements.append(button)
+    if not elements:
+        return []
+    return [{"type": "actions", "block_id": "dockwise_actions", "elements": elements[:25]}]
 
 
 def render_blocks(reply: Reply) -> list[Block]:
@@ -316,11 +351,13 @@ def render_blocks(reply: Reply) -> list[Block]:
     context = [t for t in (_sources_text(reply), _suggestions_text(reply)) if t]
     if context:
         blocks.append(_context(context))
-    return blocks
+    return blocks + action_blocks(reply)
 
 
 def _block_text(block: Block) -> str:
     parts: list[str] = []
+    if block["type"] == "actions":
+        return ""
     if "text" in block:
         parts.append(str(block["text"]["text"]))
     parts += [str(f["text"]) for f in block.get("fields", [])]

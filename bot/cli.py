@@ -58,15 +58,17 @@ def ask(
     question: Annotated[str, typer.Argument(help='The question, or "-" to read one per line.')],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Answer a question about containers and images."""
+    """Answer a question about containers, or explain an image ("explain nginx"): the same
+    engine path as chat, so the CLI, the shell and chat give the same reply."""
     from adapters.terminal import render_text
 
     engine = _load_engine()
     if question == "-":
+        runner = asyncio.Runner()
         for line in sys.stdin:
             text = line.rstrip("\n")
             try:
-                reply = engine.knowledge.answer(check_input(text))
+                reply = runner.run(engine.handle(check_input(text)))
             except DockwiseError as exc:
                 if as_json:
                     _print_json(
@@ -87,11 +89,21 @@ def ask(
             else:
                 typer.echo(render_text(reply) + "\n")
             sys.stdout.flush()
+        runner.run(engine.aclose())
+        runner.close()
         return
     try:
-        reply = engine.knowledge.answer(check_input(question))
+        cleaned = check_input(question)
     except DockwiseError as exc:
         fail(str(exc), code=2)
+
+    async def answer() -> Reply:  # the same path as chat: questions and "explain IMAGE"
+        try:
+            return await engine.handle(cleaned)
+        finally:
+            await engine.aclose()
+
+    reply = asyncio.run(answer())
     if as_json:
         _print_json(answer_json(reply))
     else:
@@ -180,14 +192,14 @@ def serve() -> None:
 
 @app.command()
 def run() -> None:
-    """Serve Slack/Discord when their tokens are set; otherwise chat in this terminal."""
+    """Serve every configured chat platform; with none configured, chat in this terminal."""
+    from bot.chat import configured_adapters
     from bot.config import get_settings
 
-    settings = get_settings()
-    if settings.slack_enabled or settings.discord_enabled:
+    if configured_adapters(get_settings()):
         serve()
     else:
-        typer.echo("No Slack or Discord tokens set: starting the shell adapter.", err=True)
+        typer.echo("No chat platform is configured: starting the shell adapter.", err=True)
         chat()
 
 
