@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.reply import ACTION_ASK, ACTION_FEEDBACK, Reply, ReplyKind
+from bot.actions import element_ids
+from bot.reply import ACTION_ASK, Reply, ReplyKind
 
 MAX_BLOCKS = 50
 MAX_HEADER = 150
@@ -294,15 +295,9 @@ def action_blocks(reply: Reply) -> list[Block]:
     feedback pair is ``dockwise_feedback_up`` / ``dockwise_feedback_down``.
     """
     elements: list[Block] = []
-    seen: dict[str, int] = {}
-    for action in reply.actions:
+    for action_id, action in element_ids(reply.actions):
         if len(action.value) > MAX_BUTTON_VALUE or not action.label.strip():
             continue
-        if action.action_id == ACTION_FEEDBACK:
-            action_id = f"{action.action_id}_{action.value.partition('|')[0]}"
-        else:
-            count = seen[action.action_id] = seen.get(action.action_id, 0) + 1
-            action_id = action.action_id if count == 1 else f"{action.action_id}_{count}"
         label = " ".join(action.label.split())
         if len(label) > MAX_BUTTON_TEXT:
             label = label[: MAX_BUTTON_TEXT - 1].rstrip() + ELLIPSIS

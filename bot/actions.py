@@ -92,3 +92,19 @@ def split_value(value: str) -> tuple[str, str]:
     """``"a|b|c"`` -> ``("a", "b|c")``: a section or feedback value's two parts."""
     head, _, tail = value.partition("|")
     return head, tail
+
+
+def element_ids(actions: list[Action]) -> list[tuple[str, Action]]:
+    """Each action with an id unique among ``actions``: the prefix for the first of its
+    kind, then ``_2``, ``_3``…; feedback buttons are ``dockwise_feedback_up`` / ``_down``
+    (Slack refuses two equal action ids in a block, Discord two equal custom ids)."""
+    out: list[tuple[str, Action]] = []
+    seen: dict[str, int] = {}
+    for action in actions:
+        if action.action_id == ACTION_FEEDBACK:
+            element_id = f"{action.action_id}_{split_value(action.value)[0]}"
+        else:
+            count = seen[action.action_id] = seen.get(action.action_id, 0) + 1
+            element_id = action.action_id if count == 1 else f"{action.action_id}_{count}"
+        out.append((element_id, action))
+    return out
