@@ -1,7 +1,7 @@
 """The buttons under a reply, made in one place for every adapter.
 
 ``with_actions(reply, knowledge, image=...)`` fills ``Reply.actions``; adapters only render
-them (a Slack button, a Discord component) and send a click back to the engine with the
+them (as each platform's buttons) and send a click back to the engine with the
 action's ``action_id`` prefix and ``value``:
 
 - ``dockwise_full_article`` (value: article id) on an answer that shows part of an article;
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from bot.knowledge import KnowledgeBase
 
 MAX_FOLLOW_UPS = 3
-#: Every value stays under Slack's 2,000-character button value limit.
+#: Every value stays under 2,000 characters (the smallest button value limit of the platforms).
 MAX_VALUE = 2000
 VOTES = ("up", "down")
 FEEDBACK_LABELS = {"up": "👍", "down": "👎"}
@@ -97,7 +97,7 @@ def split_value(value: str) -> tuple[str, str]:
 def element_ids(actions: list[Action]) -> list[tuple[str, Action]]:
     """Each action with an id unique among ``actions``: the prefix for the first of its
     kind, then ``_2``, ``_3``…; feedback buttons are ``dockwise_feedback_up`` / ``_down``
-    (Slack refuses two equal action ids in a block, Discord two equal custom ids)."""
+    (chat platforms refuse two equal button ids in one message)."""
     out: list[tuple[str, Action]] = []
     seen: dict[str, int] = {}
     for action in actions:

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 MAX_INPUT_CHARS = 4000
 #: Image replies kept for section buttons and autocomplete, per process.
 RECENT_IMAGES = 64
-#: At most this many autocomplete choices (Discord's limit).
+#: At most this many autocomplete choices (the chat platforms' limit).
 MAX_CHOICES = 25
 #: Well-known official images offered by autocomplete, most asked-about first.
 WELL_KNOWN_IMAGES = (

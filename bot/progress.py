@@ -64,7 +64,7 @@ class ProgressRelay:
 
     ``shown=True`` means the placeholder is already on screen (e.g. a command's ack), so
     the first event is an edit like the others. ``max_updates`` caps the number of
-    ``show`` calls (Slack's response_url takes five uses). ``close()`` waits for a ``show``
+    ``show`` calls (some reply channels take only a few uses). ``close()`` waits for a ``show``
     in flight, so the caller can then replace the placeholder with the result.
     """
 
