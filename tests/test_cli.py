@@ -100,3 +100,40 @@ def test_topics_lists_every_article(kb: KnowledgeBase) -> None:
     assert result.returncode == 0
     listed = [line.split()[0] for line in result.stdout.splitlines()]
     assert listed == sorted(kb.articles)
+
+
+def _env_for(registry_host: str, tmp: Path) -> dict[str, str]:
+    return {"DOCKWISE_INSECURE_REGISTRIES": registry_host, "DOCKWISE_CACHE_DIR": str(tmp)}
+
+
+def _run(args: list[str], env: dict[str, str], stdin: str | None = None) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_ask_explain_goes_through_the_engine_like_chat_and_the_shell(
+    registry: object, tmp_path: Path
+) -> None:
+    from tests.fixtures.registry import RegistryServer, make_layer, push_image
+
+    assert isinstance(registry, RegistryServer)
+    os_release = b'PRETTY_NAME="Alpine Linux v3.20"\nID=alpine\nVERSION_ID=3.20.0\n'
+    push_image(registry.pusher(), "demo/cli", "v1", [make_layer({"etc/os-release": os_release})])
+    reference = f"{registry.host}/demo/cli:v1"
+    env = _env_for(registry.host, tmp_path)
+    for text in (f"explain {reference}", "is a container a VM?"):
+        answer = _run(["ask", text], env).strip()
+        shell = _run(["chat"], env, stdin=f"{text}\nquit\n")
+        assert answer and answer in shell  # the same reply, rendered the same way
+    as_json = json.loads(_run(["ask", "--json", f"explain {reference}"], env))
+    assert as_json["kind"] == "image"
+    assert "Alpine" in as_json["title"] + as_json["text"]
