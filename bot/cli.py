@@ -12,7 +12,7 @@ import typer
 
 from bot.engine import Engine, check_input
 from bot.errors import DockwiseError
-from bot.reply import Reply
+from bot.reply import Reply, ReplyKind
 
 app = typer.Typer(
     name="dockwise",
@@ -106,6 +106,10 @@ def ask(
     reply = asyncio.run(answer())
     if as_json:
         _print_json(answer_json(reply))
+        if reply.kind is ReplyKind.ERROR:
+            raise typer.Exit(1)
+    elif reply.kind is ReplyKind.ERROR:  # e.g. "explain IMAGE" for a missing image
+        fail(reply.body)
     else:
         typer.echo(render_text(reply, color=sys.stdout.isatty()))
 

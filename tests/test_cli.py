@@ -137,3 +137,11 @@ def test_ask_explain_goes_through_the_engine_like_chat_and_the_shell(
     as_json = json.loads(_run(["ask", "--json", f"explain {reference}"], env))
     assert as_json["kind"] == "image"
     assert "Alpine" in as_json["title"] + as_json["text"]
+
+
+def test_ask_explain_failure_is_one_line_and_non_zero() -> None:
+    result = dockwise("ask", "explain 127.0.0.1:1/nothing:1")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("dockwise: error: ")
