@@ -14,7 +14,6 @@ follow-up suggestions instead.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import discord
 
 from bot.actions import element_ids
+from bot.markdown import split
 from bot.reply import ACTION_ASK, ACTION_FEEDBACK, ACTION_FULL_ARTICLE, Reply, ReplyKind
 
 # Discord's documented limits (https://discord.com/developers/docs/resources/message).
@@ -48,7 +48,6 @@ LONG_VALUES_KEPT = 4096
 _long_values: OrderedDict[str, str] = OrderedDict()
 
 ELLIPSIS = "…"
-_FENCE = re.compile(r"^\s*(```+)(.*)$")
 
 KIND_COLOURS: dict[ReplyKind, discord.Colour] = {
     ReplyKind.ANSWER: discord.Colour.from_rgb(36, 150, 237),  # container blue
@@ -174,60 +173,14 @@ def shorten(text: str, limit: int) -> str:
     return cut.rstrip() + ELLIPSIS
 
 
-def _open_fence(text: str) -> tuple[str, str] | None:
-    """(opening line, backtick run) of a code fence still open at the end of ``text``."""
-    opening: tuple[str, str] | None = None
-    for line in text.split("\n"):
-        match = _FENCE.match(line)
-        if not match:
-            continue
-        if opening is None:
-            opening = (shorten(line.strip(), 40), match.group(1))
-        elif match.group(1).startswith(opening[1]) and not match.group(2).strip():
-            opening = None
-    return opening
-
-
-def _cut_position(text: str, limit: int) -> int:
-    """Where to cut ``text`` (longer than ``limit``) so the head is at most ``limit`` long."""
-    window = text[: limit + 1]
-    for separator in ("\n\n", "\n"):
-        pos = window.rfind(separator)
-        if pos >= limit // 2:
-            return pos
-    pos = max(window.rfind(" "), window.rfind("\n"))
-    return pos if pos >= limit // 4 else limit
-
-
 def split_text(text: str, limit: int) -> list[str]:
-    """Split ``text`` into pieces of at most ``limit`` characters, cutting cleanly.
-
-    Prefers paragraph breaks, then line breaks, then spaces; only a word longer than
-    ``limit`` is cut mid-word. A code fence open at a cut is closed there and reopened at
-    the start of the next piece. Pieces are never empty.
-    """
+    """Split ``text`` into pieces of at most ``limit`` characters with the shared,
+    fence-safe splitter (``bot.markdown.split``): paragraph, then line, then word breaks;
+    a code fence open at a cut is closed there and reopened in the next piece. Pieces are
+    never empty."""
     if limit < 200:
         raise ValueError("limit too small to split text cleanly")
-    pieces: list[str] = []
-    rest = text.strip("\n")
-    while rest.strip():
-        if len(rest) <= limit:
-            pieces.append(rest)
-            break
-        budget = limit
-        while True:
-            cut = _cut_position(rest, budget)
-            head = rest[:cut].rstrip()
-            fence = _open_fence(head)
-            closing = "" if fence is None else "\n" + fence[1]
-            if len(head) + len(closing) <= limit:
-                break
-            budget = limit - len(closing)
-        tail = rest[cut:].lstrip(" ").strip("\n")
-        if head.strip():
-            pieces.append(head + closing)
-        rest = f"{fence[0]}\n{tail}" if fence is not None and tail else tail
-    return pieces
+    return split(text.strip("\n"), limit)
 
 
 class _EmbedBuilder:
