@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from adapters.slack import SeenEvents, SlackAdapter, run_slack, slack_to_plain
+from adapters.slack import SHORTCUT, SeenEvents, SlackAdapter, run_slack, slack_to_plain
 from adapters.slack_blocks import render_blocks, render_messages
 from bot.config import Settings
 from bot.engine import Engine
@@ -222,7 +222,18 @@ def test_manifest_has_what_the_adapter_needs() -> None:
         "im:write",
     }
     app_settings = manifest["settings"]
-    assert set(app_settings["event_subscriptions"]["bot_events"]) >= {"app_mention", "message.im"}
+    assert set(app_settings["event_subscriptions"]["bot_events"]) >= {
+        "app_mention",
+        "message.im",
+        "app_home_opened",
+        "link_shared",
+    }
+    assert app_settings["interactivity"]["is_enabled"] is True  # buttons, shortcut
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True
+    (shortcut,) = manifest["features"]["shortcuts"]
+    assert (shortcut["type"], shortcut["callback_id"]) == ("message", SHORTCUT)
+    assert set(manifest["features"]["unfurl_domains"]) == {"hub.docker.com", "ghcr.io", "quay.io"}
+    assert {"links:read", "links:write"} <= set(manifest["oauth_config"]["scopes"]["bot"])
     assert app_settings["socket_mode_enabled"] is True
     assert app_settings["org_deploy_enabled"] is False
 
