@@ -55,7 +55,7 @@ from bot.config import Settings
 from bot.engine import Asker, Engine, error_reply
 from bot.errors import DockwiseError, InvalidInput, Unauthorized, Unreachable
 from bot.links import find_image_reference
-from bot.progress import ProgressRelay
+from bot.progress import ExplainProgress, ProgressRelay
 from bot.reply import ACTION_FEEDBACK, Reply, ReplyKind
 
 log = logging.getLogger(__name__)
@@ -262,10 +262,9 @@ class DockwiseClient(discord.Client):
         if refused is not None:
             await self._send_private(interaction, refused)
             return
+        placeholder = ExplainProgress(image).text()
         try:
-            await interaction.response.send_message(
-                f"Inspecting `{image.replace('`', '')}` …", allowed_mentions=NO_MENTIONS
-            )
+            await interaction.response.send_message(placeholder, allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as exc:
             log.warning("could not acknowledge interaction (HTTP %s)", exc.status)
             return
@@ -273,20 +272,25 @@ class DockwiseClient(discord.Client):
         async def show(line: str) -> None:
             await interaction.edit_original_response(content=line)
 
-        relay = self._relay(show, shown=True)
+        relay = self._relay(show, shown=True, placeholder_text=placeholder)
         asker = _asker(interaction.user.id, interaction.channel_id, interaction.guild_id)
         reply = await self.compute(lambda: self.engine.explain(image, asker=asker, progress=relay))
         await relay.close()
         await self._finish_interaction(interaction, reply, public_original=True)
 
     def _relay(
-        self, show: Callable[[str], Awaitable[None]], *, shown: bool = False
+        self,
+        show: Callable[[str], Awaitable[None]],
+        *,
+        shown: bool = False,
+        placeholder_text: str | None = None,
     ) -> ProgressRelay:
         return ProgressRelay(
             show,
             min_interval=self.progress_min_interval,
             heartbeat=self.progress_heartbeat,
             shown=shown,
+            placeholder_text=placeholder_text,
         )
 
     async def _send_private(self, interaction: discord.Interaction, reply: Reply) -> None:

@@ -60,7 +60,7 @@ from bot.config import Settings
 from bot.engine import Asker, Engine
 from bot.errors import InvalidInput, Unauthorized, Unreachable
 from bot.links import IMAGE_LINK_HOSTS, find_image_reference, image_from_url
-from bot.progress import ProgressCallback, ProgressRelay
+from bot.progress import ExplainProgress, ProgressCallback, ProgressRelay
 from bot.reply import Reply, ReplyKind
 
 __all__ = [
@@ -117,8 +117,9 @@ HOME_COMMANDS = [
 #: Seconds between progress edits, and between heartbeats while nothing changes.
 PROGRESS_MIN_INTERVAL = 1.0
 PROGRESS_HEARTBEAT = 2.0
-#: response_url takes 5 uses: keep 3 for the result (and a private error).
-RESPONSE_URL_PROGRESS_UPDATES = 2
+#: response_url takes 5 uses: progress takes at most one, the rest is for the result.
+RESPONSE_URL_USES = 5
+RESPONSE_URL_PROGRESS_UPDATES = 1
 #: How long the explanation waits for the ack to be on its way to Slack (ordering only).
 ACK_GATE_TIMEOUT = 3.0
 SEEN_EVENTS_MAX = 2048
@@ -323,7 +324,8 @@ class SlackAdapter:
             self.gates.release(trigger)
             return
         # The placeholder is the ack itself, in the channel; the result replaces it.
-        await ack(response_type="in_channel", **render_text(f"Inspecting `{_code(text)}` …"))
+        placeholder = ExplainProgress(text).text()
+        await ack(response_type="in_channel", **render_text(placeholder))
         await self.gates.wait(trigger)
         asker = Asker(
             "slack", str(command.get("user_id") or ""), command.get("channel_id"), _team(command)
@@ -335,10 +337,17 @@ class SlackAdapter:
             if webhook is not None:
                 await webhook.send(replace_original=True, **render_text(line))
 
-        relay = self._relay(show, shown=True, max_updates=RESPONSE_URL_PROGRESS_UPDATES)
+        relay = self._relay(
+            show,
+            shown=True,
+            max_updates=RESPONSE_URL_PROGRESS_UPDATES,
+            placeholder_text=placeholder,
+        )
         reply = await self._guarded(self.engine.explain(text, asker=asker, progress=relay))
         await relay.close()
-        await self._post_command_reply(reply, command, client)
+        await self._post_command_reply(
+            reply, command, client, uses_left=RESPONSE_URL_USES - relay.updates
+        )
 
     async def _on_mention(
         self, event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
@@ -396,6 +405,7 @@ class SlackAdapter:
         *,
         shown: bool = False,
         max_updates: int | None = None,
+        placeholder_text: str | None = None,
     ) -> ProgressRelay:
         return ProgressRelay(
             show,
@@ -403,6 +413,7 @@ class SlackAdapter:
             heartbeat=self.progress_heartbeat,
             shown=shown,
             max_updates=max_updates,
+            placeholder_text=placeholder_text,
         )
 
     async def _reply_with_progress(
@@ -628,10 +639,17 @@ class SlackAdapter:
             log.error("slack: could not report the failure either: %s", _describe(exc))
 
     async def _post_command_reply(
-        self, reply: Reply, command: dict[str, Any], client: AsyncWebClient
+        self,
+        reply: Reply,
+        command: dict[str, Any],
+        client: AsyncWebClient,
+        *,
+        uses_left: int = 5,
     ) -> None:
         """Replace the command's placeholder with the reply (the rest follows in the
-        channel); an error removes the placeholder and is shown to the asker alone."""
+        channel); an error removes the placeholder and is shown to the asker alone.
+        ``uses_left``: what remains of the response_url's five uses; messages beyond it
+        are posted with chat.postMessage (which needs the bot in the channel)."""
         messages = render_messages(reply)
         response_url = command.get("response_url")
         if not response_url:
@@ -650,7 +668,8 @@ class SlackAdapter:
                 sends.append(
                     {"response_type": "in_channel", "replace_original": index == 0, **message}
                 )
-        for payload in sends:
+        overflow = [m for m in sends[max(0, uses_left) :] if "blocks" in m]
+        for payload in sends[: max(0, uses_left)]:
             try:
                 response = await webhook.send_dict(payload)
             except Exception as exc:
@@ -659,6 +678,14 @@ class SlackAdapter:
             if response.status_code != 200:
                 log.error("slack: response_url refused the reply (%s)", response.status_code)
                 return
+        if overflow:
+            rest = [{"text": m["text"], "blocks": m["blocks"]} for m in overflow]
+            if error:
+                user = str(command.get("user_id") or "")
+                channel = str(command.get("channel_id") or "")
+                await self._post_ephemeral(client, channel, user, None, rest)
+            else:
+                await self._post(client, str(command.get("channel_id") or ""), None, rest)
 
     # --- transports ---------------------------------------------------------------------
 
@@ -724,10 +751,6 @@ class _GatedSocketModeHandler(AsyncSocketModeHandler):
             await super().handle(client, req)
         finally:
             self.adapter.gates.release(trigger)
-
-
-def _code(text: str) -> str:
-    return escape(text.replace("`", ""))[:200]
 
 
 def _team(body: dict[str, Any]) -> str | None:

@@ -63,7 +63,8 @@ class ProgressRelay:
     """A ``ProgressCallback`` that shows progress through ``show(text)``.
 
     ``shown=True`` means the placeholder is already on screen (e.g. a command's ack), so
-    the first event is an edit like the others. ``max_updates`` caps the number of
+    the first event is an edit like the others; ``placeholder_text`` is what it says (an
+    event that would show the same text is not sent again). ``max_updates`` caps the number of
     ``show`` calls (some reply channels take only a few uses). ``close()`` waits for a ``show``
     in flight, so the caller can then replace the placeholder with the result.
     """
@@ -76,6 +77,7 @@ class ProgressRelay:
         heartbeat: float = 2.0,
         max_updates: int | None = None,
         shown: bool = False,
+        placeholder_text: str | None = None,
     ) -> None:
         self._show = show
         self.min_interval = min_interval
@@ -89,7 +91,7 @@ class ProgressRelay:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._started = time.monotonic()
-        self._last_text: str | None = None
+        self._last_text: str | None = placeholder_text  # what is on screen already
 
     def __call__(self, event: ExplainProgress) -> None:
         self.latest = event

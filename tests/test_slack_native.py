@@ -474,3 +474,40 @@ async def test_http_mode_click_is_signed_and_answered(emu: SlackEmulator, engine
         assert follow_up["thread_ts"] == question["ts"]
     finally:
         await runner.cleanup()
+
+
+async def test_long_command_reply_with_progress_stays_within_five_response_url_uses(
+    bot: SlackEmulator, explainer: StagedExplainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adapters.slack_blocks import render_messages
+    from tests.test_slack import long_reply
+
+    emu = bot
+    huge = long_reply("big:1")
+    huge.body = "\n\n".join([huge.body] * 6)  # more messages than response_url uses left
+    staged = explainer.explain
+
+    async def explain_huge(reference: str, **kwargs: Any) -> Reply:
+        await staged(reference, **kwargs)  # reports the progress stages
+        return huge
+
+    monkeypatch.setattr(explainer, "explain", explain_huge)
+    expected = len(render_messages(huge))
+    assert expected > 4
+    explainer.hold = asyncio.Event()
+    command = emu.command("big:1")
+    await emu.socket_command(command)
+    await emu.wait_for(lambda r: r.kind == "response_url" and "layer" in str(r.data))
+    explainer.hold.set()
+    await emu.wait_for(
+        lambda r: (
+            len([x for x in emu.records if x.kind == "response_url"]) + len(emu.posts("C0GENERAL"))
+            >= expected + 1
+        )
+    )
+    uses = [r for r in emu.records if r.kind == "response_url"]
+    assert len(uses) == 5 and all(r.ok for r in uses), [r.error for r in uses]
+    assert "layer" in uses[0].data["text"]  # one progress edit
+    assert [u.data["replace_original"] for u in uses[1:]] == [True, False, False, False]
+    posted = emu.posts("C0GENERAL")  # the rest, in the channel
+    assert len(posted) == expected - 4 and all(p.ok for p in posted)
