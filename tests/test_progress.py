@@ -211,3 +211,14 @@ def test_progress_text_and_sizes() -> None:
     assert event.text(4.2) == (
         "Inspecting `python` … reading layers: layer 2 of 5, 31.2 MB read (4 s)"
     )
+
+
+async def test_relay_heartbeat_edits_while_nothing_changes() -> None:
+    """An explanation stuck in one stage still shows movement: the elapsed time."""
+    screen = Screen()
+    relay = ProgressRelay(screen.show, min_interval=0, heartbeat=0.05, shown=True)
+    relay(ExplainProgress("big", "reading layers", 1, 9, 1_000))
+    await screen.next(2)  # the first edit, then a heartbeat edit with no new event
+    await relay.close()
+    assert "layer 1 of 9" in screen.lines[1]
+    assert screen.lines[1].endswith(" s)")
