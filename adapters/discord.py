@@ -9,6 +9,15 @@
 
 The adapter only translates: every answer comes from :class:`bot.engine.Engine`.
 
+* Errors the asker caused are private: an ephemeral (flag 64) follow-up, the public
+  "thinking"/placeholder response deleted first.
+* ``/image-explain`` answers "Inspecting IMAGE …" at once, edits that response with the
+  progress and then with the result; its ``image`` option autocompletes (images explained
+  in this server recently, then well-known official images). The message context-menu
+  command "Explain image" explains the first image reference in a message.
+* Buttons (custom ids ``dockwise_*:<value>``) come back as component interactions; the
+  engine's reply is a follow-up (feedback thanks: ephemeral).
+
 ``DOCKWISE_DISCORD_API_URL`` (the REST base, like ``https://discord.com/api/v10``) and
 ``DOCKWISE_DISCORD_GATEWAY_URL`` point the client at another Discord, such as the test
 emulator. discord.py keeps both in class attributes (``discord.http.Route.BASE`` and
@@ -34,22 +43,64 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from adapters.discord_embeds import render_plain, render_reply
+from adapters.discord_embeds import (
+    Button,
+    RenderedMessage,
+    render_plain,
+    render_reply,
+    resolve_custom_id,
+)
+from bot.chat import ChatAdapter
 from bot.config import Settings
 from bot.engine import Asker, Engine, error_reply
 from bot.errors import DockwiseError, InvalidInput, Unauthorized, Unreachable
-from bot.reply import Reply
+from bot.links import find_image_reference
+from bot.progress import ExplainProgress, ProgressRelay
+from bot.reply import ACTION_FEEDBACK, Reply, ReplyKind
 
 log = logging.getLogger(__name__)
 
-#: Sends message number ``index`` of a reply: embeds, or plain ``content`` when not None.
-Sender = Callable[[int, list[discord.Embed], str | None], Awaitable[None]]
+#: Sends message number ``index`` of a reply: embeds (and buttons), or plain ``content``
+#: when not None.
+Sender = Callable[[int, RenderedMessage, str | None], Awaitable[None]]
 
 INVITE_SCOPES = ("bot", "applications.commands")
 NO_MENTIONS = discord.AllowedMentions.none()
 FAILURE_MESSAGE = "Something went wrong on my side while answering. Please try again in a moment."
 ASK_EXAMPLE = "e.g. why do Dockerfiles start FROM ubuntu?"
 IMAGE_EXAMPLE = "e.g. python:3.12-slim or ghcr.io/org/app:1.0"
+CONTEXT_MENU = "Explain image"
+NO_IMAGE_IN_MESSAGE = (
+    "I found no image reference in that message (like `python:3.12-slim`, "
+    "`docker pull nginx` or a hub.docker.com link)."
+)
+PROGRESS_MIN_INTERVAL = 1.0
+PROGRESS_HEARTBEAT = 2.0
+
+
+class Buttons(discord.ui.View):
+    """A reply's buttons. Not stored in discord.py's view store (clicks go through
+    ``on_interaction`` by custom id), so they keep working after a restart."""
+
+    def __init__(self, rows: list[list[Button]]) -> None:
+        super().__init__(timeout=None)
+        for index, row in enumerate(rows):
+            for button in row:
+                self.add_item(
+                    discord.ui.Button(
+                        style=discord.ButtonStyle(button.style),
+                        label=button.label,
+                        custom_id=button.custom_id,
+                        row=index,
+                    )
+                )
+
+    def is_dispatchable(self) -> bool:
+        return False
+
+
+def _view(rendered: RenderedMessage) -> dict[str, Any]:
+    return {"view": Buttons(rendered.rows)} if rendered.rows else {}
 
 
 def invite_permissions() -> discord.Permissions:
@@ -122,6 +173,8 @@ class DockwiseClient(discord.Client):
         self.settings = settings
         self.tree = app_commands.CommandTree(self)
         self._endpoints = _Endpoints(settings.discord_api_url, settings.discord_gateway_url)
+        self.progress_min_interval = PROGRESS_MIN_INTERVAL
+        self.progress_heartbeat = PROGRESS_HEARTBEAT
         self._add_commands()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -160,7 +213,7 @@ class DockwiseClient(discord.Client):
         async def ask(
             interaction: discord.Interaction, question: app_commands.Range[str, 1, 4000]
         ) -> None:
-            asker = _asker(interaction.user.id, interaction.channel_id)
+            asker = _asker(interaction.user.id, interaction.channel_id, interaction.guild_id)
             await self.answer_interaction(
                 interaction, lambda: self.engine.handle(question, asker=asker)
             )
@@ -170,10 +223,142 @@ class DockwiseClient(discord.Client):
         async def image_explain(
             interaction: discord.Interaction, image: app_commands.Range[str, 1, 512]
         ) -> None:
-            asker = _asker(interaction.user.id, interaction.channel_id)
-            await self.answer_interaction(
-                interaction, lambda: self.engine.explain(image, asker=asker)
-            )
+            await self.explain_interaction(interaction, image)
+
+        @image_explain.autocomplete("image")
+        async def image_choices(
+            interaction: discord.Interaction, current: str
+        ) -> list[app_commands.Choice[str]]:
+            team = str(interaction.guild_id) if interaction.guild_id else None
+            return [
+                app_commands.Choice(name=ref, value=ref)
+                for ref in self.engine.image_choices(current, team=team)
+            ]
+
+        async def explain_message(
+            interaction: discord.Interaction, message: discord.Message
+        ) -> None:
+            texts = [message.content] + [
+                part
+                for embed in message.embeds
+                for part in (embed.title, embed.description)
+                if part
+            ]
+            reference = find_image_reference("\n".join(t for t in texts if t))
+            if reference is None:
+                no_image = Reply(
+                    kind=ReplyKind.ERROR, title="No image there", body=NO_IMAGE_IN_MESSAGE
+                )
+                await self._send_private(interaction, no_image)
+                return
+            await self.explain_interaction(interaction, reference)
+
+        self.tree.add_command(app_commands.ContextMenu(name=CONTEXT_MENU, callback=explain_message))
+
+    async def explain_interaction(self, interaction: discord.Interaction, image: str) -> None:
+        """Refuse a malformed reference privately; else answer "Inspecting IMAGE …" at
+        once, edit it with the progress, then with the result (errors: private)."""
+        refused = self.engine.check_reference(image)
+        if refused is not None:
+            await self._send_private(interaction, refused)
+            return
+        placeholder = ExplainProgress(image).text()
+        try:
+            await interaction.response.send_message(placeholder, allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException as exc:
+            log.warning("could not acknowledge interaction (HTTP %s)", exc.status)
+            return
+
+        async def show(line: str) -> None:
+            await interaction.edit_original_response(content=line)
+
+        relay = self._relay(show, shown=True, placeholder_text=placeholder)
+        asker = _asker(interaction.user.id, interaction.channel_id, interaction.guild_id)
+        reply = await self.compute(lambda: self.engine.explain(image, asker=asker, progress=relay))
+        await relay.close()
+        await self._finish_interaction(interaction, reply, public_original=True)
+
+    def _relay(
+        self,
+        show: Callable[[str], Awaitable[None]],
+        *,
+        shown: bool = False,
+        placeholder_text: str | None = None,
+    ) -> ProgressRelay:
+        return ProgressRelay(
+            show,
+            min_interval=self.progress_min_interval,
+            heartbeat=self.progress_heartbeat,
+            shown=shown,
+            placeholder_text=placeholder_text,
+        )
+
+    async def _send_private(self, interaction: discord.Interaction, reply: Reply) -> None:
+        """The reply as an ephemeral (flag 64) interaction response or follow-up."""
+        messages = render_reply(reply) or [RenderedMessage()]
+        try:
+            for rendered in messages:
+                if not interaction.response.is_done():
+                    await interaction.response.send_message(
+                        embeds=rendered.embeds, ephemeral=True, allowed_mentions=NO_MENTIONS
+                    )
+                else:
+                    await interaction.followup.send(
+                        embeds=rendered.embeds, ephemeral=True, allowed_mentions=NO_MENTIONS
+                    )
+        except discord.HTTPException as exc:
+            log.warning("Discord refused a private reply (HTTP %s): %s", exc.status, exc.text)
+
+    async def _finish_interaction(
+        self, interaction: discord.Interaction, reply: Reply, *, public_original: bool
+    ) -> None:
+        """Send the reply (the placeholder, if ``public_original``, is replaced by its
+        first message). An error deletes the original response and goes privately."""
+        if reply.kind is ReplyKind.ERROR:
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.delete_original_response()
+            await self._send_private(interaction, reply)
+            return
+
+        async def send(index: int, rendered: RenderedMessage, content: str | None) -> None:
+            if index == 0 and public_original:
+                if content is None:
+                    await interaction.edit_original_response(
+                        content=None, embeds=rendered.embeds, **_view(rendered)
+                    )
+                else:
+                    await interaction.edit_original_response(content=content, embeds=[])
+            elif content is None:
+                await interaction.followup.send(
+                    embeds=rendered.embeds, allowed_mentions=NO_MENTIONS, **_view(rendered)
+                )
+            else:
+                await interaction.followup.send(content, allowed_mentions=NO_MENTIONS)
+
+        await self._deliver(reply, send)
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Button clicks (component interactions with ``dockwise_*`` custom ids)."""
+        if interaction.type is not discord.InteractionType.component:
+            return
+        data: dict[str, Any] = dict(interaction.data or {})
+        parsed = resolve_custom_id(str(data.get("custom_id") or ""))
+        if parsed is None:
+            return
+        element_id, value = parsed
+        asker = _asker(interaction.user.id, interaction.channel_id, interaction.guild_id)
+        log.info("discord: button %s pressed", element_id)
+        if element_id.startswith(ACTION_FEEDBACK):
+            reply = await self.compute(lambda: self.engine.action(element_id, value, asker=asker))
+            await self._send_private(interaction, reply)
+            return
+        try:
+            await interaction.response.defer(thinking=True)
+        except discord.HTTPException as exc:
+            log.warning("could not acknowledge a click (HTTP %s)", exc.status)
+            return
+        reply = await self.compute(lambda: self.engine.action(element_id, value, asker=asker))
+        await self._finish_interaction(interaction, reply, public_original=False)
 
     async def answer_interaction(
         self, interaction: discord.Interaction, work: Callable[[], Awaitable[Reply]]
@@ -185,14 +370,7 @@ class DockwiseClient(discord.Client):
             log.warning("could not acknowledge interaction (HTTP %s)", exc.status)
             return
         reply = await self.compute(work)
-
-        async def send(index: int, embeds: list[discord.Embed], content: str | None) -> None:
-            if content is None:
-                await interaction.followup.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
-            else:
-                await interaction.followup.send(content, allowed_mentions=NO_MENTIONS)
-
-        await self._deliver(reply, send)
+        await self._finish_interaction(interaction, reply, public_original=False)
 
     # -- messages ------------------------------------------------------------------------
 
@@ -213,20 +391,48 @@ class DockwiseClient(discord.Client):
             return
         with contextlib.suppress(discord.HTTPException):  # the indicator is a nicety
             await message.channel.typing()
-        asker = _asker(message.author.id, message.channel.id)
-        reply = await self.compute(lambda: self.engine.handle(text, asker=asker))
-
+        guild_id = message.guild.id if message.guild is not None else None
+        asker = _asker(message.author.id, message.channel.id, guild_id)
         # The first message replies to the question (a plain message if it was deleted
         # meanwhile); the rest continue in the same channel or thread.
         reference = message.to_reference(fail_if_not_exists=False)
+        placeholder: list[discord.Message] = []
 
-        async def send(index: int, embeds: list[discord.Embed], content: str | None) -> None:
+        async def show(line: str) -> None:  # an explanation's progress
+            if not placeholder:
+                placeholder.append(
+                    await message.channel.send(
+                        line,
+                        reference=reference,
+                        mention_author=False,
+                        allowed_mentions=NO_MENTIONS,
+                    )
+                )
+            else:
+                await placeholder[0].edit(content=line)
+
+        relay = self._relay(show)
+        reply = await self.compute(lambda: self.engine.handle(text, asker=asker, progress=relay))
+        await relay.close()
+        if placeholder and reply.kind is ReplyKind.ERROR:
+            with contextlib.suppress(discord.HTTPException):
+                await placeholder.pop().delete()
+
+        async def send(index: int, rendered: RenderedMessage, content: str | None) -> None:
             kwargs: dict[str, Any] = {"allowed_mentions": NO_MENTIONS}
+            if index == 0 and placeholder:
+                if content is None:
+                    await placeholder[0].edit(
+                        content=None, embeds=rendered.embeds, **_view(rendered)
+                    )
+                else:
+                    await placeholder[0].edit(content=content, embeds=[])
+                return
             if index == 0:
                 kwargs["reference"] = reference
                 kwargs["mention_author"] = False
             if content is None:
-                await message.channel.send(embeds=embeds, **kwargs)
+                await message.channel.send(embeds=rendered.embeds, **kwargs, **_view(rendered))
             else:
                 await message.channel.send(content, **kwargs)
 
@@ -250,7 +456,7 @@ class DockwiseClient(discord.Client):
         sent = 0
         try:
             for rendered in messages:
-                await send(sent, rendered.embeds, None)
+                await send(sent, rendered, None)
                 sent += 1
             if messages:
                 return
@@ -260,7 +466,7 @@ class DockwiseClient(discord.Client):
                 return  # part of the answer is out; a plain repeat would duplicate it
         try:
             for index, content in enumerate(render_plain(reply)):
-                await send(index, [], content)
+                await send(index, RenderedMessage(), content)
         except discord.HTTPException as exc:
             log.warning("Discord refused a plain reply (HTTP %s): %s", exc.status, exc.text)
 
@@ -269,8 +475,13 @@ class DockwiseShardedClient(DockwiseClient, discord.AutoShardedClient):
     """The same bot over several gateway shards (``DISCORD_SHARD_COUNT``)."""
 
 
-def _asker(user_id: int, channel_id: int | None) -> Asker:
-    return Asker("discord", str(user_id), str(channel_id) if channel_id is not None else None)
+def _asker(user_id: int, channel_id: int | None, guild_id: int | None = None) -> Asker:
+    return Asker(
+        "discord",
+        str(user_id),
+        str(channel_id) if channel_id is not None else None,
+        str(guild_id) if guild_id is not None else None,
+    )
 
 
 def build_discord_client(engine: Engine, settings: Settings) -> DockwiseClient:
@@ -295,6 +506,29 @@ async def run_discord(engine: Engine, settings: Settings) -> None:
         raise Unreachable("Discord's gateway is unreachable; try again later.") from None
     except (OSError, aiohttp.ClientError) as exc:
         raise Unreachable(f"Cannot reach Discord: {type(exc).__name__}") from None
+
+
+class DiscordPlatform(ChatAdapter):
+    """Discord in the adapter contract (``bot.chat``)."""
+
+    name = "discord"
+    how_to_configure = "for Discord set DISCORD_TOKEN"
+
+    @classmethod
+    def configured(cls, settings: Any) -> bool:
+        return bool(getattr(settings, "discord_enabled", False))
+
+    def render(self, reply: Reply) -> list[dict[str, Any]]:
+        return [message.to_dict() for message in render_reply(reply)]
+
+    async def setup(self, web_app: Any) -> None:
+        _token(self.settings)  # a missing token fails before anything starts
+
+    async def run(self) -> None:
+        await run_discord(self.engine, self.settings)
+
+
+ADAPTER = DiscordPlatform
 
 
 async def fetch_application_id(settings: Settings) -> int:

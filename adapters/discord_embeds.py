@@ -13,12 +13,16 @@ follow-up suggestions instead.
 
 from __future__ import annotations
 
-import re
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 import discord
 
-from bot.reply import Reply, ReplyKind
+from bot.actions import element_ids
+from bot.markdown import split
+from bot.reply import ACTION_ASK, ACTION_FEEDBACK, ACTION_FULL_ARTICLE, Reply, ReplyKind
 
 # Discord's documented limits (https://discord.com/developers/docs/resources/message).
 CONTENT_LIMIT = 2000
@@ -32,8 +36,18 @@ EMBED_TOTAL_LIMIT = 6000
 EMBEDS_PER_MESSAGE = 10
 MESSAGE_EMBED_TOTAL_LIMIT = 6000
 
+# Message components (https://discord.com/developers/docs/components/reference).
+ROWS_MAX = 5
+BUTTONS_PER_ROW = 5
+CUSTOM_ID_MAX = 100
+BUTTON_LABEL_MAX = 80
+STYLE_PRIMARY, STYLE_SECONDARY, STYLE_SUCCESS, STYLE_DANGER = 1, 2, 3, 4
+#: custom_id values too long for 100 characters are kept here (newest last) and sent as
+#: ``<id>:#<hash>``; a click on a button older than this many long values is refused.
+LONG_VALUES_KEPT = 4096
+_long_values: OrderedDict[str, str] = OrderedDict()
+
 ELLIPSIS = "…"
-_FENCE = re.compile(r"^\s*(```+)(.*)$")
 
 KIND_COLOURS: dict[ReplyKind, discord.Colour] = {
     ReplyKind.ANSWER: discord.Colour.from_rgb(36, 150, 237),  # container blue
@@ -43,15 +57,103 @@ KIND_COLOURS: dict[ReplyKind, discord.Colour] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Button:
+    """One button: ``custom_id`` is ``<action id>:<value>`` (see ``custom_id``)."""
+
+    custom_id: str
+    label: str
+    style: int
+
+
 @dataclass(slots=True)
 class RenderedMessage:
-    """One message to send: its embeds fit every per-embed and per-message limit."""
+    """One message to send: its embeds fit every per-embed and per-message limit;
+    ``rows`` are its buttons (at most 5 rows of 5), on the last message of a reply."""
 
     embeds: list[discord.Embed] = field(default_factory=list)
+    rows: list[list[Button]] = field(default_factory=list)
 
     @property
     def total(self) -> int:
         return sum(embed_length(e) for e in self.embeds)
+
+    def components(self) -> list[dict[str, Any]]:
+        """The rows as Discord's component JSON (action rows of buttons)."""
+        return [
+            {
+                "type": 1,
+                "components": [
+                    {"type": 2, "style": b.style, "label": b.label, "custom_id": b.custom_id}
+                    for b in row
+                ],
+            }
+            for row in self.rows
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The message payload Discord receives (embeds and components)."""
+        payload: dict[str, Any] = {"embeds": [e.to_dict() for e in self.embeds]}
+        if self.rows:
+            payload["components"] = self.components()
+        return payload
+
+
+def custom_id(element_id: str, value: str) -> str:
+    """``<element id>:<value>`` when it fits Discord's 100 characters, else
+    ``<element id>:#<sha256 prefix>`` with the value kept in memory (``resolve_custom_id``)."""
+    plain = f"{element_id}:{value}"
+    if len(plain) <= CUSTOM_ID_MAX:
+        return plain
+    key = hashlib.sha256(value.encode()).hexdigest()[:24]
+    _long_values[key] = value
+    _long_values.move_to_end(key)
+    while len(_long_values) > LONG_VALUES_KEPT:
+        _long_values.popitem(last=False)
+    return f"{element_id}:#{key}"
+
+
+def resolve_custom_id(raw: str) -> tuple[str, str] | None:
+    """(element id, value) of a button this renderer made, or None if it is not one."""
+    element_id, sep, value = raw.partition(":")
+    if not sep or not element_id.startswith("dockwise_"):
+        return None
+    if value.startswith("#"):
+        kept = _long_values.get(value[1:])
+        return None if kept is None else (element_id, kept)
+    return element_id, value
+
+
+def button_rows(reply: Reply) -> list[list[Button]]:
+    """The reply's buttons: full article and feedback first, then follow-up questions and
+    sections, five to a row, at most five rows."""
+    buttons: list[Button] = []
+    for element_id, action in element_ids(reply.actions):
+        label = " ".join(action.label.split())
+        if not label:
+            continue
+        style = STYLE_SECONDARY
+        if action.action_id == ACTION_FULL_ARTICLE:
+            style = STYLE_PRIMARY
+        elif action.action_id == ACTION_FEEDBACK:
+            style = STYLE_SUCCESS if element_id.endswith("_up") else STYLE_DANGER
+        buttons.append(
+            Button(custom_id(element_id, action.value), shorten(label, BUTTON_LABEL_MAX), style)
+        )
+    rows: list[list[Button]] = []
+    row: list[Button] = []
+    last_kind = ""
+    for button in buttons:
+        kind = button.custom_id.split(":", 1)[0].rstrip("_0123456789")
+        kind = kind.removesuffix("_up").removesuffix("_down")
+        if row and (len(row) >= BUTTONS_PER_ROW or kind != last_kind):
+            rows.append(row)
+            row = []
+        row.append(button)
+        last_kind = kind
+    if row:
+        rows.append(row)
+    return rows[:ROWS_MAX]
 
 
 def embed_length(embed: discord.Embed) -> int:
@@ -71,60 +173,14 @@ def shorten(text: str, limit: int) -> str:
     return cut.rstrip() + ELLIPSIS
 
 
-def _open_fence(text: str) -> tuple[str, str] | None:
-    """(opening line, backtick run) of a code fence still open at the end of ``text``."""
-    opening: tuple[str, str] | None = None
-    for line in text.split("\n"):
-        match = _FENCE.match(line)
-        if not match:
-            continue
-        if opening is None:
-            opening = (shorten(line.strip(), 40), match.group(1))
-        elif match.group(1).startswith(opening[1]) and not match.group(2).strip():
-            opening = None
-    return opening
-
-
-def _cut_position(text: str, limit: int) -> int:
-    """Where to cut ``text`` (longer than ``limit``) so the head is at most ``limit`` long."""
-    window = text[: limit + 1]
-    for separator in ("\n\n", "\n"):
-        pos = window.rfind(separator)
-        if pos >= limit // 2:
-            return pos
-    pos = max(window.rfind(" "), window.rfind("\n"))
-    return pos if pos >= limit // 4 else limit
-
-
 def split_text(text: str, limit: int) -> list[str]:
-    """Split ``text`` into pieces of at most ``limit`` characters, cutting cleanly.
-
-    Prefers paragraph breaks, then line breaks, then spaces; only a word longer than
-    ``limit`` is cut mid-word. A code fence open at a cut is closed there and reopened at
-    the start of the next piece. Pieces are never empty.
-    """
+    """Split ``text`` into pieces of at most ``limit`` characters with the shared,
+    fence-safe splitter (``bot.markdown.split``): paragraph, then line, then word breaks;
+    a code fence open at a cut is closed there and reopened in the next piece. Pieces are
+    never empty."""
     if limit < 200:
         raise ValueError("limit too small to split text cleanly")
-    pieces: list[str] = []
-    rest = text.strip("\n")
-    while rest.strip():
-        if len(rest) <= limit:
-            pieces.append(rest)
-            break
-        budget = limit
-        while True:
-            cut = _cut_position(rest, budget)
-            head = rest[:cut].rstrip()
-            fence = _open_fence(head)
-            closing = "" if fence is None else "\n" + fence[1]
-            if len(head) + len(closing) <= limit:
-                break
-            budget = limit - len(closing)
-        tail = rest[cut:].lstrip(" ").strip("\n")
-        if head.strip():
-            pieces.append(head + closing)
-        rest = f"{fence[0]}\n{tail}" if fence is not None and tail else tail
-    return pieces
+    return split(text.strip("\n"), limit)
 
 
 class _EmbedBuilder:
@@ -200,7 +256,7 @@ def render_embeds(reply: Reply) -> list[discord.Embed]:
             builder.text(section.title, section.body)
     if reply.sources:
         builder.add_field("Sources", _source_lines(reply))
-    if reply.suggestions:
+    if reply.suggestions and not any(a.action_id == ACTION_ASK for a in reply.actions):
         builder.footer("Try also: " + " · ".join(reply.suggestions))
     return [e for e in builder.embeds if embed_length(e) > 0 or e.fields]
 
@@ -223,8 +279,12 @@ def pack_messages(embeds: list[discord.Embed]) -> list[RenderedMessage]:
 
 
 def render_reply(reply: Reply) -> list[RenderedMessage]:
-    """The reply as one or more messages of embeds, each accepted by Discord."""
-    return pack_messages(render_embeds(reply))
+    """The reply as one or more messages of embeds, each accepted by Discord; the last
+    one carries the buttons."""
+    messages = pack_messages(render_embeds(reply))
+    if messages:
+        messages[-1].rows = button_rows(reply)
+    return messages
 
 
 def render_plain(reply: Reply) -> list[str]:

@@ -12,6 +12,16 @@ business logic.
   ``event_id`` seen before (Socket Mode redelivery) is skipped: one question, one answer.
 - The bot's own messages and message subtypes (edits, joins, bot messages) are ignored.
 - Failures become a friendly message in the thread; the adapter keeps running.
+- Errors the asker caused are shown to the asker only: ``response_type: "ephemeral"`` for
+  commands and clicks, ``chat.postEphemeral`` for mentions.
+- An explanation shows a placeholder ("Inspecting IMAGE …"), edits it while it runs
+  (``chat.update``, or the command's ``response_url`` with ``replace_original``) and
+  replaces it with the result.
+- Buttons (``block_actions`` with ``dockwise_*`` action ids) go to ``Engine.action``; the
+  reply is posted in the thread of the clicked message (feedback thanks: ephemeral).
+- ``app_home_opened`` publishes the Home tab; the message shortcut
+  ``explain_image_in_message`` explains the first image reference in a message;
+  ``link_shared`` unfurls hub.docker.com, ghcr.io and quay.io image links.
 
 Modes: Socket Mode when ``SLACK_APP_TOKEN`` is set, else HTTP mode (Events API and slash
 commands at ``POST /slack/events``, signature and 5-minute replay checks on).
@@ -45,14 +55,20 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters.slack_blocks import escape, render_blocks, render_messages, render_text
+from bot.chat import ChatAdapter
 from bot.config import Settings
 from bot.engine import Asker, Engine
 from bot.errors import InvalidInput, Unauthorized, Unreachable
+from bot.links import IMAGE_LINK_HOSTS, find_image_reference, image_from_url
+from bot.progress import ExplainProgress, ProgressCallback, ProgressRelay
 from bot.reply import Reply, ReplyKind
 
 __all__ = [
+    "ADAPTER",
     "EVENTS_PATH",
+    "SHORTCUT",
     "SlackAdapter",
+    "SlackPlatform",
     "build_slack_app",
     "escape",
     "render_blocks",
@@ -73,6 +89,37 @@ USAGE = (
 FRIENDLY_ERROR = (
     "Sorry, something went wrong on my side while answering that. Please try again in a moment."
 )
+SHORTCUT = "explain_image_in_message"
+ACTION_PATTERN = re.compile(r"^dockwise_(?:full_article|ask|section|feedback)(?:_\w+)?$")
+NO_IMAGE_IN_MESSAGE = (
+    "I found no image reference in that message (like `python:3.12-slim`, "
+    "`docker pull nginx` or a hub.docker.com link)."
+)
+HOME_INTRO = (
+    "*dockwise* unblocks people learning containers. Ask it why Dockerfiles start "
+    "`FROM ubuntu`, whether a container is a VM or which base image to pick, and it answers "
+    "from short, sourced articles. Give it an image and it shows what the image really "
+    "carries: the distribution's user space (or none), packages, shell, user, layers, "
+    "size, secrets left in ENV, and what to improve."
+)
+HOME_EXAMPLES = [
+    "@dockwise why do Dockerfiles start FROM ubuntu?",
+    "@dockwise is a container a VM?",
+    "@dockwise alpine or slim?",
+    "@dockwise explain python:3.12-slim",
+]
+HOME_COMMANDS = [
+    f"`{COMMAND} IMAGE`: explain an image, e.g. `{COMMAND} nginx:alpine`",
+    "Mention `@dockwise` with a question in a channel, or send it a direct message",
+    "Message menu → *Explain image*: explain the first image named in a message",
+    "Paste a hub.docker.com, ghcr.io or quay.io image link: dockwise previews it",
+]
+#: Seconds between progress edits, and between heartbeats while nothing changes.
+PROGRESS_MIN_INTERVAL = 1.0
+PROGRESS_HEARTBEAT = 2.0
+#: response_url takes 5 uses: progress takes at most one, the rest is for the result.
+RESPONSE_URL_USES = 5
+RESPONSE_URL_PROGRESS_UPDATES = 1
 #: How long the explanation waits for the ack to be on its way to Slack (ordering only).
 ACK_GATE_TIMEOUT = 3.0
 SEEN_EVENTS_MAX = 2048
@@ -234,10 +281,16 @@ class SlackAdapter:
             signing_secret=_secret(settings.slack_signing_secret) or "",
             logger=bolt_logger,
         )
+        self.progress_min_interval = PROGRESS_MIN_INTERVAL
+        self.progress_heartbeat = PROGRESS_HEARTBEAT
         self.app.use(self._skip_duplicates)
         self.app.command(COMMAND)(self._on_command)
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
+        self.app.action(ACTION_PATTERN)(self._on_action)
+        self.app.shortcut(SHORTCUT)(self._on_shortcut)
+        self.app.event("app_home_opened")(self._on_home_opened)
+        self.app.event("link_shared")(self._on_link_shared)
         self.app.error(self._on_error)
 
     # --- middleware ---------------------------------------------------------------------
@@ -267,13 +320,36 @@ class SlackAdapter:
             await ack(response_type="ephemeral", **render_text(USAGE))
             self.gates.release(trigger)
             return
-        await ack(
-            response_type="ephemeral", **render_text(f"Looking at `{text.replace('`', '')}`…")
-        )
+        refused = self.engine.check_reference(text)
+        if refused is not None:  # the asker's mistake: only they see it
+            await ack(response_type="ephemeral", **render_messages(refused)[0])
+            self.gates.release(trigger)
+            return
+        # The placeholder is the ack itself, in the channel; the result replaces it.
+        placeholder = ExplainProgress(text).text()
+        await ack(response_type="in_channel", **render_text(placeholder))
         await self.gates.wait(trigger)
-        asker = Asker("slack", str(command.get("user_id") or ""), command.get("channel_id"))
-        reply = await self._guarded(self.engine.explain(text, asker=asker))
-        await self._post_command_reply(reply, command, client)
+        asker = Asker(
+            "slack", str(command.get("user_id") or ""), command.get("channel_id"), _team(command)
+        )
+        response_url = command.get("response_url")
+        webhook = AsyncWebhookClient(url=str(response_url)) if response_url else None
+
+        async def show(line: str) -> None:
+            if webhook is not None:
+                await webhook.send(replace_original=True, **render_text(line))
+
+        relay = self._relay(
+            show,
+            shown=True,
+            max_updates=RESPONSE_URL_PROGRESS_UPDATES,
+            placeholder_text=placeholder,
+        )
+        reply = await self._guarded(self.engine.explain(text, asker=asker, progress=relay))
+        await relay.close()
+        await self._post_command_reply(
+            reply, command, client, uses_left=RESPONSE_URL_USES - relay.updates
+        )
 
     async def _on_mention(
         self, event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
@@ -314,9 +390,216 @@ class SlackAdapter:
         if not self.answered.add(f"{channel}:{event.get('ts')}"):
             return  # the same message delivered as both app_mention and message.im
         text = slack_to_plain(str(event.get("text") or ""), bot_user_id)
-        asker = Asker("slack", str(event.get("user") or ""), channel)
-        reply = await self._guarded(self.engine.handle(text, asker=asker))
-        await self._post(client, channel, thread_ts, render_messages(reply))
+        user = str(event.get("user") or "")
+        asker = Asker("slack", user, channel, _team(event))
+        private = event.get("channel_type") != "im"  # a DM is private already
+        await self._reply_with_progress(
+            client,
+            channel,
+            thread_ts,
+            user if private else None,
+            lambda progress: self.engine.handle(text, asker=asker, progress=progress),
+        )
+
+    def _relay(
+        self,
+        show: Callable[[str], Awaitable[None]],
+        *,
+        shown: bool = False,
+        max_updates: int | None = None,
+        placeholder_text: str | None = None,
+    ) -> ProgressRelay:
+        return ProgressRelay(
+            show,
+            min_interval=self.progress_min_interval,
+            heartbeat=self.progress_heartbeat,
+            shown=shown,
+            max_updates=max_updates,
+            placeholder_text=placeholder_text,
+        )
+
+    async def _reply_with_progress(
+        self,
+        client: AsyncWebClient,
+        channel: str,
+        thread_ts: str | None,
+        private_to: str | None,
+        work: Callable[[ProgressCallback], Awaitable[Reply]],
+    ) -> None:
+        """Run ``work``; if it reports progress, post a placeholder in the thread and edit
+        it (``chat.update``), then replace it with the reply. An error reply goes to
+        ``private_to`` alone (``chat.postEphemeral``) when set; the placeholder is removed."""
+        placeholder: dict[str, str] = {}
+
+        async def show(line: str) -> None:
+            message = render_text(line)
+            if "ts" not in placeholder:
+                response = await client.chat_postMessage(
+                    channel=channel, thread_ts=thread_ts, unfurl_links=False, **message
+                )
+                placeholder["ts"] = str(response["ts"])
+            else:
+                await client.chat_update(channel=channel, ts=placeholder["ts"], **message)
+
+        relay = self._relay(show)
+        reply = await self._guarded(work(relay))
+        await relay.close()
+        messages = render_messages(reply)
+        if reply.kind is ReplyKind.ERROR:
+            if "ts" in placeholder:
+                await self._quietly(client.chat_delete(channel=channel, ts=placeholder["ts"]))
+            if private_to is not None:
+                await self._post_ephemeral(client, channel, private_to, thread_ts, messages)
+                return
+        elif "ts" in placeholder:
+            first, *rest = messages
+            try:
+                await client.chat_update(
+                    channel=channel,
+                    ts=placeholder["ts"],
+                    text=first["text"],
+                    blocks=first["blocks"],
+                )
+                messages = rest
+            except Exception as exc:
+                log.error("slack: chat.update failed: %s", _describe(exc))
+        await self._post(client, channel, thread_ts, messages)
+
+    async def _post_ephemeral(
+        self,
+        client: AsyncWebClient,
+        channel: str,
+        user: str,
+        thread_ts: str | None,
+        messages: list[dict[str, Any]],
+    ) -> None:
+        for message in messages:
+            try:
+                await client.chat_postEphemeral(
+                    channel=channel,
+                    user=user,
+                    thread_ts=thread_ts,
+                    text=message["text"],
+                    blocks=message["blocks"],
+                )
+            except Exception as exc:
+                log.error("slack: chat.postEphemeral failed: %s", _describe(exc))
+                return
+
+    async def _quietly(self, call: Awaitable[Any]) -> None:
+        try:
+            await call
+        except Exception as exc:
+            log.warning("slack: clean-up call failed: %s", _describe(exc))
+
+    # --- buttons, shortcut, home, unfurls -------------------------------------------------
+
+    async def _on_action(
+        self,
+        ack: AsyncAck,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        client: AsyncWebClient,
+        respond: Any,
+    ) -> None:
+        await ack()
+        action_id = str(action.get("action_id") or "")
+        value = str(action.get("value") or "")
+        user = str((body.get("user") or {}).get("id") or "")
+        container = body.get("container") or {}
+        channel = str((body.get("channel") or {}).get("id") or container.get("channel_id") or "")
+        message = body.get("message") or {}
+        thread_ts = message.get("thread_ts") or message.get("ts") or container.get("message_ts")
+        asker = Asker("slack", user, channel or None, _team(body))
+        reply = await self._guarded(self.engine.action(action_id, value, asker=asker))
+        log.info("slack: button %s pressed", action_id)
+        if reply.kind is ReplyKind.ERROR or action_id.startswith("dockwise_feedback"):
+            await self._respond_private(respond, reply)
+            return
+        if container.get("is_ephemeral") or not channel or not thread_ts:
+            for rendered in render_messages(reply):
+                await self._quietly(
+                    respond(response_type="ephemeral", replace_original=False, **rendered)
+                )
+            return
+        for rendered in render_messages(reply):
+            try:
+                await client.chat_postMessage(
+                    channel=channel,
+                    thread_ts=str(thread_ts),
+                    unfurl_links=False,
+                    unfurl_media=False,
+                    **rendered,
+                )
+            except SlackApiError as exc:  # not in the channel (a command's reply): respond
+                log.info("slack: posting the click's reply failed: %s", _describe(exc))
+                await self._quietly(
+                    respond(response_type="in_channel", replace_original=False, **rendered)
+                )
+
+    async def _respond_private(self, respond: Any, reply: Reply) -> None:
+        for rendered in render_messages(reply):
+            await self._quietly(
+                respond(response_type="ephemeral", replace_original=False, **rendered)
+            )
+
+    async def _on_shortcut(
+        self, ack: AsyncAck, shortcut: dict[str, Any], client: AsyncWebClient, respond: Any
+    ) -> None:
+        await ack()
+        message = shortcut.get("message") or {}
+        channel = str((shortcut.get("channel") or {}).get("id") or "")
+        user = str((shortcut.get("user") or {}).get("id") or "")
+        reference = find_image_reference(slack_to_plain(str(message.get("text") or "")))
+        if reference is None:
+            await self._respond_private(
+                respond,
+                Reply(kind=ReplyKind.ERROR, title="No image there", body=NO_IMAGE_IN_MESSAGE),
+            )
+            return
+        thread_ts = str(message.get("thread_ts") or message.get("ts") or "") or None
+        asker = Asker("slack", user, channel, _team(shortcut))
+        await self._reply_with_progress(
+            client,
+            channel,
+            thread_ts,
+            user,
+            lambda progress: self.engine.explain(reference, asker=asker, progress=progress),
+        )
+
+    async def _on_home_opened(self, event: dict[str, Any], client: AsyncWebClient) -> None:
+        if event.get("tab", "home") != "home":
+            return
+        try:
+            await client.views_publish(user_id=str(event.get("user") or ""), view=home_view())
+        except Exception as exc:
+            log.error("slack: views.publish failed: %s", _describe(exc))
+
+    async def _on_link_shared(self, event: dict[str, Any], client: AsyncWebClient) -> None:
+        unfurls: dict[str, Any] = {}
+        for link in (event.get("links") or [])[:5]:
+            url = str(link.get("url") or "")
+            if str(link.get("domain") or "") not in IMAGE_LINK_HOSTS:
+                continue
+            reference = image_from_url(url)
+            if reference is None:
+                continue
+            summary = await self._guarded(self.engine.summarize(reference))
+            if summary.kind is ReplyKind.ERROR:
+                log.info("slack: no unfurl for a link (%s)", summary.body[:80])
+                continue
+            unfurls[url] = {"blocks": [unfurl_block(summary)]}
+        if not unfurls:
+            return
+        target: dict[str, Any] = {"unfurls": unfurls}
+        if event.get("unfurl_id") and event.get("source"):
+            target.update(unfurl_id=event["unfurl_id"], source=event["source"])
+        else:
+            target.update(channel=event.get("channel"), ts=event.get("message_ts"))
+        try:
+            await client.chat_unfurl(**target)
+        except Exception as exc:
+            log.error("slack: chat.unfurl failed: %s", _describe(exc))
 
     async def _guarded(self, call: Awaitable[Reply]) -> Reply:
         try:
@@ -358,28 +641,53 @@ class SlackAdapter:
             log.error("slack: could not report the failure either: %s", _describe(exc))
 
     async def _post_command_reply(
-        self, reply: Reply, command: dict[str, Any], client: AsyncWebClient
+        self,
+        reply: Reply,
+        command: dict[str, Any],
+        client: AsyncWebClient,
+        *,
+        uses_left: int = 5,
     ) -> None:
+        """Replace the command's placeholder with the reply (the rest follows in the
+        channel); an error removes the placeholder and is shown to the asker alone.
+        ``uses_left``: what remains of the response_url's five uses; messages beyond it
+        are posted with chat.postMessage (which needs the bot in the channel)."""
         messages = render_messages(reply)
         response_url = command.get("response_url")
         if not response_url:
             await self._post(client, str(command.get("channel_id") or ""), None, messages)
             return
         webhook = AsyncWebhookClient(url=str(response_url))
-        for message in messages:
-            try:
-                response = await webhook.send(
-                    text=message["text"],
-                    blocks=message["blocks"],
-                    response_type="in_channel",
-                    replace_original=False,
+        error = reply.kind is ReplyKind.ERROR
+        sends: list[dict[str, Any]] = []
+        if error:
+            sends.append({"delete_original": True})
+            sends += [
+                {"response_type": "ephemeral", "replace_original": False, **m} for m in messages
+            ]
+        else:
+            for index, message in enumerate(messages):
+                sends.append(
+                    {"response_type": "in_channel", "replace_original": index == 0, **message}
                 )
+        overflow = [m for m in sends[max(0, uses_left) :] if "blocks" in m]
+        for payload in sends[: max(0, uses_left)]:
+            try:
+                response = await webhook.send_dict(payload)
             except Exception as exc:
                 log.error("slack: response_url post failed: %s", _describe(exc))
                 return
             if response.status_code != 200:
                 log.error("slack: response_url refused the reply (%s)", response.status_code)
                 return
+        if overflow:
+            rest = [{"text": m["text"], "blocks": m["blocks"]} for m in overflow]
+            if error:
+                user = str(command.get("user_id") or "")
+                channel = str(command.get("channel_id") or "")
+                await self._post_ephemeral(client, channel, user, None, rest)
+            else:
+                await self._post(client, str(command.get("channel_id") or ""), None, rest)
 
     # --- transports ---------------------------------------------------------------------
 
@@ -447,6 +755,45 @@ class _GatedSocketModeHandler(AsyncSocketModeHandler):
             self.adapter.gates.release(trigger)
 
 
+def _team(body: dict[str, Any]) -> str | None:
+    team = body.get("team_id") or body.get("team")
+    if isinstance(team, dict):
+        team = team.get("id")
+    return str(team) if team else None
+
+
+def home_view() -> dict[str, Any]:
+    """The App Home tab: what dockwise does, examples, commands (``views.publish``)."""
+    examples = "\n".join(f"• `{escape(e)}`" for e in HOME_EXAMPLES)
+    commands = "\n".join(f"• {c}" for c in HOME_COMMANDS)
+    return {
+        "type": "home",
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": "dockwise", "emoji": True}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": HOME_INTRO}},
+            {"type": "divider"},
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*Try*\n{examples}"}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*Commands*\n{commands}"}},
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": "Answers come with buttons: the full article, follow-up "
+                        "questions and 👍 / 👎 (anonymous counts help improve the answers).",
+                    }
+                ],
+            },
+        ],
+    }
+
+
+def unfurl_block(summary: Reply) -> dict[str, Any]:
+    """One section: the image in bold and its one-line summary (config-level facts)."""
+    text = f"*{escape(summary.title)}*: {escape(summary.body)}"
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+
+
 def _first(req: AsyncBoltRequest, name: str) -> str:
     values = req.headers.get(name) or [""]
     return values[0]
@@ -490,6 +837,59 @@ def build_slack_app(engine: Engine, settings: Settings) -> AsyncApp:
     return SlackAdapter(engine, settings).app
 
 
+class SlackPlatform(ChatAdapter):
+    """Slack in the adapter contract (``bot.chat``): Socket Mode or HTTP mode."""
+
+    name = "slack"
+    how_to_configure = (
+        "for Slack set SLACK_BOT_TOKEN plus SLACK_APP_TOKEN (Socket Mode) or "
+        "SLACK_SIGNING_SECRET (HTTP mode)"
+    )
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        super().__init__(engine, settings)
+        self.adapter = SlackAdapter(engine, settings)
+
+    @classmethod
+    def configured(cls, settings: Any) -> bool:
+        return bool(getattr(settings, "slack_enabled", False))
+
+    def render(self, reply: Reply) -> list[dict[str, Any]]:
+        return render_messages(reply)
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.settings.slack_app_token is not None
+
+    async def setup(self, web_app: web.Application | None) -> None:
+        if not self.socket_mode and self.settings.slack_signing_secret is None:
+            raise InvalidInput(
+                "SLACK_SIGNING_SECRET is not set: HTTP mode needs it (or set SLACK_APP_TOKEN "
+                "for Socket Mode)"
+            )
+        await self.adapter.check_credentials()
+        if not self.socket_mode and web_app is not None:
+            web_app.router.add_post(EVENTS_PATH, self.adapter.handle_http)
+
+    async def run(self) -> None:
+        if not self.socket_mode:
+            await asyncio.Event().wait()  # the routes added in setup() do the work
+            return
+        # The SDK retries a refused connection forever; ask once first for a clear error.
+        url = await self.adapter.open_socket_url(_secret(self.settings.slack_app_token) or "")
+        handler = self.adapter.socket_mode_handler()
+        handler.client.wss_uri = url
+        try:
+            await handler.connect_async()  # type: ignore[no-untyped-call]
+            log.info("slack: connected in Socket Mode")
+            await asyncio.Event().wait()
+        finally:
+            await handler.close_async()  # type: ignore[no-untyped-call]
+
+
+ADAPTER = SlackPlatform
+
+
 async def run_slack(
     engine: Engine, settings: Settings, *, web_app: web.Application | None = None
 ) -> SlackAdapter:
@@ -503,31 +903,16 @@ async def run_slack(
 
     Returns the adapter (only reached in HTTP mode with ``web_app``).
     """
-    adapter = SlackAdapter(engine, settings)
-    if settings.slack_app_token is not None:
-        await adapter.check_credentials()
-        # The SDK retries a refused connection forever; ask once first for a clear error.
-        url = await adapter.open_socket_url(_secret(settings.slack_app_token) or "")
-        handler = adapter.socket_mode_handler()
-        handler.client.wss_uri = url
-        try:
-            await handler.connect_async()  # type: ignore[no-untyped-call]
-            log.info("slack: connected in Socket Mode")
-            await asyncio.Event().wait()
-        finally:
-            await handler.close_async()  # type: ignore[no-untyped-call]
-        return adapter  # pragma: no cover - the wait above only ends by cancellation
-    if settings.slack_signing_secret is None:
-        raise InvalidInput(
-            "SLACK_SIGNING_SECRET is not set: HTTP mode needs it (or set SLACK_APP_TOKEN "
-            "for Socket Mode)"
-        )
-    await adapter.check_credentials()
+    platform = SlackPlatform(engine, settings)
+    if platform.socket_mode:
+        await platform.setup(None)
+        await platform.run()
+        return platform.adapter  # pragma: no cover - run() only ends by cancellation
     if web_app is not None:
-        web_app.router.add_post(EVENTS_PATH, adapter.handle_http)
-        return adapter
+        await platform.setup(web_app)
+        return platform.adapter
     own = web.Application()
-    own.router.add_post(EVENTS_PATH, adapter.handle_http)
+    await platform.setup(own)
     runner = web.AppRunner(own)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
@@ -537,4 +922,4 @@ async def run_slack(
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
-    return adapter  # pragma: no cover - the wait above only ends by cancellation
+    return platform.adapter  # pragma: no cover - the wait above only ends by cancellation

@@ -18,7 +18,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.reply import Reply, ReplyKind
+from markdown_it.token import Token
+
+from bot.actions import element_ids
+from bot.markdown import parse, split
+from bot.reply import ACTION_ASK, Reply, ReplyKind
 
 MAX_BLOCKS = 50
 MAX_HEADER = 150
@@ -27,6 +31,9 @@ MAX_FIELDS = 10
 MAX_FIELD_TEXT = 2000
 MAX_CONTEXT_ELEMENTS = 10
 MAX_CONTEXT_TEXT = 3000
+MAX_ACTION_ELEMENTS = 25
+MAX_BUTTON_TEXT = 75
+MAX_BUTTON_VALUE = 2000
 #: The plain ``text`` of every message (notifications, screen readers, old clients).
 MAX_FALLBACK_TEXT = 3000
 #: Keep each message readable (and far below Slack's payload limits): this much block text
@@ -38,11 +45,6 @@ ELLIPSIS = "…"
 
 Block = dict[str, Any]
 
-_FENCE = re.compile(r"^\s*```")
-_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
-_LINK = re.compile(r"\[([^\[\]]+)\]\(([^()\s]+)\)")
-_BULLET = re.compile(r"^(\s*)[-*+] (?=\S)")
-_HEADING = re.compile(r"^#{1,6} +(.+?)\s*#*\s*$")
 _SAFE_URL = re.compile(r"^(?:https?://|mailto:)[^\s<>|]+$", re.IGNORECASE)
 # A word for splitting purposes: links (which contain spaces) stay whole.
 _WORD = re.compile(r"(?:<[^<>]*>|\S)+")
@@ -63,57 +65,101 @@ def link(url: str, title: str) -> str:
     return f"<{url.replace('&', '&amp;')}|{escape(title).replace('|', '¦')}>"
 
 
-# --- Markdown subset -> mrkdwn -------------------------------------------------------
+# --- Markdown -> mrkdwn (tokens from bot.markdown.parse) ------------------------------
 
 
-def _inline(text: str) -> str:
-    """Convert one line of non-code Markdown; ``code`` spans are escaped but kept as-is."""
-    parts = text.split("`")
+def _inline(token: Token) -> str:
+    """An inline token's children as mrkdwn: text escaped, ``**b**`` -> ``*b*``, ``_i_``,
+    ```code``` kept (escaped), ``[text](url)`` -> ``<url|text>``; autolinks and raw HTML
+    stay plain escaped text (never a link or a mention)."""
     out: list[str] = []
-    for i, part in enumerate(parts):
-        if i % 2 == 1 and i < len(parts) - 1:  # inside a closed `code` span
-            out.append(escape(part))
+    pending: tuple[str, list[str]] | None = None
+    for child in token.children or []:
+        kind = child.type
+        if kind == "link_open":
+            href = str(child.attrs.get("href") or "")
+            pending = ("" if child.markup == "autolink" else href, [])
             continue
-        converted: list[str] = []
-        pos = 0
-        for m in _LINK.finditer(part):
-            converted.append(_bold(escape(part[pos : m.start()])))
-            converted.append(link(m.group(2), m.group(1)))
-            pos = m.end()
-        converted.append(_bold(escape(part[pos:])))
-        out.append("".join(converted))
-    return "`".join(out)
-
-
-def _bold(text: str) -> str:
-    return _BOLD.sub(r"*\1*", text)
+        if kind == "link_close" and pending is not None:
+            href, parts = pending
+            label = "".join(parts)
+            out.append(link(href, label) if href else escape(f"<{label}>"))
+            pending = None
+            continue
+        if kind == "text":
+            piece = escape(child.content)
+        elif kind == "code_inline":
+            piece = f"`{escape(child.content)}`"
+        elif kind in ("strong_open", "strong_close"):
+            piece = "*"
+        elif kind in ("em_open", "em_close"):
+            piece = "_"
+        elif kind in ("softbreak", "hardbreak"):
+            piece = "\n"
+        elif kind == "image":
+            piece = escape(child.content)
+        else:  # html_inline and anything else: shown as typed
+            piece = escape(child.content)
+        if pending is not None:
+            pending[1].append(child.content if kind == "text" else piece)
+        else:
+            out.append(piece)
+    return "".join(out)
 
 
 def to_mrkdwn(markdown: str) -> str:
-    """Convert the reply Markdown subset to Slack mrkdwn (escaped, links built by us)."""
+    """Convert reply Markdown to Slack mrkdwn (escaped, links built by us), walking the
+    tokens of ``bot.markdown.parse``: headings bold, bullets ``•`` (nested indented),
+    ordered items numbered, fenced and indented code as ```` ``` ```` blocks."""
+    blocks: list[str] = []
     lines: list[str] = []
-    in_code = False
-    for line in markdown.splitlines():
-        if _FENCE.match(line):
-            in_code = not in_code
-            lines.append("```")  # Slack ignores a language tag and would show it
-            continue
-        if in_code:
-            lines.append(escape(line))
-            continue
-        heading = _HEADING.match(line)
-        if heading:
-            lines.append(f"*{_inline(heading.group(1))}*")
-            continue
-        bullet = _BULLET.match(line)
-        if bullet:
-            indent = bullet.group(1)
-            lines.append(f"{indent}• {_inline(line[bullet.end() :])}")
-            continue
-        lines.append(_inline(line))
-    if in_code:
-        lines.append("```")
-    return "\n".join(lines).strip("\n")
+    lists: list[list[int]] = []  # per open list: [next number] or [-1] for bullets
+    prefix = ""
+    heading = False
+    quote = 0
+    for token in parse(markdown):
+        kind = token.type
+        if kind in ("bullet_list_open", "ordered_list_open"):
+            start = int(token.attrs.get("start") or 1) if kind == "ordered_list_open" else -1
+            lists.append([start])
+        elif kind in ("bullet_list_close", "ordered_list_close"):
+            lists.pop()
+        elif kind == "list_item_open":
+            counter = lists[-1]
+            indent = "  " * (len(lists) - 1)
+            prefix = f"{indent}• " if counter[0] < 0 else f"{indent}{counter[0]}. "
+            if counter[0] >= 0:
+                counter[0] += 1
+        elif kind == "heading_open":
+            heading = True
+        elif kind == "heading_close":
+            heading = False
+        elif kind == "blockquote_open":
+            quote += 1
+        elif kind == "blockquote_close":
+            quote -= 1
+        elif kind == "inline":
+            text = _inline(token)
+            if heading:
+                text = f"*{text}*"
+            if quote:
+                text = "\n".join("&gt; " + line for line in text.split("\n"))
+            if prefix:
+                text, prefix = prefix + text, ""
+            lines.append(text)
+        elif kind in ("fence", "code_block"):
+            code = "\n".join(escape(line) for line in token.content.rstrip("\n").split("\n"))
+            lines.append(f"```\n{code}\n```")  # Slack would show a language tag as text
+        elif kind == "hr":
+            lines.append("───")
+        elif kind == "html_block":
+            lines.append(escape(token.content.rstrip("\n")))
+        if token.level == 0 and token.nesting <= 0 and kind not in ("inline",) and lines:
+            blocks.append("\n".join(lines))
+            lines = []
+    if lines:
+        blocks.append("\n".join(lines))
+    return "\n\n".join(b for b in blocks if b.strip()).strip("\n")
 
 
 # --- splitting -------------------------------------------------------------------------
@@ -142,103 +188,11 @@ def truncate(text: str, limit: int, suffix: str = ELLIPSIS) -> str:
     return text[:cut].rstrip() + suffix
 
 
-def _hard_split(word: str, limit: int) -> list[str]:
-    pieces: list[str] = []
-    while len(word) > limit:
-        cut = _safe_cut(word, limit)
-        pieces.append(word[:cut])
-        word = word[cut:]
-    if word:
-        pieces.append(word)
-    return pieces
-
-
-def _pack(pieces: list[str], sep: str, limit: int) -> list[str]:
-    """Greedily join pieces (each <= limit) with ``sep`` into chunks <= limit."""
-    chunks: list[str] = []
-    current: str | None = None
-    for piece in pieces:
-        if current is None:
-            current = piece
-        elif len(current) + len(sep) + len(piece) <= limit:
-            current += sep + piece
-        else:
-            chunks.append(current)
-            current = piece
-    if current is not None:
-        chunks.append(current)
-    return chunks
-
-
-def _split_line(line: str, limit: int) -> list[str]:
-    words: list[str] = []
-    for word in _WORD.findall(line):
-        words.extend(_hard_split(word, limit) if len(word) > limit else [word])
-    return _pack(words, " ", limit)
-
-
-def _split_prose(paragraph: str, limit: int) -> list[str]:
-    lines: list[str] = []
-    for line in paragraph.split("\n"):
-        lines.extend(_split_line(line, limit) if len(line) > limit else [line])
-    return _pack(lines, "\n", limit)
-
-
-def _split_code(paragraph: str, limit: int) -> list[str]:
-    inner = paragraph.split("\n")[1:-1]  # drop the opening and closing fences
-    wrap = len("```\n\n```")
-    lines: list[str] = []
-    for line in inner:
-        lines.extend(_hard_split(line, limit - wrap) if len(line) > limit - wrap else [line])
-    return [f"```\n{chunk}\n```" for chunk in _pack(lines, "\n", limit - wrap)]
-
-
-def _paragraphs(mrkdwn: str) -> list[tuple[str, bool]]:
-    """Blank-line separated paragraphs; a fenced code block is one (code) paragraph."""
-    out: list[tuple[str, bool]] = []
-    current: list[str] = []
-    in_code = False
-
-    def flush(is_code: bool) -> None:
-        if current:
-            out.append(("\n".join(current), is_code))
-            current.clear()
-
-    for line in mrkdwn.split("\n"):
-        if line.strip() == "```":
-            if not in_code:
-                flush(False)
-                current.append(line)
-                in_code = True
-            else:
-                current.append(line)
-                flush(True)
-                in_code = False
-            continue
-        if in_code or line.strip():
-            current.append(line)
-        else:
-            flush(False)
-    if in_code:
-        current.append("```")
-        flush(True)
-    flush(False)
-    return out
-
-
 def split_mrkdwn(mrkdwn: str, limit: int = MAX_SECTION_TEXT) -> list[str]:
-    """Split converted mrkdwn into chunks of at most ``limit`` characters, cleanly."""
-    if len(mrkdwn) <= limit:
-        return [mrkdwn] if mrkdwn.strip() else []
-    pieces: list[str] = []
-    for paragraph, is_code in _paragraphs(mrkdwn):
-        if len(paragraph) <= limit:
-            pieces.append(paragraph)
-        elif is_code:
-            pieces.extend(_split_code(paragraph, limit))
-        else:
-            pieces.extend(_split_prose(paragraph, limit))
-    return _pack(pieces, "\n\n", limit)
+    """Split converted mrkdwn into chunks of at most ``limit`` characters with the shared,
+    fence-safe splitter (``bot.markdown.split``): ``<url|label>`` links stay whole and a
+    cut never falls inside an ``&amp;`` entity."""
+    return split(mrkdwn, limit, atom=_WORD, safe_cut=_safe_cut, reopen_fence="```")
 
 
 # --- blocks ----------------------------------------------------------------------------
@@ -277,10 +231,36 @@ def _sources_text(reply: Reply) -> str | None:
 
 
 def _suggestions_text(reply: Reply) -> str | None:
-    if not reply.suggestions:
+    if not reply.suggestions or any(a.action_id == ACTION_ASK for a in reply.actions):
         return None
     items = " · ".join(f"“{escape(s.strip())}”" for s in reply.suggestions if s.strip())
     return truncate(f"Try asking: {items}", MAX_CONTEXT_TEXT) if items else None
+
+
+def action_blocks(reply: Reply) -> list[Block]:
+    """The reply's buttons as one ``actions`` block (at most 25 buttons).
+
+    ``action_id`` is the action's stable prefix; Slack refuses two equal ids in a block,
+    so a repeated prefix gets a suffix: ``dockwise_ask``, ``dockwise_ask_2``, …, and the
+    feedback pair is ``dockwise_feedback_up`` / ``dockwise_feedback_down``.
+    """
+    elements: list[Block] = []
+    for action_id, action in element_ids(reply.actions):
+        if len(action.value) > MAX_BUTTON_VALUE or not action.label.strip():
+            continue
+        label = " ".join(action.label.split())
+        if len(label) > MAX_BUTTON_TEXT:
+            label = label[: MAX_BUTTON_TEXT - 1].rstrip() + ELLIPSIS
+        button: Block = {
+            "type": "button",
+            "action_id": action_id,
+            "text": {"type": "plain_text", "text": label, "emoji": True},
+            "value": action.value,
+        }
+        elements.append(button)
+    if not elements:
+        return []
+    return [{"type": "actions", "block_id": "dockwise_actions", "elements": elements[:25]}]
 
 
 def render_blocks(reply: Reply) -> list[Block]:
@@ -316,11 +296,13 @@ def render_blocks(reply: Reply) -> list[Block]:
     context = [t for t in (_sources_text(reply), _suggestions_text(reply)) if t]
     if context:
         blocks.append(_context(context))
-    return blocks
+    return blocks + action_blocks(reply)
 
 
 def _block_text(block: Block) -> str:
     parts: list[str] = []
+    if block["type"] == "actions":
+        return ""
     if "text" in block:
         parts.append(str(block["text"]["text"]))
     parts += [str(f["text"]) for f in block.get("fields", [])]

@@ -2,42 +2,32 @@
 
 from __future__ import annotations
 
-import re
-import textwrap
+import io
+
+from rich.console import Console
+from rich.markdown import Markdown
 
 from bot.reply import Reply, ReplyKind
 
-_LINK = re.compile(r"\[([^\]]+)\]\((https?://[^)\s]+)\)")
-_BOLD = re.compile(r"\*\*(.+?)\*\*")
 
-
-def _inline(text: str, color: bool) -> str:
-    text = _LINK.sub(r"\1 <\2>", text)
-    if color:
-        return _BOLD.sub("\033[1m\\1\033[0m", text)
-    return _BOLD.sub(r"\1", text)
-
-
-def _wrap(markdown: str, width: int, color: bool) -> list[str]:
-    lines: list[str] = []
-    in_code = False
-    for raw in markdown.splitlines():
-        if raw.strip().startswith("```"):
-            in_code = not in_code
-            continue
-        if in_code or not raw.strip():
-            lines.append(("    " + raw) if in_code else "")
-            continue
-        bullet = re.match(r"^(\s*)([-*]|\d+\.)\s+", raw)
-        if bullet:
-            indent = bullet.group(1) + "  "
-            first = bullet.group(1) + "• "
-            body = raw[bullet.end() :]
-            lines += textwrap.wrap(
-                _inline(body, color), width, initial_indent=first, subsequent_indent=indent
-            ) or [first]
-        else:
-            lines += textwrap.wrap(_inline(raw, color), width) or [""]
+def _markdown(markdown: str, width: int, color: bool) -> list[str]:
+    """Reply Markdown as terminal lines through rich (which parses with markdown-it-py,
+    like every renderer of ``bot.markdown``): links show their URL, no trailing padding."""
+    out = io.StringIO()
+    console = Console(
+        file=out,
+        width=width,
+        color_system="standard" if color else None,
+        force_terminal=color,
+        no_color=not color,
+        legacy_windows=False,
+    )
+    console.print(Markdown(markdown, hyperlinks=False, code_theme="ansi_dark"))
+    lines = [line.rstrip() for line in out.getvalue().split("\n")]
+    while lines and not lines[0]:
+        lines.pop(0)
+    while lines and not lines[-1]:
+        lines.pop()
     return lines
 
 
@@ -47,14 +37,14 @@ def render_text(reply: Reply, *, width: int = 88, color: bool = False) -> str:
         style = "\033[31m" if reply.kind is ReplyKind.ERROR else "\033[1;36m"
         title = f"{style}{title}\033[0m"
     out = [title, ""]
-    out += _wrap(reply.body, width, color)
+    out += _markdown(reply.body, width, color)
     if reply.facts:
         out.append("")
         pad = max(len(f.name) for f in reply.facts)
         out += [f"  {f.name.ljust(pad)}  {f.value}" for f in reply.facts]
     for section in reply.sections:
         out += ["", section.title + ":"]
-        out += _wrap(section.body, width, color)
+        out += _markdown(section.body, width, color)
     if reply.sources:
         out += ["", "Sources:"]
         out += [f"  - {s.title}: {s.url}" for s in reply.sources]

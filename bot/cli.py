@@ -12,7 +12,7 @@ import typer
 
 from bot.engine import Engine, check_input
 from bot.errors import DockwiseError, InvalidInput
-from bot.reply import Reply
+from bot.reply import Reply, ReplyKind
 
 app = typer.Typer(
     name="dockwise",
@@ -58,10 +58,12 @@ def _load_engine() -> Engine:
         fail(f"cannot load the knowledge base: {exc}")
 
 
-def _answer(engine: Engine, text: str, full: bool) -> Reply:
-    reply = engine.knowledge.answer(check_input(text))
-    if full and reply.topic is not None:
-        return engine.knowledge.full_article(reply.topic)
+async def _answer(engine: Engine, text: str, full: bool) -> Reply:
+    """The engine's reply to ``text`` (as chat gets it); with ``full``, an answer becomes
+    its whole article."""
+    reply = await engine.handle(text)
+    if full and reply.kind is ReplyKind.ANSWER and reply.topic is not None:
+        return engine.full_article(reply.topic)
     return reply
 
 
@@ -81,13 +83,16 @@ def ask(
         bool, typer.Option("--full", help="Print the whole article, not the short answer.")
     ] = False,
 ) -> None:
-    """Answer a question about containers and images."""
+    """Answer a question about containers, or explain an image ("explain nginx"): the same
+    engine path as chat, so the CLI, the shell and chat give the same reply."""
+
     engine = _load_engine()
     if question == "-":
+        runner = asyncio.Runner()
         for line in sys.stdin:
             text = line.rstrip("\n")
             try:
-                reply = _answer(engine, text, full)
+                reply = runner.run(_answer(engine, check_input(text), full))
             except DockwiseError as exc:
                 if as_json:
                     _print_json(
@@ -111,13 +116,27 @@ def ask(
                 _print_answer(reply, text, full=full, color=False)
                 typer.echo("")
             sys.stdout.flush()
+        runner.run(engine.aclose())
+        runner.close()
         return
     try:
-        reply = _answer(engine, question, full)
+        cleaned = check_input(question)
     except DockwiseError as exc:
         fail(str(exc), code=2)
+
+    async def answer() -> Reply:  # the same path as chat: questions and "explain IMAGE"
+        try:
+            return await _answer(engine, cleaned, full)
+        finally:
+            await engine.aclose()
+
+    reply = asyncio.run(answer())
     if as_json:
         _print_json(answer_json(reply))
+        if reply.kind is ReplyKind.ERROR:
+            raise typer.Exit(1)
+    elif reply.kind is ReplyKind.ERROR:  # e.g. "explain IMAGE" for a missing image
+        fail(reply.body)
     else:
         _print_answer(reply, question, full=full, color=sys.stdout.isatty())
 
@@ -331,14 +350,14 @@ def serve() -> None:
 
 @app.command()
 def run() -> None:
-    """Serve Slack/Discord when their tokens are set; otherwise chat in this terminal."""
+    """Serve every configured chat platform; with none configured, chat in this terminal."""
+    from bot.chat import configured_adapters
     from bot.config import get_settings
 
-    settings = get_settings()
-    if settings.slack_enabled or settings.discord_enabled:
+    if configured_adapters(get_settings()):
         serve()
     else:
-        typer.echo("No Slack or Discord tokens set: starting the shell adapter.", err=True)
+        typer.echo("No chat platform is configured: starting the shell adapter.", err=True)
         chat()
 
 

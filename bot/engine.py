@@ -4,16 +4,22 @@ Adapters call ``await engine.handle(text)`` for anything a user typed (a questio
 "explain IMAGE"), or ``await engine.explain(ref)`` for an explicit image command. Both
 always return a ``Reply``; user-caused failures become ``ReplyKind.ERROR`` replies with a
 one-line message, never exceptions or tracebacks.
+
+Replies carry their buttons (``Reply.actions``, made by ``bot.actions.with_actions``); a
+click comes back as ``await engine.action(action_id, value, asker=...)``. Explanations
+report progress to an optional ``progress`` callback (``bot.progress``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
+from bot.actions import VOTES, split_value, with_actions
 from bot.errors import DockwiseError, InvalidInput
 from bot.intent import (
     CompareIntent,
@@ -26,12 +32,21 @@ from bot.limits import Admission, with_timeout
 from bot.observability import (
     ERRORS,
     bind_correlation_id,
+    count_feedback,
     count_question,
     current_correlation_id,
     get_logger,
     track_explanation,
 )
-from bot.reply import Reply, ReplyKind
+from bot.progress import ExplainProgress, ProgressCallback, human_bytes
+from bot.reply import (
+    ACTION_ASK,
+    ACTION_FEEDBACK,
+    ACTION_FULL_ARTICLE,
+    ACTION_SECTION,
+    Reply,
+    ReplyKind,
+)
 
 if TYPE_CHECKING:
     from bot.image.explain import Explainer
@@ -40,6 +55,39 @@ if TYPE_CHECKING:
     from bot.knowledge import KnowledgeBase
 
 MAX_INPUT_CHARS = 4000
+#: Image replies kept for section buttons and autocomplete, per process.
+RECENT_IMAGES = 64
+#: At most this many autocomplete choices (the chat platforms' limit).
+MAX_CHOICES = 25
+#: Well-known official images offered by autocomplete, most asked-about first.
+WELL_KNOWN_IMAGES = (
+    "alpine",
+    "alpine:3.20",
+    "busybox",
+    "debian:bookworm-slim",
+    "ubuntu:24.04",
+    "python:3.12-slim",
+    "python:3.12-alpine",
+    "node:22-slim",
+    "node:22-alpine",
+    "golang:1.23",
+    "eclipse-temurin:21-jre",
+    "rust:1-slim",
+    "ruby:3.3-slim",
+    "php:8.3-apache",
+    "nginx",
+    "nginx:alpine",
+    "httpd",
+    "redis:7",
+    "postgres:16",
+    "mysql:8",
+    "mongo:7",
+    "registry:2",
+    "traefik",
+    "gcr.io/distroless/static-debian12",
+    "amazonlinux:2023",
+    "fedora",
+)
 log = get_logger("dockwise.engine")
 
 
@@ -61,11 +109,13 @@ def check_input(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Asker:
-    """Who is asking, for rate limits: platform ("slack", "discord", "shell"), user, channel."""
+    """Who is asking, for rate limits: platform ("slack", "discord", "shell"), user, channel,
+    and the team (workspace or server) for suggestions shared by its members."""
 
     platform: str
     user: str
     channel: str | None = None
+    team: str | None = None
 
 
 LOCAL = Asker("shell", "local")
@@ -88,6 +138,8 @@ class Engine:
         self.knowledge = knowledge
         self._retrieval_thread = ThreadPoolExecutor(1, thread_name_prefix="dockwise-retrieval")
         self._explaining: dict[tuple[str, str, str], asyncio.Future[Reply]] = {}
+        self._recent: OrderedDict[str, Reply] = OrderedDict()  # image ref -> its reply
+        self._recent_by_team: dict[str, OrderedDict[str, None]] = {}
         self._explainer = explainer
         self.admission = admission if admission is not None else Admission(get_settings())
         self.explain_timeout = (
@@ -105,19 +157,15 @@ class Engine:
     def ask(self, question: str) -> Reply:
         """Answer a question from the knowledge base (fast, synchronous, no I/O)."""
         try:
-            return self.knowledge.answer(check_input(question))
+            return with_actions(self.knowledge.answer(check_input(question)), self.knowledge)
         except DockwiseError as exc:
             return error_reply(str(exc))
 
-    def full_article(self, article_id: str) -> Reply:
-        """The whole article ``article_id`` (the "Show full article" button, ``more``);
-        an error reply for an id the knowledge base doesn't have."""
-        if article_id not in self.knowledge.articles:
-            return error_reply(f"I have no article {article_id[:80]!r}.")
-        return self.knowledge.full_article(article_id)
-
-    async def handle(self, text: str, *, asker: Asker = LOCAL) -> Reply:
-        """Anything a user typed: a question, or a request to explain an image."""
+    async def handle(
+        self, text: str, *, asker: Asker = LOCAL, progress: ProgressCallback | None = None
+    ) -> Reply:
+        """Anything a user typed: a question, a Dockerfile, two images to compare, or a
+        request to explain an image (whose progress goes to ``progress``, see ``explain``)."""
         with bind_correlation_id(current_correlation_id()):
             try:
                 special = parse_dockerfile_or_compare(text)
@@ -128,7 +176,7 @@ class Engine:
                 cleaned = check_input(text)
                 intent = parse_intent(cleaned)
                 if isinstance(intent, ExplainIntent):
-                    return await self.explain(intent.reference, asker=asker)
+                    return await self.explain(intent.reference, asker=asker, progress=progress)
                 if asker.platform == LOCAL.platform:  # one person at a terminal: no limits
                     reply = await self._answer(cleaned)
                 else:
@@ -145,7 +193,7 @@ class Engine:
                 kind=str(reply.kind),
                 topic=reply.topic,
             )
-            return reply
+            return with_actions(reply, self.knowledge)
 
     async def _share(self, key: tuple[str, str, str], work: Awaitable[Reply]) -> Reply:
         """Run ``work`` as the one in-flight explanation for ``key`` while it lasts."""
@@ -173,7 +221,14 @@ class Engine:
         source: Literal["auto", "registry", "docker"] = "auto",
         platform: Platform | None = None,
         asker: Asker = LOCAL,
+        progress: ProgressCallback | None = None,
     ) -> Reply:
+        """Explain an image ("A vs B" compares two); the reply carries section and feedback
+        buttons.
+
+        ``progress`` (called on the event loop) gets an ``ExplainProgress`` when the work
+        starts and at each stage the explainer reports (lookup, each layer read).
+        """
         pair = parse_dockerfile_or_compare(f"/image-explain {reference.strip()}")
         if isinstance(pair, CompareIntent):  # "/image-explain A vs B" in any adapter
             return await self.compare(pair.a, pair.b, source=source, platform=platform, asker=asker)
@@ -181,11 +236,18 @@ class Engine:
         with bind_correlation_id(current_correlation_id()):
             try:
                 ref = check_input(reference)
+                if progress is not None:
+                    progress(ExplainProgress(ref))
+
+                def relay(event: ExplainProgress) -> None:  # name the image as it was asked
+                    if progress is not None:
+                        progress(replace(event, image=ref))
 
                 async def work() -> Reply:
                     with track_explanation(source):
+                        extra = {} if progress is None else {"progress": relay}
                         return await with_timeout(
-                            self.explainer.explain(ref, source=source, platform=platform),
+                            self.explainer.explain(ref, source=source, platform=platform, **extra),
                             self.explain_timeout,
                             f"explaining {ref[:100]}",
                         )
@@ -207,7 +269,157 @@ class Engine:
                 log.info("explanation failed", platform=asker.platform, reason=exc.kind)
                 return error_reply(str(exc), title=title)
             log.info("image explained", platform=asker.platform, source=source)
-            return reply
+            if reply.kind is ReplyKind.IMAGE:
+                self._remember(ref, reply, asker.team)
+            return with_actions(reply, self.knowledge, image=ref)
+
+    # --- buttons ------------------------------------------------------------------------
+
+    async def action(self, action_id: str, value: str, *, asker: Asker = LOCAL) -> Reply:
+        """A button click: ``action_id`` is one of the ``bot.reply.ACTION_*`` prefixes
+        (a suffix such as ``_2`` or ``_up`` is ignored), ``value`` the button's value.
+        Returns the reply to show (an error reply for an unknown action)."""
+        for prefix, handler in (
+            (ACTION_FULL_ARTICLE, self._full_article_action),
+            (ACTION_ASK, self._ask_action),
+            (ACTION_SECTION, self._section_action),
+            (ACTION_FEEDBACK, self._feedback_action),
+        ):
+            if action_id == prefix or action_id.startswith(prefix + "_"):
+                return await handler(value, asker)
+        return error_reply(f"Unknown button {action_id[:60]!r}.")
+
+    async def _full_article_action(self, value: str, asker: Asker) -> Reply:
+        return self.full_article(value)
+
+    async def _ask_action(self, value: str, asker: Asker) -> Reply:
+        return await self.handle(value, asker=asker)
+
+    async def _section_action(self, value: str, asker: Asker) -> Reply:
+        return await self.section(value, asker=asker)
+
+    async def _feedback_action(self, value: str, asker: Asker) -> Reply:
+        return self.feedback(value, asker=asker)
+
+    def full_article(self, article_id: str) -> Reply:
+        """The whole article ``article_id`` (the "Show full article" button, ``more``,
+        ``ask --full``); an error reply for an id the knowledge base doesn't have."""
+        if article_id.strip() not in self.knowledge.articles:
+            return error_reply(f"I have no article {article_id.strip()[:80]!r}.")
+        return with_actions(self.knowledge.full_article(article_id.strip()), self.knowledge)
+
+    async def section(self, value: str, *, asker: Asker = LOCAL) -> Reply:
+        """One section of an image reply; ``value`` is ``<image ref>|<section title>``.
+        Uses the reply explained recently, else explains the image again (layers cached)."""
+        ref, title = split_value(value)
+        if not ref.strip() or not title.strip():
+            return error_reply("That button carries no image section.")
+        reply = self._recent.get(ref)
+        if reply is None:
+            reply = await self.explain(ref, asker=asker)
+            if reply.kind is ReplyKind.ERROR:
+                return reply
+        for section in reply.sections:
+            if section.title == title:
+                return Reply(
+                    kind=ReplyKind.IMAGE,
+                    title=f"{ref}: {section.title}",
+                    body=section.body,
+                    sources=list(reply.sources),
+                )
+        return error_reply(f"{ref} has no section {title[:80]!r} any more.")
+
+    def feedback(self, value: str, *, asker: Asker = LOCAL) -> Reply:
+        """Count a 👍/👎 (``up|<topic or image>``) in ``dockwise_feedback_total{kind,vote}``
+        and log it (platform, kind, vote, subject; never message text)."""
+        vote, subject = split_value(value)
+        if vote not in VOTES or not subject.strip():
+            return error_reply("That feedback button is not one I made.")
+        kind = str(ReplyKind.ANSWER) if subject in self.knowledge.articles else "image"
+        count_feedback(kind, vote)
+        log.info("feedback", platform=asker.platform, kind=kind, vote=vote, subject=subject[:200])
+        thanks = "Thanks, glad it helped!" if vote == "up" else "Thanks, noted: I'll improve."
+        return Reply(kind=ReplyKind.FALLBACK, title="Thanks for the feedback", body=thanks)
+
+    # --- images: suggestions, checks, summaries ------------------------------------------
+
+    def _remember(self, ref: str, reply: Reply, team: str | None) -> None:
+        self._recent[ref] = reply
+        self._recent.move_to_end(ref)
+        while len(self._recent) > RECENT_IMAGES:
+            self._recent.popitem(last=False)
+        if team is not None:
+            refs = self._recent_by_team.setdefault(team, OrderedDict())
+            refs[ref] = None
+            refs.move_to_end(ref)
+            while len(refs) > RECENT_IMAGES:
+                refs.popitem(last=False)
+
+    def image_choices(self, typed: str, *, team: str | None = None) -> list[str]:
+        """At most 25 image references for autocomplete: those explained recently in
+        ``team`` (newest first), then well-known official images, keeping the ones that
+        contain what was typed (case-insensitive)."""
+        needle = typed.strip().lower()
+        recent = list(reversed(self._recent_by_team.get(team or "", {})))
+        out: list[str] = []
+        for ref in [*recent, *WELL_KNOWN_IMAGES]:
+            if needle in ref.lower() and ref not in out and len(ref) <= 100:
+                out.append(ref)
+            if len(out) >= MAX_CHOICES:
+                break
+        return out
+
+    def check_reference(self, reference: str) -> Reply | None:
+        """An error reply if ``reference`` cannot be an image reference, else None (cheap:
+        no I/O, so adapters can refuse privately before showing a public placeholder)."""
+        from bot.image.reference import from_paste, looks_like_image_id, parse_reference
+
+        try:
+            text = check_input(reference)
+            pair = parse_dockerfile_or_compare(f"/image-explain {text}")
+            for one in [pair.a, pair.b] if isinstance(pair, CompareIntent) else [text]:
+                pasted = from_paste(one)  # Hub URLs, chat links, `docker pull ...`
+                if not looks_like_image_id(pasted):
+                    parse_reference(pasted)
+        except DockwiseError as exc:
+            return error_reply(str(exc), title=f"Couldn't explain {reference.strip()[:100]}")
+        return None
+
+    async def summarize(self, reference: str) -> Reply:
+        """A one-line summary of an image from its registry manifest and config only (no
+        layer is downloaded): platform, layers, compressed size, user, entrypoint."""
+        from bot.image.explain import default_platform
+
+        title = f"Couldn't look up {reference.strip()[:100]}"
+        try:
+            ref = check_input(reference)
+            resolved = await with_timeout(
+                self.explainer.source("registry").resolve(ref, default_platform()),
+                self.explain_timeout,
+                f"looking up {ref[:100]}",
+            )
+        except DockwiseError as exc:
+            return error_reply(str(exc), title=title)
+        config = resolved.config.get("config") or {}
+        size = sum(blob.size or 0 for blob in resolved.layers)
+        parts = [
+            str(resolved.platform),
+            f"{len(resolved.layers)} layers",
+            f"{human_bytes(size)} compressed",
+            f"user {config.get('User') or 'root'}",
+        ]
+        command = config.get("Entrypoint") or config.get("Cmd")
+        if command:
+            parts.append("runs `" + " ".join(str(c) for c in command)[:80] + "`")
+        created = str(resolved.config.get("created") or "")[:10]
+        if created:
+            parts.append(f"built {created}")
+        return Reply(
+            kind=ReplyKind.IMAGE,
+            title=ref,
+            body=" · ".join(parts),
+            data={"reference": resolved.reference, "digest": resolved.digest},
+        )
 
     async def explain_dockerfile(
         self,

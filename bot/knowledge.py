@@ -171,8 +171,7 @@ class KnowledgeBase:
     def full_article(self, article_id: str) -> Reply:
         """The whole article as a reply (``Show full article``); KeyError for an unknown id."""
         article = self.articles[article_id]
-        parts = [article.lead] + [f"**{s.heading}**\n\n{s.text}" for s in article.sections]
-        return self._answer_reply(article, "\n\n".join(parts), None)
+        return self._answer_reply(article, article.body, None)
 
     def _answer_reply(self, article: Article, body: str, section: str | None) -> Reply:
         related = [r for r in article.related if r in self.articles]

@@ -62,6 +62,12 @@ BYTES_FETCHED = Counter(
     namespace=NAMESPACE,
 )
 ERRORS = Counter("errors", "Errors reported to users, by kind.", ["kind"], namespace=NAMESPACE)
+FEEDBACK = Counter(
+    "feedback",
+    "Feedback buttons pressed, by reply kind (answer, uncovered, image) and vote (up, down).",
+    ["kind", "vote"],
+    namespace=NAMESPACE,
+)
 
 
 @contextmanager
@@ -92,6 +98,11 @@ def track_explanation(source: str) -> Iterator[None]:
 def count_cache(cache: str, hit: bool) -> None:
     """Count one cache lookup (``cache``: manifest, blob, layer)."""
     (CACHE_HITS if hit else CACHE_MISSES).labels(cache=cache).inc()
+
+
+def count_feedback(kind: str, vote: str) -> None:
+    """Count one feedback vote (``vote``: up or down) on a reply of ``kind``."""
+    FEEDBACK.labels(kind=kind, vote=vote).inc()
 
 
 def count_question(kind: str) -> None:

@@ -8,26 +8,25 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from bot.chat import ChatAdapter
 from bot.config import Settings
 from bot.engine import Engine
 
 log = logging.getLogger("dockwise.serve")
 
-HOW_TO_CONFIGURE = (
-    "no chat platform is configured: set SLACK_BOT_TOKEN plus SLACK_APP_TOKEN (Socket Mode) "
-    "or SLACK_SIGNING_SECRET (HTTP mode) for Slack, and/or DISCORD_TOKEN for Discord "
-    "(or run `dockwise chat` to try the bot in this terminal)"
-)
-
 Check = Callable[[], Awaitable[bool]]
 
 
 async def serve(settings: Settings, engine: Engine | None = None) -> None:
-    """Run until cancelled. Raises InvalidInput when no platform is configured."""
+    """Run every adapter whose settings are complete (``bot.chat``) until cancelled.
+    Raises InvalidInput when no platform is configured."""
+    from bot.chat import configured_adapters, how_to_configure
     from bot.errors import InvalidInput
+    from bot.observability import register_secrets_from
 
-    if not (settings.slack_enabled or settings.discord_enabled):
-        raise InvalidInput(HOW_TO_CONFIGURE)
+    chosen = configured_adapters(settings)
+    if not chosen:
+        raise InvalidInput(how_to_configure())
     from bot.netguard import Trust
     from bot.server import build_web_app
 
@@ -42,35 +41,16 @@ async def serve(settings: Settings, engine: Engine | None = None) -> None:
 
     app = build_web_app(readiness)
 
-    if settings.slack_enabled:
-        from adapters.slack import run_slack
+    for adapter_class, own_settings in chosen:
+        register_secrets_from(own_settings)
+        adapter = adapter_class(engine, own_settings)
+        await adapter.setup(app)  # credentials checked, HTTP routes added
+        background.append(adapter.start())
 
-        if settings.slack_app_token is not None:
-            slack_task = asyncio.create_task(run_slack(engine, settings), name="slack")
-            background.append(slack_task)
+        async def adapter_ready(adapter: ChatAdapter = adapter) -> bool:
+            return adapter.ready()
 
-            async def slack_ready() -> bool:
-                return not slack_task.done()
-
-            checks["slack"] = slack_ready
-        else:
-            await run_slack(engine, settings, web_app=app)  # adds POST /slack/events
-
-            async def slack_http_ready() -> bool:
-                return True
-
-            checks["slack"] = slack_http_ready
-
-    if settings.discord_enabled:
-        from adapters.discord import run_discord
-
-        discord_task = asyncio.create_task(run_discord(engine, settings), name="discord")
-        background.append(discord_task)
-
-        async def discord_ready() -> bool:
-            return not discord_task.done()
-
-        checks["discord"] = discord_ready
+        checks[adapter.name] = adapter_ready
 
     if settings.redis_url is not None:
         from bot.image.redis_cache import redis_ping

@@ -127,3 +127,54 @@ def test_topics_lists_every_article(kb: KnowledgeBase) -> None:
     assert result.returncode == 0
     listed = [line.split()[0] for line in result.stdout.splitlines()]
     assert listed == sorted(kb.articles)
+
+
+def _env_for(registry_host: str, tmp: Path) -> dict[str, str]:
+    return {"DOCKWISE_INSECURE_REGISTRIES": registry_host, "DOCKWISE_CACHE_DIR": str(tmp)}
+
+
+def _run(args: list[str], env: dict[str, str], stdin: str | None = None) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_ask_explain_goes_through_the_engine_like_chat_and_the_shell(
+    registry: object, tmp_path: Path
+) -> None:
+    from tests.fixtures.registry import RegistryServer, make_layer, push_image
+
+    assert isinstance(registry, RegistryServer)
+    os_release = b'PRETTY_NAME="Alpine Linux v3.20"\nID=alpine\nVERSION_ID=3.20.0\n'
+    push_image(registry.pusher(), "demo/cli", "v1", [make_layer({"etc/os-release": os_release})])
+    reference = f"{registry.host}/demo/cli:v1"
+    env = _env_for(registry.host, tmp_path)
+    for text in (f"explain {reference}", "is a container a VM?"):
+        answer = _run(["ask", text], env).strip()
+        shell = _run(["chat"], env, stdin=f"{text}\nquit\n")
+        # The same reply, rendered the same way; each then says how to get the whole
+        # article in its own terms (`ask --full` / `more`).
+        reply, _, pointer = answer.partition("\n\nFull article: ")
+        assert reply and reply in shell
+        if pointer:
+            assert pointer == f"dockwise ask --full {json.dumps(text)}"
+            assert "(type `more` for the whole article)" in shell
+    as_json = json.loads(_run(["ask", "--json", f"explain {reference}"], env))
+    assert as_json["kind"] == "image"
+    assert "Alpine" in as_json["title"] + as_json["text"]
+
+
+def test_ask_explain_failure_is_one_line_and_non_zero() -> None:
+    result = dockwise("ask", "explain 127.0.0.1:1/nothing:1")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("dockwise: error: ")

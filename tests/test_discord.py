@@ -60,7 +60,9 @@ class ScriptedExplainer:
         self.started = asyncio.Event()
         self.gate = gate
 
-    async def explain(self, reference: str, *, source: str = "auto", platform: Any = None) -> Reply:
+    async def explain(
+        self, reference: str, *, source: str = "auto", platform: Any = None, progress: Any = None
+    ) -> Reply:
         self.references.append(reference)
         self.started.set()
         if self.gate is not None:
@@ -149,6 +151,12 @@ def text_of(messages: list[dict[str, Any]]) -> str:
     return "\n".join(p for p in parts if p)
 
 
+def first_embeds(emulator: DiscordEmulator, interaction: Any) -> list[dict[str, Any]]:
+    """The embeds of the first message the interaction shows now (none yet: [])."""
+    shown = emulator.shown(interaction)
+    return list(shown[0]["embeds"]) if shown else []
+
+
 def words(text: str) -> list[str]:
     return text.split()
 
@@ -217,7 +225,7 @@ def test_strip_mentions_handles_both_forms() -> None:
 async def test_commands_sync_globally(emulator: DiscordEmulator, knowledge: KnowledgeBase) -> None:
     async with running(emulator, Engine(knowledge=knowledge)):
         commands = {c["name"]: c for c in emulator.commands[None]}
-    assert set(commands) == {"ask", "image-explain"}
+    assert set(commands) == {"ask", "image-explain", "Explain image"}
     assert guild_commands_absent(emulator)
     for name, option in (("ask", "question"), ("image-explain", "image")):
         (opt,) = commands[name]["options"]
@@ -234,7 +242,11 @@ async def test_commands_sync_to_the_development_guild(
 ) -> None:
     engine = Engine(knowledge=knowledge)
     async with running(emulator, engine, discord_guild_id=int(emulator.guild_id)):
-        assert {c["name"] for c in emulator.commands[emulator.guild_id]} == {"ask", "image-explain"}
+        assert {c["name"] for c in emulator.commands[emulator.guild_id]} == {
+            "ask",
+            "image-explain",
+            "Explain image",
+        }
         assert None not in emulator.commands  # nothing pushed globally
         interaction = await emulator.slash_command("ask", {"question": "is a container a VM?"})
         await emulator.wait_for(lambda: interaction.followups)
@@ -277,10 +289,14 @@ async def test_image_explain_command_explains_the_reference(
     engine = Engine(knowledge=knowledge, explainer=cast(Any, explainer))
     async with running(emulator, engine):
         interaction = await emulator.slash_command("image-explain", {"image": "python:3.12-slim"})
-        await emulator.wait_for(lambda: interaction.followups)
+        await emulator.wait_for(lambda: first_embeds(emulator, interaction))
     assert explainer.references == ["python:3.12-slim"]
-    assert [c.body["type"] for c in emulator.calls_to("POST", "/interactions/")] == [5]
-    (embed,) = interaction.followups[0]["embeds"]
+    (callback,) = emulator.calls_to("POST", "/interactions/")
+    assert callback.body["type"] == 4  # the placeholder, replaced by the result
+    assert callback.body["data"]["content"] == "Inspecting `python:3.12-slim` …"
+    (shown,) = emulator.shown(interaction)
+    assert shown["content"] == ""
+    (embed,) = shown["embeds"]
     assert embed["title"] == "python:3.12-slim: Debian user space, 3 layers"
     assert {f["name"]: f["value"] for f in embed["fields"]}["Distro"] == "Debian 12"
 
@@ -319,8 +335,8 @@ async def test_a_question_deleted_before_the_answer_still_gets_it(
         await asyncio.wait_for(explainer.started.wait(), 15)
         await emulator.delete_user_message(asked["id"])
         gate.set()
-        await emulator.wait_for(lambda: emulator.messages)
-    (answer,) = emulator.messages
+        await emulator.wait_for(lambda: any(m["embeds"] for m in emulator.current_messages()))
+    (answer,) = emulator.current_messages()  # the placeholder, replaced by the answer
     assert "message_reference" not in answer
     assert answer["channel_id"] == emulator.channel_id
     assert answer["embeds"][0]["title"] == "alpine:3.20: Debian user space, 3 layers"
@@ -334,7 +350,7 @@ async def test_without_embed_links_the_answer_comes_as_plain_text(
     async with running(emulator, engine):
         asked = await emulator.user_message(f"{emulator.mention()} explain big/image:1")
         await emulator.wait_for(lambda: "END-OF-REPLY" in text_of(emulator.replies_to(asked["id"])))
-    refused = [c for c in emulator.calls_to("POST", "/channels/") if c.status == 400]
+    refused = [c for c in emulator.calls if c.path.startswith("/channels/") and c.status == 400]
     assert [c.response["code"] for c in refused] == [50006]
     messages = emulator.replies_to(asked["id"])
     assert all(0 < len(m["content"]) <= 2000 and not m["embeds"] for m in messages)
@@ -406,11 +422,14 @@ async def test_echoed_user_text_never_pings(
     async with running(emulator, engine):
         interaction = await emulator.slash_command("image-explain", {"image": loud})
         asked = await emulator.user_message(f"{emulator.mention()} hey @everyone <@{victim}>")
-        await emulator.wait_for(lambda: interaction.followups and emulator.replies_to(asked["id"]))
-    assert loud in text_of(interaction.followups)  # the text really was echoed back
+        await emulator.wait_for(
+            lambda: interaction.acknowledged and emulator.replies_to(asked["id"])
+        )
+    # Not an image reference: refused privately (flag 64); nothing reached the channel.
+    assert interaction.original is not None and interaction.original["flags"] == 64
     sent = [c for c in emulator.calls if c.method == "POST" and c.status == 200 and c.body]
     sent = [c for c in sent if "embeds" in c.body or "content" in c.body]
-    assert len(sent) >= 2
+    assert len(sent) >= 1
     for call in sent:
         allowed = call.body["allowed_mentions"]
         assert allowed["parse"] == []
@@ -489,10 +508,12 @@ async def test_a_huge_reply_is_split_within_limits_and_complete(
         asked = await emulator.user_message(f"{emulator.mention()} explain big/image:1")
         await emulator.wait_for(lambda: done(emulator.replies_to(asked["id"])))
         interaction = await emulator.slash_command("image-explain", {"image": "big/image:1"})
-        await emulator.wait_for(lambda: done(interaction.followups))
-    sends = [c for c in emulator.calls if c.method == "POST" and c.body and "embeds" in c.body]
+        await emulator.wait_for(lambda: done(emulator.shown(interaction)))
+    sends = [
+        c for c in emulator.calls if c.method in ("POST", "PATCH") and c.body and "embeds" in c.body
+    ]
     assert sends and all(c.status == 200 for c in sends)  # Discord accepted every message
-    for messages in (emulator.replies_to(asked["id"]), interaction.followups):
+    for messages in (emulator.replies_to(asked["id"]), emulator.shown(interaction)):
         assert len(messages) > 1
         assert messages[0]["embeds"][0]["title"] == expected.title
         assert_complete(expected, messages)
@@ -634,14 +655,16 @@ async def test_image_explain_of_a_registry_image(
     try:
         async with running(emulator, engine):
             interaction = await emulator.slash_command("image-explain", {"image": reference})
-            await emulator.wait_for(lambda: interaction.followups, within=60)
+            await emulator.wait_for(lambda: first_embeds(emulator, interaction), within=60)
             asked = await emulator.user_message(f"{emulator.mention()} explain {reference}")
-            await emulator.wait_for(lambda: emulator.replies_to(asked["id"]), within=60)
+            await emulator.wait_for(
+                lambda: text_of(emulator.replies_to(asked["id"])).count("Debian"), within=60
+            )
         expected = await engine.explain(reference)  # what the engine says, for comparison
     finally:
         await engine.aclose()
     assert expected.kind is ReplyKind.IMAGE, expected.body
-    for messages in (interaction.followups, emulator.replies_to(asked["id"])):
+    for messages in (emulator.shown(interaction), emulator.replies_to(asked["id"])):
         shown = text_of(messages)
         assert messages[0]["embeds"][0]["title"] == expected.title
         assert "Debian" in shown

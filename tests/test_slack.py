@@ -9,6 +9,7 @@ these tests are about) except in the registry test, which uses the real one.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from adapters.slack import SeenEvents, SlackAdapter, run_slack, slack_to_plain
+from adapters.slack import SHORTCUT, SeenEvents, SlackAdapter, run_slack, slack_to_plain
 from adapters.slack_blocks import render_blocks, render_messages
 from bot.config import Settings
 from bot.engine import Engine
@@ -195,6 +196,10 @@ async def http_bot(emulator: SlackEmulator, engine: Engine) -> AsyncIterator[Htt
         await runner.cleanup()
 
 
+def _as_record(message: dict[str, Any]) -> Record:
+    return Record(0, "api", "chat.postMessage", message)
+
+
 def all_text(record: Record) -> str:
     return "\n".join([str(record.data.get("text") or ""), *block_texts([record])])
 
@@ -217,7 +222,18 @@ def test_manifest_has_what_the_adapter_needs() -> None:
         "im:write",
     }
     app_settings = manifest["settings"]
-    assert set(app_settings["event_subscriptions"]["bot_events"]) >= {"app_mention", "message.im"}
+    assert set(app_settings["event_subscriptions"]["bot_events"]) >= {
+        "app_mention",
+        "message.im",
+        "app_home_opened",
+        "link_shared",
+    }
+    assert app_settings["interactivity"]["is_enabled"] is True  # buttons, shortcut
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True
+    (shortcut,) = manifest["features"]["shortcuts"]
+    assert (shortcut["type"], shortcut["callback_id"]) == ("message", SHORTCUT)
+    assert set(manifest["features"]["unfurl_domains"]) == {"hub.docker.com", "ghcr.io", "quay.io"}
+    assert {"links:read", "links:write"} <= set(manifest["oauth_config"]["scopes"]["bot"])
     assert app_settings["socket_mode_enabled"] is True
     assert app_settings["org_deploy_enabled"] is False
 
@@ -369,9 +385,12 @@ async def test_auto_linked_image_reference_reaches_the_engine_as_typed(
     emu = socket_bot
     event = emu.mention("explain <http://ghcr.io/acme/app:1|ghcr.io/acme/app:1>")
     await emu.socket_event(event)
-    (post,) = await emu.wait_post("C0GENERAL")
+    (placeholder,) = await emu.wait_post("C0GENERAL")
+    assert "Inspecting `ghcr.io/acme/app:1`" in all_text(placeholder)
+    await emu.wait_for(lambda r: r.name == "chat.update")
     assert catalog.calls == ["ghcr.io/acme/app:1"]
-    assert post.data["blocks"][0]["text"]["text"] == "ghcr.io/acme/app:1: Debian 12 user space"
+    (final,) = emu.current("C0GENERAL")
+    assert final["blocks"][0]["text"]["text"] == "ghcr.io/acme/app:1: Debian 12 user space"
 
 
 async def test_direct_message_without_mention(socket_bot: SlackEmulator) -> None:
@@ -429,14 +448,20 @@ async def test_slash_command_acks_first_then_posts_in_channel(socket_bot: SlackE
     emu = socket_bot
     command = emu.command("debian:bookworm-slim")
     ack = await emu.wait_ack(await emu.socket_command(command))
-    assert ack.data["payload"]["response_type"] == "ephemeral"
-    assert "Looking at `debian:bookworm-slim`" in ack.data["payload"]["text"]
-    post = await emu.wait_for(lambda r: r.kind == "response_url")
+    # The placeholder is the ack, in the channel; the result replaces it.
+    assert ack.data["payload"]["response_type"] == "in_channel"
+    assert "Inspecting `debian:bookworm-slim`" in ack.data["payload"]["text"]
+    post = await emu.wait_for(
+        lambda r: r.kind == "response_url" and "Debian 12" in json.dumps(r.data)
+    )
     assert command["response_url"].endswith(post.name)
     assert post.ok
     assert post.data["response_type"] == "in_channel"
+    assert post.data["replace_original"] is True
     assert post.data["blocks"][0]["text"]["text"] == "debian:bookworm-slim: Debian 12 user space"
     assert ack.seq < post.seq
+    original = emu.original(command["response_url"])
+    assert original is not None and "Debian 12" in json.dumps(original)
 
 
 async def test_twenty_thousand_char_reply_is_threaded_within_limits(
@@ -447,13 +472,16 @@ async def test_twenty_thousand_char_reply_is_threaded_within_limits(
     event = emu.mention("explain big:1")
     await emu.socket_event(event)
     expected = len(render_messages(long_reply("big:1")))
+    # The placeholder (replaced by the first message) and the continuations.
     posts = await emu.wait_post("C0GENERAL", count=expected)
     assert len(posts) >= 2
     assert all(p.ok for p in posts), [p.error for p in posts]
     assert {p.data["thread_ts"] for p in posts} == {event["ts"]}
-    words = re.findall(r"w\d{5}", "\n".join(block_texts(posts)))
+    final = emu.current("C0GENERAL")
+    assert len(final) == expected
+    words = re.findall(r"w\d{5}", "\n".join(block_texts([_as_record(m) for m in final])))
     assert words == LONG_WORDS
-    assert all(len(p.data["text"]) <= 3000 for p in posts)
+    assert all(len(m["text"]) <= 3000 for m in final)
 
 
 async def test_long_slash_command_reply_continues_via_response_url(
@@ -470,6 +498,7 @@ async def test_long_slash_command_reply_continues_via_response_url(
     assert len(posts) >= 2
     assert all(p.ok for p in posts), [p.error for p in posts]
     assert {p.data["response_type"] for p in posts} == {"in_channel"}
+    assert [p.data["replace_original"] for p in posts] == [True] + [False] * (len(posts) - 1)
     words = re.findall(r"w\d{5}", "\n".join(block_texts(posts)))
     assert words == LONG_WORDS
 
@@ -479,18 +508,20 @@ async def test_user_text_never_pings(socket_bot: SlackEmulator) -> None:
     # Slack sends typed "<" and ">" as entities; a real @channel arrives as <!channel>.
     typed = "&lt;!channel&gt; &lt;@U0BOB&gt; <!here> &amp;"
     ack = await emu.wait_ack(await emu.socket_command(emu.command(typed)))
-    post = await emu.wait_for(lambda r: r.kind == "response_url")
+    # Not an image reference: refused at once, to the asker only.
+    assert ack.data["payload"]["response_type"] == "ephemeral"
     event = emu.mention("explain acme/echo:1")
     await emu.socket_event(event)
-    (threaded,) = await emu.wait_post("C0GENERAL")
-    for text in (str(ack.data["payload"]), all_text(post), all_text(threaded)):
+    await emu.wait_for(lambda r: r.name == "chat.update")
+    (threaded,) = emu.current("C0GENERAL")
+    threaded_text = json.dumps(threaded)
+    for text in (str(ack.data["payload"]), threaded_text):
         assert "<!channel>" not in text
         assert "<!here>" not in text
         assert "<@U0" not in text
         assert "<https://evil" not in text
     assert "&lt;!channel&gt; &lt;@U0BOB&gt; @here &amp;" in str(ack.data["payload"])
-    assert "&lt;!channel&gt;" in all_text(post)
-    assert "&lt;!channel&gt; ping &lt;@U0EVERYONE&gt; &amp;" in all_text(threaded)
+    assert "&lt;!channel&gt; ping &lt;@U0EVERYONE&gt; &amp;" in threaded_text
 
 
 async def test_engine_failure_is_friendly_and_bot_keeps_going(
@@ -499,22 +530,25 @@ async def test_engine_failure_is_friendly_and_bot_keeps_going(
     emu = socket_bot
     broken = emu.mention("explain acme/boom:1")
     await emu.socket_event(broken)
-    (failure,) = await emu.wait_post("C0GENERAL")
+    failure = await emu.wait_for(lambda r: r.name == "chat.postEphemeral")
     text = all_text(failure)
     assert failure.ok
     assert failure.data["thread_ts"] == broken["ts"]
+    assert failure.data["user"] == "U0ALICE"  # only the asker sees it
     assert "try again" in text
     for leak in ("Traceback", "RuntimeError", BOT_TOKEN, "internal failure"):
         assert leak not in text
-    # A user-caused error is a one-line message, and the next question is answered.
+    assert emu.current("C0GENERAL") == []  # the placeholder is gone
+    # A user-caused error is a one-line private message, and the next question is answered.
     missing = emu.mention("explain acme/missing:1")
     await emu.socket_event(missing)
-    posts = await emu.wait_post("C0GENERAL", count=2)
-    assert "was not found" in all_text(posts[1])
+    await emu.wait_for(lambda r: len(emu.api_calls("chat.postEphemeral")) >= 2)
+    assert "was not found" in all_text(emu.api_calls("chat.postEphemeral")[1])
     nxt = emu.mention("why FROM ubuntu?")
     await emu.socket_event(nxt)
-    posts = await emu.wait_post("C0GENERAL", count=3)
-    assert posts[2].data["blocks"][0]["text"]["text"] == WHY_BASE_IMAGE_TITLE
+    await emu.wait_for(lambda r: len(emu.current("C0GENERAL")) >= 1)
+    (answer,) = emu.current("C0GENERAL")
+    assert answer["blocks"][0]["text"]["text"] == WHY_BASE_IMAGE_TITLE
     assert emu.refused() == []
 
 
@@ -536,9 +570,11 @@ async def test_http_slash_command_acks_first(http_bot: HttpBot) -> None:
     command = emu.command("debian:bookworm-slim")
     ack = await emu.http_command(http_bot.url, command)
     assert ack.data["status"] == 200
-    assert ack.data["json"]["response_type"] == "ephemeral"
-    assert "Looking at `debian:bookworm-slim`" in ack.data["json"]["text"]
-    post = await emu.wait_for(lambda r: r.kind == "response_url")
+    assert ack.data["json"]["response_type"] == "in_channel"
+    assert "Inspecting `debian:bookworm-slim`" in ack.data["json"]["text"]
+    post = await emu.wait_for(
+        lambda r: r.kind == "response_url" and "Debian 12" in json.dumps(r.data)
+    )
     assert post.data["response_type"] == "in_channel"
     assert post.data["blocks"][0]["text"]["text"] == "debian:bookworm-slim: Debian 12 user space"
     assert ack.seq < post.seq
@@ -697,8 +733,15 @@ async def test_slash_command_explains_an_image_from_the_test_registry(
         await connected(emulator, task)
         command = emulator.command(registry_image)
         ack = await emulator.wait_ack(await emulator.socket_command(command))
-        assert "Looking at" in ack.data["payload"]["text"]
-        post = await emulator.wait_for(lambda r: r.kind == "response_url", within=60)
+        assert "Inspecting" in ack.data["payload"]["text"]
+        post = await emulator.wait_for(
+            lambda r: (
+                r.kind == "response_url"
+                and "demo/slack" in all_text(r)
+                and "Inspecting" not in all_text(r)
+            ),
+            within=60,
+        )
         assert post.ok, post.error
         assert ack.seq < post.seq
         assert post.data["response_type"] == "in_channel"
@@ -713,7 +756,9 @@ async def test_slash_command_explains_an_image_from_the_test_registry(
         (threaded,) = await emulator.wait_post("C0GENERAL", within=60)
         assert threaded.ok, threaded.error
         assert threaded.data["thread_ts"] == event["ts"]
-        assert "debian" in all_text(threaded).lower()
+        await emulator.wait_for(lambda r: r.name == "chat.update", within=60)
+        (final,) = emulator.current("C0GENERAL")
+        assert "debian" in json.dumps(final).lower()
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -32,6 +32,7 @@ from bot.image.render import finish, human, render
 from bot.image.source import ImageSource, LayerBlob, Platform, ResolvedImage
 from bot.limits import report_stage, with_timeout
 from bot.observability import count_cache
+from bot.progress import ExplainProgress, ProgressCallback
 from bot.reply import Reply
 
 if TYPE_CHECKING:
@@ -237,16 +238,30 @@ class Explainer:
 
         return self._shared_caches.flight.lock(layer_key(digest))
 
-    async def _analyse(self, resolved: ResolvedImage) -> ImageFacts:
+    async def _analyse(
+        self, resolved: ResolvedImage, progress: ProgressCallback | None = None
+    ) -> ImageFacts:
         s = self.settings
         limits = ScanLimits(  # one budget shared by every layer of this explanation
             max_layer_uncompressed=s.max_layer_uncompressed_bytes,
             unpacked=ByteBudget(s.max_uncompressed_bytes, "unpacked"),
             compressed=ByteBudget(s.max_compressed_bytes, "compressed"),
         )
-        scans = await asyncio.gather(
-            *(self.scan(blob, limits, resolved.reference) for blob in resolved.layers)
-        )
+        total, done, read = len(resolved.layers), 0, 0
+
+        def report() -> None:
+            if progress is not None:
+                progress(ExplainProgress(resolved.reference, "reading layers", done, total, read))
+
+        async def one(blob: LayerBlob) -> LayerScan:
+            nonlocal done, read
+            scan = await self.scan(blob, limits, resolved.reference)
+            done, read = done + 1, read + (blob.size or 0)
+            report()
+            return scan
+
+        report()
+        scans = await asyncio.gather(*(one(blob) for blob in resolved.layers))
         return finish(image_facts(resolved, list(scans)))
 
     # ----------------------------------------------------------------- public API
@@ -257,8 +272,11 @@ class Explainer:
         *,
         source: SourceChoice = "auto",
         platform: Platform | None = None,
+        progress: ProgressCallback | None = None,
     ) -> ImageFacts:
-        return (await self.inspect(reference, source=source, platform=platform))[1]
+        return (await self.inspect(reference, source=source, platform=platform, progress=progress))[
+            1
+        ]
 
     async def inspect(
         self,
@@ -266,9 +284,12 @@ class Explainer:
         *,
         source: SourceChoice = "auto",
         platform: Platform | None = None,
+        progress: ProgressCallback | None = None,
     ) -> tuple[ResolvedImage, ImageFacts]:
         """The resolved image (manifest, config, layer blobs) and its facts; the layer scans
-        are in the layer cache afterwards (``scan(blob)`` returns them without a download)."""
+        are in the layer cache afterwards (``scan(blob)`` returns them without a download).
+        ``progress`` is called at each stage (lookup, each layer read); when the same
+        image is being analysed for another caller, only that caller sees the layers."""
         if source not in ("auto", "registry", "docker"):
             raise InvalidInput(f"unknown image source {source!r}: use auto, registry or docker")
         from bot.image.reference import from_paste, looks_like_image_id, parse_reference
@@ -283,6 +304,8 @@ class Explainer:
         wanted = platform if platform is not None else default_platform()
 
         async def work() -> tuple[ResolvedImage, ImageFacts]:
+            if progress is not None:
+                progress(ExplainProgress(name, "looking up the image"))
             resolved = await self._resolves.run(
                 f"{source}|{name}|{wanted}", lambda: self._resolve(name, source, wanted)
             )
@@ -294,7 +317,7 @@ class Explainer:
                     resolved.reference,
                 ]
             )
-            return resolved, await self._images.run(key, lambda: self._analyse(resolved))
+            return resolved, await self._images.run(key, lambda: self._analyse(resolved, progress))
 
         # TimedOut names the stage that was slow (see bot.limits.report_stage).
         resolved, shared = await with_timeout(
@@ -310,8 +333,10 @@ class Explainer:
         *,
         source: SourceChoice = "auto",
         platform: Platform | None = None,
+        progress: ProgressCallback | None = None,
     ) -> Reply:
-        return render(await self.facts(reference, source=source, platform=platform))
+        facts = await self.facts(reference, source=source, platform=platform, progress=progress)
+        return render(facts)
 
     async def aclose(self) -> None:
         for owned in self._owned:

@@ -2,8 +2,10 @@
 
 It answers the REST calls discord.py makes at login, for command sync and for replies, and
 runs a gateway websocket (HELLO, IDENTIFY, heartbeat ACK, READY, GUILD_CREATE, RESUME)
-into which tests inject ``MESSAGE_CREATE`` and ``INTERACTION_CREATE``. Like Discord, it
-validates what bots send (content and embed limits, empty messages, unknown references,
+into which tests inject ``MESSAGE_CREATE`` and ``INTERACTION_CREATE`` (slash commands,
+autocomplete (type 4, answered with callback type 8), button clicks (component
+interactions, type 3) and message context-menu commands). Like Discord, it validates
+what bots send (content, embed and component limits, empty messages, unknown references,
 interaction acknowledgement) and answers violations with a 400 and Discord's error JSON,
 so a reply the real Discord would reject fails here too. Everything is recorded in
 ``calls`` (every REST request, in order) and ``messages`` (every accepted message).
@@ -46,6 +48,9 @@ EMBED_TOTAL_MAX = 6000
 OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_RESUME, OP_HELLO, OP_HEARTBEAT_ACK = 0, 1, 2, 6, 10, 11
 
 COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
+ROWS_MAX, ROW_BUTTONS_MAX, CUSTOM_ID_MAX, BUTTON_LABEL_MAX = 5, 5, 100, 80
+CHOICES_MAX, CHOICE_NAME_MAX, CHOICE_VALUE_MAX = 25, 100, 100
+EPHEMERAL = 64
 T = TypeVar("T")
 
 
@@ -72,6 +77,9 @@ class Interaction:
     acknowledged: int | None = None  # callback type once acknowledged
     original: dict[str, Any] | None = None
     followups: list[dict[str, Any]] = field(default_factory=list)
+    type: int = 2  # 2 application command, 3 component, 4 autocomplete
+    choices: list[dict[str, Any]] | None = None  # an autocomplete's answer
+    original_deleted: bool = False
 
 
 @dataclass
@@ -176,6 +184,9 @@ def validate_message(payload: dict[str, Any]) -> None:
                 {"code": "MAX_EMBED_SIZE_EXCEEDED", "message": "Embed size exceeds maximum size"}
             ]
         }
+    component_errors = _component_errors(payload.get("components"))
+    if component_errors:
+        errors["components"] = component_errors
     allowed = payload.get("allowed_mentions")
     if allowed is not None:
         parse = allowed.get("parse", [])
@@ -189,6 +200,33 @@ def validate_message(payload: dict[str, Any]) -> None:
         raise DiscordError(400, 50035, "Invalid Form Body", errors)
     if not content and not embeds:
         raise DiscordError(400, 50006, "Cannot send an empty message")
+
+
+def _component_errors(components: Any) -> dict[str, Any] | None:
+    """Discord's checks on action rows of buttons (the only components dockwise sends)."""
+    if components is None:
+        return None
+    if not isinstance(components, list) or len(components) > ROWS_MAX:
+        return _too_long(ROWS_MAX)
+    ids: list[str] = []
+    for index, row in enumerate(components):
+        buttons = row.get("components") or []
+        if row.get("type") != 1 or not 1 <= len(buttons) <= ROW_BUTTONS_MAX:
+            return {str(index): {"components": _too_long(ROW_BUTTONS_MAX)}}
+        for bindex, button in enumerate(buttons):
+            custom_id = str(button.get("custom_id") or "")
+            label = str(button.get("label") or "")
+            if (
+                button.get("type") != 2
+                or button.get("style") not in (1, 2, 3, 4)
+                or not 1 <= len(custom_id) <= CUSTOM_ID_MAX
+                or not 1 <= len(label) <= BUTTON_LABEL_MAX
+            ):
+                return {str(index): {"components": {str(bindex): _required()}}}
+            ids.append(custom_id)
+    if len(set(ids)) != len(ids):
+        return {"_errors": [{"code": "COMPONENT_CUSTOM_ID_DUPLICATED", "message": "Duplicate ids"}]}
+    return None
 
 
 class DiscordEmulator:
@@ -365,9 +403,10 @@ class DiscordEmulator:
             "mention_roles": [],
             "attachments": [],
             "embeds": payload.get("embeds") or [],
+            "components": payload.get("components") or [],
             "pinned": False,
             "type": 0,
-            "flags": 0,
+            "flags": int(payload.get("flags") or 0) & EPHEMERAL if webhook else 0,
         }
         if channel_id != self.dm_channel_id:
             message["guild_id"] = self.guild_id
@@ -462,6 +501,8 @@ class DiscordEmulator:
                 return 204, None
             if method == "POST" and parts[2] == "messages":
                 return 200, self._create_channel_message(channel, call.body or {})
+        if len(parts) == 4 and parts[0] == "channels" and parts[2] == "messages":
+            return self._edit_channel_message(method, parts[1], parts[3], call.body or {})
         raise DiscordError(404, 0, "404: Not Found")
 
     def _application(self) -> dict[str, Any]:
@@ -486,6 +527,22 @@ class DiscordEmulator:
         for index, command in enumerate(body):
             name = command.get("name", "")
             description = command.get("description", "")
+            if command.get("type", 1) in (2, 3):  # context menus: any case, no description
+                if not 1 <= len(name) <= 32 or description:
+                    raise DiscordError(
+                        400, 50035, "Invalid Form Body", {str(index): {"name": _required()}}
+                    )
+                stored.append(
+                    {
+                        **command,
+                        "description": "",
+                        "id": self.new_id(),
+                        "application_id": self.application_id,
+                        "version": self.new_id(),
+                        **({"guild_id": guild} if guild else {}),
+                    }
+                )
+                continue
             if not COMMAND_NAME.match(name) or name != name.lower():
                 raise DiscordError(
                     400, 50035, "Invalid Form Body", {str(index): {"name": _required()}}
@@ -540,6 +597,44 @@ class DiscordEmulator:
         self.messages.append(message)
         return message
 
+    def current_messages(self) -> list[dict[str, Any]]:
+        """Every bot message as it is now (edits applied, deleted ones gone), in order."""
+        latest: dict[str, dict[str, Any]] = {}
+        for message in self.messages:
+            latest[message["id"]] = message
+        return [m for m in latest.values() if not m.get("_deleted")]
+
+    def _edit_channel_message(
+        self, method: str, channel: str, message_id: str, payload: dict[str, Any]
+    ) -> tuple[int, Any]:
+        found = next(
+            (
+                m
+                for m in reversed(self.messages)
+                if m["id"] == message_id and m["channel_id"] == channel
+            ),
+            None,
+        )
+        if found is None or found.get("_deleted") or found["author"]["id"] != self.bot_user["id"]:
+            raise DiscordError(404, 10008, "Unknown Message")
+        if method == "DELETE":
+            found["_deleted"] = True
+            return 204, None
+        if method != "PATCH":
+            raise DiscordError(405, 0, "405: Method Not Allowed")
+        if not self.embed_links and "embeds" in payload:
+            payload = {**payload, "embeds": []}  # dropped, as in a new message
+        merged = {**found, **payload}
+        validate_message(merged)
+        if not merged.get("content") and not merged.get("embeds"):
+            raise DiscordError(400, 50006, "Cannot send an empty message")
+        edited = {**found, **{k: v for k, v in payload.items() if k != "flags"}}
+        edited["content"] = edited.get("content") or ""  # null clears the content
+        edited["edited_timestamp"] = _timestamp()
+        edited["_edits"] = int(found.get("_edits", 0)) + 1
+        self.messages.append(edited)
+        return 200, edited
+
     def _interaction_callback(self, interaction_id: str, token: str, call: Call) -> tuple[int, Any]:
         interaction = self.interactions.get(interaction_id)
         if interaction is None or interaction.token != token:
@@ -548,14 +643,29 @@ class DiscordEmulator:
             raise DiscordError(400, 40060, "Interaction has already been acknowledged.")
         payload = call.body or {}
         kind = payload.get("type")
-        if kind not in (4, 5):
+        allowed = {2: (4, 5), 3: (4, 5, 6, 7), 4: (8,)}[interaction.type]
+        if kind not in allowed:
             raise DiscordError(400, 50035, "Invalid Form Body", {"type": _required()})
         data = payload.get("data") or {}
+        if kind == 8:
+            choices = data.get("choices")
+            if not isinstance(choices, list) or len(choices) > CHOICES_MAX:
+                raise DiscordError(400, 50035, "Invalid Form Body", {"choices": _too_long(25)})
+            for choice in choices:
+                name, value = str(choice.get("name") or ""), choice.get("value")
+                if not 1 <= len(name) <= CHOICE_NAME_MAX or not isinstance(value, str):
+                    raise DiscordError(400, 50035, "Invalid Form Body", {"choices": _required()})
+                if len(value) > CHOICE_VALUE_MAX:
+                    raise DiscordError(400, 50035, "Invalid Form Body", {"choices": _too_long(100)})
+            interaction.acknowledged = kind
+            interaction.choices = choices
+            return 204, None
         if kind == 4:
             validate_message(data)
         interaction.acknowledged = kind
         original = self._bot_message(interaction.channel_id, data, webhook=True)
         original["type"] = 20
+        original["_interaction"] = interaction.id
         original["flags"] = data.get("flags", 0) | (128 if kind == 5 else 0)  # 128: loading
         interaction.original = original
         if kind == 4:
@@ -583,7 +693,11 @@ class DiscordEmulator:
         if method == "POST" and len(parts) == 2:
             validate_message(payload)
             assert interaction.original is not None
-            if interaction.acknowledged == 5 and not interaction.followups:
+            if (
+                interaction.acknowledged == 5
+                and not interaction.followups
+                and not interaction.original_deleted
+            ):
                 # The first follow-up after a "thinking" defer replaces the loading message.
                 message = self._bot_message(interaction.channel_id, payload, webhook=True)
                 message["id"] = interaction.original["id"]
@@ -594,12 +708,21 @@ class DiscordEmulator:
             interaction.followups.append(message)
             self.messages.append(message)
             return 200, message
-        if parts[2:] == ["messages", "@original"] and interaction.original is not None:
+        if (
+            parts[2:] == ["messages", "@original"]
+            and interaction.original is not None
+            and not interaction.original_deleted
+        ):
             if method == "GET":
                 return 200, interaction.original
+            if method == "DELETE":
+                interaction.original_deleted = True
+                interaction.original["_deleted"] = True
+                return 204, None
             if method == "PATCH":
                 validate_message({**interaction.original, **payload})
                 interaction.original.update({k: v for k, v in payload.items() if k != "flags"})
+                interaction.original["content"] = interaction.original.get("content") or ""
                 interaction.original["flags"] &= ~128
                 self.messages.append(interaction.original)
                 return 200, interaction.original
@@ -803,24 +926,151 @@ class DiscordEmulator:
         await self.dispatch("INTERACTION_CREATE", payload, guild_id)
         return interaction
 
+    def _interaction_payload(
+        self, interaction: Interaction, kind: int, data: dict[str, Any], guild_id: str | None
+    ) -> dict[str, Any]:
+        channel_id = interaction.channel_id
+        payload: dict[str, Any] = {
+            "id": interaction.id,
+            "application_id": self.application_id,
+            "type": kind,
+            "data": data,
+            "token": interaction.token,
+            "version": 1,
+            "locale": "en-US",
+            "app_permissions": "0",
+            "attachment_size_limit": 8 * 1024 * 1024,
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": guild_id or "0"},
+            "channel_id": channel_id,
+        }
+        if guild_id is None:
+            payload["user"] = self.member
+            payload["channel"] = {"id": channel_id, "type": 1, "recipients": [self.member]}
+            payload["context"] = 1
+        else:
+            payload["guild_id"] = guild_id
+            payload["guild_locale"] = "en-US"
+            payload["channel"] = {"id": channel_id, "type": 0, "guild_id": guild_id}
+            payload["member"] = {
+                "user": self.member,
+                "roles": [],
+                "joined_at": _timestamp(),
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+                "permissions": "0",
+            }
+            payload["context"] = 0
+        return payload
+
+    def _new_interaction(self, name: str, kind: int, guild_id: str | None) -> Interaction:
+        channel_id = self.dm_channel_id if guild_id is None else self.channel_id
+        interaction = Interaction(
+            id=self.new_id(),
+            token="itoken-" + secrets.token_hex(16),
+            name=name,
+            channel_id=channel_id,
+            guild_id=guild_id,
+            type=kind,
+        )
+        self.interactions[interaction.id] = interaction
+        return interaction
+
+    def _synced(self, name: str, kind: int, guild_id: str | None) -> dict[str, Any]:
+        synced = self.commands.get(guild_id, []) + self.commands.get(None, [])
+        command = next((c for c in synced if c["name"] == name and c.get("type", 1) == kind), None)
+        if command is None:
+            raise AssertionError(f"command {name!r} (type {kind}) was never synced to Discord")
+        return command
+
+    async def autocomplete(
+        self, name: str, option: str, typed: str, *, where: str = "channel"
+    ) -> Interaction:
+        """A user types ``typed`` into ``option`` of ``/name`` (an autocomplete, type 4)."""
+        guild_id = None if where == "dm" else self.guild_id
+        command = self._synced(name, 1, guild_id)
+        declared = next((o for o in command.get("options") or [] if o["name"] == option), None)
+        if declared is None or not declared.get("autocomplete"):
+            raise AssertionError(f"/{name} {option} was not synced with autocomplete")
+        interaction = self._new_interaction(name, 4, guild_id)
+        data = {
+            "id": command["id"],
+            "name": name,
+            "type": 1,
+            "options": [{"name": option, "type": 3, "value": typed, "focused": True}],
+        }
+        payload = self._interaction_payload(interaction, 4, data, guild_id)
+        await self.dispatch("INTERACTION_CREATE", payload, guild_id)
+        return interaction
+
+    async def click(self, message: dict[str, Any], custom_id: str) -> Interaction:
+        """A user clicks the button ``custom_id`` on the bot's ``message`` (type 3)."""
+        ids = [c["custom_id"] for row in message.get("components") or [] for c in row["components"]]
+        if custom_id not in ids:
+            raise AssertionError(f"no button {custom_id!r} on that message")
+        guild_id = message.get("guild_id")
+        interaction = self._new_interaction(custom_id, 3, guild_id)
+        interaction.channel_id = message["channel_id"]
+        shown = {k: v for k, v in message.items() if not k.startswith("_")}
+        data = {"custom_id": custom_id, "component_type": 2}
+        payload = self._interaction_payload(interaction, 3, data, guild_id)
+        payload["message"] = shown
+        await self.dispatch("INTERACTION_CREATE", payload, guild_id)
+        return interaction
+
+    async def message_command(self, name: str, target: dict[str, Any]) -> Interaction:
+        """A user picks the context-menu command ``name`` on ``target`` (type 3 command)."""
+        guild_id = target.get("guild_id")
+        command = self._synced(name, 3, guild_id)
+        interaction = self._new_interaction(name, 2, guild_id)
+        interaction.channel_id = target["channel_id"]
+        shown = {k: v for k, v in target.items() if not k.startswith("_")}
+        data = {
+            "id": command["id"],
+            "name": name,
+            "type": 3,
+            "target_id": target["id"],
+            "resolved": {"messages": {target["id"]: shown}},
+        }
+        payload = self._interaction_payload(interaction, 2, data, guild_id)
+        await self.dispatch("INTERACTION_CREATE", payload, guild_id)
+        return interaction
+
     async def delete_user_message(self, message_id: str) -> None:
         """The user deletes their message (the bot is not told, as without that intent)."""
         self.user_messages[message_id]["deleted"] = True
 
     # -- queries -------------------------------------------------------------------------
 
+    def shown(self, interaction: Interaction) -> list[dict[str, Any]]:
+        """The interaction's messages as users see them now: the original response (unless
+        deleted or still "thinking") and the follow-ups, in order."""
+        original = interaction.original
+        out: list[dict[str, Any]] = []
+        followup_ids = {m["id"] for m in interaction.followups}
+        if (
+            original is not None
+            and not interaction.original_deleted
+            and not original.get("flags", 0) & 128
+            and original["id"] not in followup_ids
+        ):
+            out.append(original)
+        return out + interaction.followups
+
     def calls_to(self, method: str, prefix: str) -> list[Call]:
         return [c for c in self.calls if c.method == method and c.path.startswith(prefix)]
 
     def replies_to(self, message_id: str) -> list[dict[str, Any]]:
         """Bot messages replying to ``message_id`` and the ones that followed in the channel."""
-        for index, message in enumerate(self.messages):
+        current = self.current_messages()
+        for index, message in enumerate(current):
             reference = message.get("message_reference") or {}
             if str(reference.get("message_id")) == message_id:
                 channel = message["channel_id"]
                 return [
                     m
-                    for m in self.messages[index:]
+                    for m in current[index:]
                     if m["channel_id"] == channel and "_interaction" not in m
                 ]
         return []

@@ -3,12 +3,17 @@
 It implements what dockwise uses, and checks requests the way Slack does so tests are
 honest:
 
-- Web API under ``api_url``: ``auth.test``, ``chat.postMessage``, ``chat.postEphemeral``
-  and ``apps.connections.open`` (bearer tokens checked; messages validated against Block
-  Kit limits, answering ``invalid_blocks`` / ``msg_too_long`` / ``no_text`` like Slack).
-- ``response_url`` endpoints for slash commands (validated the same way).
+- Web API under ``api_url``: ``auth.test``, ``chat.postMessage``, ``chat.postEphemeral``,
+  ``chat.update``, ``chat.delete``, ``chat.unfurl``, ``views.publish`` and
+  ``apps.connections.open`` (bearer tokens checked; messages validated against Block
+  Kit limits, answering ``invalid_blocks`` / ``msg_too_long`` / ``no_text`` like Slack;
+  ``chat.update`` / ``chat.delete`` of an unknown ``ts`` answer ``message_not_found``).
+  Channel messages are kept in ``messages`` (by ts) so edits and deletions are visible.
+- ``response_url`` endpoints for slash commands, shortcuts and clicks (validated the same
+  way; ``replace_original`` / ``delete_original`` act on the original, at most 5 uses).
 - A Socket Mode websocket: sends ``hello`` on connect, then whatever envelopes the test
-  sends (``events_api``, ``slash_commands``), and records every ack.
+  sends (``events_api``, ``slash_commands``, ``interactive`` block_actions and shortcuts),
+  and records every ack.
 - A client for HTTP mode that signs requests (``v0`` HMAC-SHA256 of ``v0:{ts}:{body}``)
   and records the bot's HTTP responses (a slash command's ack is the response body).
 
@@ -44,6 +49,8 @@ BOT_ID = "BBOT0001"
 MAX_BLOCKS = 50
 MAX_TEXT = 40_000
 LIMITS = {"header": 150, "section": 3000, "field": 2000, "fields": 10, "context": 10}
+BUTTON_TEXT_MAX, BUTTON_VALUE_MAX, ACTION_ID_MAX, ACTIONS_MAX = 75, 2000, 255, 25
+RESPONSE_URL_USES = 5
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,23 @@ def block_error(blocks: Any) -> str | None:
                 or any(not 0 < len(f.get("text", "")) <= LIMITS["field"] for f in fields)
             ):
                 return "invalid_blocks"
+        elif kind == "actions":
+            elements = block.get("elements") or []
+            if not 0 < len(elements) <= ACTIONS_MAX:
+                return "invalid_blocks"
+            ids = [e.get("action_id") for e in elements]
+            if len(set(ids)) != len(ids):  # Slack: action_id must be unique in a block
+                return "invalid_blocks"
+            for element in elements:
+                text = element.get("text") or {}
+                if (
+                    element.get("type") != "button"
+                    or text.get("type") != "plain_text"
+                    or not 0 < len(text.get("text", "")) <= BUTTON_TEXT_MAX
+                    or not 0 < len(str(element.get("action_id") or "")) <= ACTION_ID_MAX
+                    or len(str(element.get("value") or "")) > BUTTON_VALUE_MAX
+                ):
+                    return "invalid_blocks"
         elif kind == "context":
             elements = block.get("elements") or []
             if not 0 < len(elements) <= LIMITS["context"]:
@@ -120,6 +144,10 @@ class SlackEmulator:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.port = 0
+        self.messages: dict[str, dict[str, Any]] = {}  # ts -> current channel message
+        self.response_uses: dict[str, int] = {}
+        self.originals: dict[str, dict[str, Any] | None] = {}  # response id -> original
+        self._envelope_urls: dict[str, str] = {}  # slash command envelope -> response_url
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -241,21 +269,98 @@ class SlackEmulator:
             return web.json_response({"ok": True, "url": f"ws://127.0.0.1:{self.port}/link"})
         if method in {"chat.postMessage", "chat.postEphemeral"}:
             error = "channel_not_found" if not payload.get("channel") else message_error(payload)
+            if method == "chat.postEphemeral" and not payload.get("user"):
+                error = "user_not_found"
             await self._record("api", method, payload, error)
             if error:
                 return web.json_response({"ok": False, "error": error})
             ts = self.next_ts()
+            payload["_ts"] = ts  # visible in the record: which message this post made
+            if method == "chat.postMessage":
+                self.messages[ts] = {**payload, "ts": ts}
+                return web.json_response({"ok": True, "channel": payload["channel"], "ts": ts})
+            return web.json_response({"ok": True, "message_ts": ts})
+        if method in {"chat.update", "chat.delete"}:
+            ts = str(payload.get("ts") or "")
+            known = self.messages.get(ts)
+            error = None
+            if known is None or known.get("channel") != payload.get("channel"):
+                error = "message_not_found"
+            elif method == "chat.update":
+                error = message_error(payload)
+            await self._record("api", method, payload, error)
+            if error:
+                return web.json_response({"ok": False, "error": error})
+            if method == "chat.delete":
+                del self.messages[ts]
+            else:
+                assert known is not None
+                known.update({k: v for k, v in payload.items() if k in ("text", "blocks")})
+                known["edited"] = True
             return web.json_response({"ok": True, "channel": payload["channel"], "ts": ts})
+        if method == "views.publish":
+            raw_view = payload.get("view")
+            view: dict[str, Any] = json.loads(raw_view) if isinstance(raw_view, str) else {}
+            if isinstance(raw_view, dict):
+                view = raw_view
+            error = None
+            if not payload.get("user_id") or view.get("type") != "home":
+                error = "invalid_arguments"
+            elif block_error(view.get("blocks") or []) or not view.get("blocks"):
+                error = "invalid_blocks"
+            await self._record("api", method, {**payload, "view": view}, error)
+            if error:
+                return web.json_response({"ok": False, "error": error})
+            return web.json_response({"ok": True, "view": {"id": "V0HOME", **view}})
+        if method == "chat.unfurl":
+            unfurls = payload.get("unfurls")
+            if isinstance(unfurls, str):
+                unfurls = json.loads(unfurls)
+            error = None
+            has_target = (payload.get("channel") and payload.get("ts")) or (
+                payload.get("unfurl_id") and payload.get("source")
+            )
+            if not has_target:
+                error = "invalid_arguments"
+            elif not isinstance(unfurls, dict) or not unfurls:
+                error = "invalid_unfurls_format"
+            elif any(block_error(u.get("blocks") or []) for u in unfurls.values()):
+                error = "invalid_blocks"
+            await self._record("api", method, {**payload, "unfurls": unfurls}, error)
+            if error:
+                return web.json_response({"ok": False, "error": error})
+            return web.json_response({"ok": True})
         await self._record("api", method, payload, "unknown_method")
         return web.json_response({"ok": False, "error": "unknown_method"})
 
     async def _response_url(self, request: web.Request) -> web.Response:
+        rid = request.match_info["rid"]
         payload = await request.json()
-        error = message_error(payload)
-        await self._record("response_url", request.match_info["rid"], payload, error)
+        uses = self.response_uses[rid] = self.response_uses.get(rid, 0) + 1
+        error = None if payload.get("delete_original") else message_error(payload)
+        if uses > RESPONSE_URL_USES:
+            error = "used_too_many_times"
+        elif (payload.get("replace_original") or payload.get("delete_original")) and (
+            self.originals.get(rid) is None
+        ):
+            error = "no_original"  # nothing in the channel to replace or delete
+        await self._record("response_url", rid, payload, error)
         if error:
-            return web.Response(status=400, text=error)
+            return web.Response(status=404 if error == "no_original" else 400, text=error)
+        if payload.get("delete_original"):
+            self.originals[rid] = None
+        elif payload.get("replace_original"):
+            self.originals[rid] = {**(self.originals[rid] or {}), **payload}
+        elif payload.get("response_type") == "in_channel" and rid not in self.originals:
+            self.originals[rid] = payload
         return web.Response(text="ok")
+
+    def set_original(self, response_url: str, message: dict[str, Any]) -> None:
+        """What the response_url's original is (e.g. a command's in_channel ack)."""
+        self.originals[response_url.rsplit("/", 1)[-1]] = message
+
+    def original(self, response_url: str) -> dict[str, Any] | None:
+        return self.originals.get(response_url.rsplit("/", 1)[-1])
 
     # --- Socket Mode --------------------------------------------------------------------
 
@@ -275,6 +380,9 @@ class SlackEmulator:
         async for message in ws:
             if message.type == aiohttp.WSMsgType.TEXT:
                 data = json.loads(message.data)
+                self._ack_original(
+                    self._envelope_urls.get(str(data.get("envelope_id"))), data.get("payload")
+                )
                 await self._record("ack", str(data.get("envelope_id")), data)
         return ws
 
@@ -302,14 +410,32 @@ class SlackEmulator:
             }
         )
 
+    def _ack_original(self, response_url: str | None, ack: Any) -> None:
+        """An ``in_channel`` ack posts a message: the response_url's original."""
+        if response_url and isinstance(ack, dict) and ack.get("response_type") == "in_channel":
+            self.set_original(response_url, ack)
+
     async def socket_command(self, command: dict[str, Any]) -> str:
         """Deliver a slash command over Socket Mode; returns the envelope id."""
+        envelope_id = uuid.uuid4().hex
+        self._envelope_urls[envelope_id] = str(command.get("response_url") or "")
         return await self._send_envelope(
             {
-                "envelope_id": uuid.uuid4().hex,
+                "envelope_id": envelope_id,
                 "type": "slash_commands",
                 "accepts_response_payload": True,
                 "payload": command,
+            }
+        )
+
+    async def socket_interactive(self, payload: dict[str, Any]) -> str:
+        """Deliver an interactive payload (block_actions, message_action) over Socket Mode."""
+        return await self._send_envelope(
+            {
+                "envelope_id": uuid.uuid4().hex,
+                "type": "interactive",
+                "accepts_response_payload": False,
+                "payload": payload,
             }
         )
 
@@ -353,9 +479,16 @@ class SlackEmulator:
         return await self.http_post(url, body, "application/json", **kwargs)
 
     async def http_command(self, url: str, command: dict[str, Any], **kwargs: Any) -> Record:
-        return await self.http_post(
+        record = await self.http_post(
             url, urlencode(command), "application/x-www-form-urlencoded", **kwargs
         )
+        self._ack_original(str(command.get("response_url") or ""), record.data.get("json"))
+        return record
+
+    async def http_interactive(self, url: str, payload: dict[str, Any], **kwargs: Any) -> Record:
+        """Interactive payloads arrive form-encoded as ``payload=<json>``, signed."""
+        body = urlencode({"payload": json.dumps(payload)})
+        return await self.http_post(url, body, "application/x-www-form-urlencoded", **kwargs)
 
     # --- payload builders ---------------------------------------------------------------
 
@@ -408,6 +541,119 @@ class SlackEmulator:
             "trigger_id": uuid.uuid4().hex,
         }
 
+    def block_action(
+        self,
+        message: dict[str, Any],
+        button: dict[str, Any],
+        *,
+        user: str = "U0BOB",
+        channel: str = "C0GENERAL",
+        ephemeral: bool = False,
+    ) -> dict[str, Any]:
+        """A ``block_actions`` payload: ``user`` clicked ``button`` (an element the bot
+        sent) in ``message`` (what the bot posted, with ``ts``)."""
+        return {
+            "type": "block_actions",
+            "user": {"id": user, "username": user.lower(), "team_id": TEAM_ID},
+            "api_app_id": APP_ID,
+            "token": "legacy-verification-token",
+            "container": {
+                "type": "message",
+                "message_ts": message.get("ts"),
+                "channel_id": channel,
+                "is_ephemeral": ephemeral,
+            },
+            "trigger_id": uuid.uuid4().hex,
+            "team": {"id": TEAM_ID, "domain": "dockwise-test"},
+            "channel": {"id": channel, "name": "general"},
+            "message": {
+                "type": "message",
+                "user": BOT_USER_ID,
+                "bot_id": BOT_ID,
+                "text": message.get("text", ""),
+                "ts": message.get("ts"),
+                **({"thread_ts": message["thread_ts"]} if message.get("thread_ts") else {}),
+                "blocks": message.get("blocks") or [],
+            },
+            "response_url": self.new_response_url(),
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": button["action_id"],
+                    "block_id": "dockwise_actions",
+                    "text": button["text"],
+                    "value": button.get("value", ""),
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+
+    def message_shortcut(
+        self,
+        text: str,
+        *,
+        channel: str = "C0GENERAL",
+        callback_id: str = "explain_image_in_message",
+    ) -> dict[str, Any]:
+        """A message shortcut (``message_action``) on a user's message saying ``text``."""
+        ts = self.next_ts()
+        return {
+            "type": "message_action",
+            "token": "legacy-verification-token",
+            "action_ts": f"{time.time():.6f}",
+            "team": {"id": TEAM_ID, "domain": "dockwise-test"},
+            "user": {"id": "U0BOB", "name": "bob", "team_id": TEAM_ID},
+            "channel": {"id": channel, "name": "general"},
+            "callback_id": callback_id,
+            "trigger_id": uuid.uuid4().hex,
+            "message_ts": ts,
+            "message": {"type": "message", "user": "U0ALICE", "text": text, "ts": ts},
+            "response_url": self.new_response_url(),
+        }
+
+    def home_opened(self, user: str = "U0ALICE", tab: str = "home") -> dict[str, Any]:
+        return {
+            "type": "app_home_opened",
+            "user": user,
+            "channel": "D0HOME",
+            "tab": tab,
+            "event_ts": self.next_ts(),
+        }
+
+    def link_shared(self, urls: list[str], *, channel: str = "C0GENERAL") -> dict[str, Any]:
+        from urllib.parse import urlsplit
+
+        ts = self.next_ts()
+        return {
+            "type": "link_shared",
+            "channel": channel,
+            "is_bot_user_member": True,
+            "user": "U0ALICE",
+            "message_ts": ts,
+            "unfurl_id": "C123456.7890.UNFURL",
+            "source": "conversations_history",
+            "event_ts": ts,
+            "links": [{"domain": urlsplit(u).hostname, "url": u} for u in urls],
+        }
+
+    def current(self, channel: str) -> list[dict[str, Any]]:
+        """The bot's messages now in ``channel`` (edits applied, deletions gone), in order."""
+        return [m for _, m in sorted(self.messages.items()) if m.get("channel") == channel]
+
+    def api_calls(self, method: str) -> list[Record]:
+        return [r for r in self.records if r.kind == "api" and r.name == method]
+
+
+def buttons(record_or_payload: Record | dict[str, Any]) -> list[dict[str, Any]]:
+    """Every button element in a posted message (a record or a message payload)."""
+    data = record_or_payload.data if isinstance(record_or_payload, Record) else record_or_payload
+    return [
+        element
+        for block in data.get("blocks") or []
+        if block.get("type") == "actions"
+        for element in block.get("elements") or []
+    ]
+
 
 def new_event_id() -> str:
     return "Ev" + uuid.uuid4().hex[:12].upper()
@@ -437,5 +683,9 @@ def block_texts(records: list[Record]) -> list[str]:
             if "text" in block:
                 out.append(block["text"]["text"])
             out += [f["text"] for f in block.get("fields", [])]
-            out += [e["text"] for e in block.get("elements", []) if "text" in e]
+            out += [
+                e["text"] if isinstance(e["text"], str) else e["text"]["text"]
+                for e in block.get("elements", [])
+                if "text" in e
+            ]
     return out

@@ -1,0 +1,124 @@
+"""The contract every chat platform adapter follows, and the registry that finds them.
+
+An adapter (modelled on errbot's ``backends/base.py``: one module per platform) is a
+``ChatAdapter`` subclass in its own module under ``adapters/``, listed by one line in
+``adapters.PLATFORMS``. It declares:
+
+- ``name``: the platform's name (``Asker.platform``, log fields, ``/readyz`` checks);
+- ``settings_model``: the pydantic-settings class holding its settings (environment
+  variables); ``bot.config.Settings`` by default, or the adapter's own class, so a new
+  platform adds its variables without touching ``bot/config.py``;
+- ``configured(settings)``: whether its settings are complete (``serve`` runs every adapter
+  whose settings are complete; ``run`` falls back to the shell when none is);
+- ``how_to_configure``: one line naming the variables to set;
+- ``render(reply)``: the reply as the platform's message payloads, each within the
+  platform's limits (buttons from ``Reply.actions`` included);
+- ``setup(web_app)`` (check credentials, add HTTP routes before the server starts),
+  ``run()`` (serve until cancelled), ``ready()`` and ``stop()``.
+
+``bot/`` never imports a platform SDK: ``adapters()`` imports the modules by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic_settings import BaseSettings
+
+from bot.config import Settings
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from bot.engine import Engine
+    from bot.reply import Reply
+
+
+class ChatAdapter(ABC):
+    """One chat platform. Subclasses set ``name`` and ``how_to_configure`` and implement
+    ``configured``, ``render`` and ``run``."""
+
+    name: ClassVar[str]
+    how_to_configure: ClassVar[str]
+    settings_model: ClassVar[type[BaseSettings]] = Settings
+
+    def __init__(self, engine: Engine, settings: Any) -> None:
+        self.engine = engine
+        self.settings = settings
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def load_settings(cls, shared: Settings) -> BaseSettings:
+        """This adapter's settings: ``shared`` when it uses ``bot.config.Settings``, else its
+        own ``settings_model`` read from the environment (and ``.env``)."""
+        if cls.settings_model is Settings:
+            return shared
+        return cls.settings_model()
+
+    @classmethod
+    @abstractmethod
+    def configured(cls, settings: Any) -> bool:
+        """Whether ``settings`` (an instance of ``settings_model``) are complete."""
+
+    @abstractmethod
+    def render(self, reply: Reply) -> list[dict[str, Any]]:
+        """``reply`` as this platform's message payloads (JSON-ready), in order."""
+
+    async def setup(self, web_app: web.Application) -> None:  # noqa: B027 - optional hook
+        """Before the HTTP server starts: check credentials, add routes to ``web_app``.
+        Raises ``bot.errors.DockwiseError`` subclasses with one-line messages."""
+
+    @abstractmethod
+    async def run(self) -> None:
+        """Serve until cancelled (reconnecting on its own); raises ``DockwiseError`` for
+        failures a person must fix (bad token, unreachable service)."""
+
+    def start(self) -> asyncio.Task[None]:
+        """``run()`` as a background task (what ``serve`` awaits)."""
+        self._task = asyncio.create_task(self.run(), name=self.name)
+        return self._task
+
+    def ready(self) -> bool:
+        """For ``/readyz``: running and not failed."""
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def adapters() -> dict[str, type[ChatAdapter]]:
+    """Every registered adapter class by name (``adapters.PLATFORMS``), imported now."""
+    from adapters import PLATFORMS
+
+    found: dict[str, type[ChatAdapter]] = {}
+    for module_name in PLATFORMS:
+        module = importlib.import_module(module_name)
+        adapter: type[ChatAdapter] = module.ADAPTER
+        found[adapter.name] = adapter
+    return found
+
+
+def configured_adapters(settings: Settings) -> list[tuple[type[ChatAdapter], Any]]:
+    """(adapter class, its settings) for every adapter whose settings are complete."""
+    out: list[tuple[type[ChatAdapter], Any]] = []
+    for adapter in adapters().values():
+        own = adapter.load_settings(settings)
+        if adapter.configured(own):
+            out.append((adapter, own))
+    return out
+
+
+def how_to_configure() -> str:
+    """One line listing what to set for each platform."""
+    hints = "; ".join(a.how_to_configure for a in adapters().values())
+    return (
+        f"no chat platform is configured: {hints} "
+        "(or run `dockwise chat` to try the bot in this terminal)"
+    )
