@@ -74,6 +74,7 @@ NO_IMAGE_IN_MESSAGE = (
     "I found no image reference in that message (like `python:3.12-slim`, "
     "`docker pull nginx` or a hub.docker.com link)."
 )
+EXPIRED_BUTTON = "That button is too old for me to follow: ask the question again."
 PROGRESS_MIN_INTERVAL = 1.0
 PROGRESS_HEARTBEAT = 2.0
 
@@ -342,8 +343,11 @@ class DockwiseClient(discord.Client):
         if interaction.type is not discord.InteractionType.component:
             return
         data: dict[str, Any] = dict(interaction.data or {})
-        parsed = resolve_custom_id(str(data.get("custom_id") or ""))
+        raw = str(data.get("custom_id") or "")
+        parsed = resolve_custom_id(raw)
         if parsed is None:
+            if raw.startswith("dockwise_"):  # a long value from before a restart
+                await self._send_private(interaction, error_reply(EXPIRED_BUTTON))
             return
         element_id, value = parsed
         asker = _asker(interaction.user.id, interaction.channel_id, interaction.guild_id)

@@ -34,6 +34,7 @@ MAX_FOLLOW_UPS = 3
 MAX_VALUE = 2000
 VOTES = ("up", "down")
 FEEDBACK_LABELS = {"up": "👍", "down": "👎"}
+UNCOVERED_SUBJECT = "uncovered"
 FEEDBACK_KINDS = (str(ReplyKind.ANSWER), str(ReplyKind.UNCOVERED), str(ReplyKind.IMAGE))
 
 
@@ -79,6 +80,8 @@ def with_actions(
             if len(value) <= MAX_VALUE:
                 actions.append(Action(ACTION_SECTION, section.title, value))
     subject = image if reply.kind is ReplyKind.IMAGE else reply.topic
+    if reply.kind is ReplyKind.UNCOVERED and not subject:
+        subject = UNCOVERED_SUBJECT  # no topic: the vote still says how "not covered" felt
     if str(reply.kind) in FEEDBACK_KINDS and subject:
         for vote in VOTES:
             value = f"{vote}|{subject}"

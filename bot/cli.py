@@ -364,10 +364,23 @@ def run() -> None:
 @app.command("config")
 def show_config() -> None:
     """Print the effective settings, secrets masked."""
-    from bot.config import get_settings
+    from pydantic import SecretStr
+
+    from bot.chat import adapters
+    from bot.config import Settings, get_settings
 
     for name, value in get_settings().masked().items():
         typer.echo(f"{name} = {value}")
+    for adapter in adapters().values():  # platforms with settings of their own
+        if adapter.settings_model is Settings:
+            continue
+        own = adapter.settings_model()
+        for field_name, field in type(own).model_fields.items():
+            alias = field.validation_alias
+            key = alias if isinstance(alias, str) else field_name.upper()
+            value = getattr(own, field_name)
+            shown = "***" if isinstance(value, SecretStr) else ("" if value is None else value)
+            typer.echo(f"{key} = {shown}")
 
 
 @app.command("discord-invite")

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
-from bot.actions import VOTES, split_value, with_actions
+from bot.actions import UNCOVERED_SUBJECT, VOTES, split_value, with_actions
 from bot.errors import DockwiseError, InvalidInput
 from bot.intent import (
     CompareIntent,
@@ -335,7 +335,12 @@ class Engine:
         vote, subject = split_value(value)
         if vote not in VOTES or not subject.strip():
             return error_reply("That feedback button is not one I made.")
-        kind = str(ReplyKind.ANSWER) if subject in self.knowledge.articles else "image"
+        if subject in self.knowledge.articles:
+            kind = str(ReplyKind.ANSWER)
+        elif subject == UNCOVERED_SUBJECT:
+            kind = str(ReplyKind.UNCOVERED)
+        else:
+            kind = str(ReplyKind.IMAGE)
         count_feedback(kind, vote)
         log.info("feedback", platform=asker.platform, kind=kind, vote=vote, subject=subject[:200])
         thanks = "Thanks, glad it helped!" if vote == "up" else "Thanks, noted: I'll improve."

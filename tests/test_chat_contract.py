@@ -134,3 +134,15 @@ def test_run_without_platforms_falls_back_to_the_shell(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "starting the shell adapter" in result.stderr
     assert "dockwise>" in result.stdout and "bye" in result.stdout
+
+
+@pytest.mark.usefixtures("third_platform")
+def test_config_shows_a_platform_s_own_settings_masked() -> None:
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    result = CliRunner().invoke(app, ["config"])
+    assert result.exit_code == 0, result.output
+    assert "LOOPCHAT_SECRET = ***" in result.output
+    assert "loop-secret-1234" not in result.output

@@ -231,6 +231,11 @@ async def test_commands_sync_globally(emulator: DiscordEmulator, knowledge: Know
         (opt,) = commands[name]["options"]
         assert (opt["name"], opt["type"], opt["required"]) == (option, 3, True)
         assert opt["min_length"] == 1 and opt["max_length"] >= 100
+    assert commands["image-explain"]["options"][0]["autocomplete"] is True
+    assert commands["ask"]["options"][0].get("autocomplete", False) is False
+    # The message context-menu command: type 3, no description, no options.
+    menu = commands["Explain image"]
+    assert (menu["type"], menu["description"], menu.get("options", [])) == (3, "", [])
 
 
 def guild_commands_absent(emu: DiscordEmulator) -> bool:

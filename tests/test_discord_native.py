@@ -250,3 +250,31 @@ async def test_explain_image_message_command(
     assert reply["embeds"][0]["title"] == "node:22-alpine: Debian 12 user space"
     assert nothing.original is not None and nothing.original["flags"] == EPHEMERAL
     assert "no image reference" in shown_text([nothing.original])
+
+
+async def test_a_button_whose_long_value_was_forgotten_gets_a_private_answer(
+    emu: DiscordEmulator, engine: Engine
+) -> None:
+    async with running(emu, engine):
+        asked = await emu.slash_command("ask", {"question": "is a container a VM?"})
+        answer = await first_shown(emu, asked)
+        forged = {
+            **answer,
+            "components": [
+                {
+                    "type": 1,
+                    "components": [
+                        {
+                            "type": 2,
+                            "style": 2,
+                            "label": "old",
+                            "custom_id": "dockwise_ask_2:#" + "0" * 24,
+                        }
+                    ],
+                }
+            ],
+        }
+        click = await emu.click(forged, "dockwise_ask_2:#" + "0" * 24)
+        await emu.wait_for(lambda: click.acknowledged)
+    assert click.original is not None and click.original["flags"] == EPHEMERAL
+    assert "too old" in shown_text([click.original])

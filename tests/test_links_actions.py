@@ -101,6 +101,14 @@ def test_image_and_error_buttons() -> None:
     ]
     error = with_actions(Reply(kind=ReplyKind.ERROR, title="t", body="b", topic="x"))
     assert error.actions == []
+    uncovered = with_actions(
+        Reply(kind=ReplyKind.UNCOVERED, title="t", body="b", suggestions=["is a VM a container?"])
+    )
+    assert [(i, a.value) for i, a in element_ids(uncovered.actions)] == [
+        ("dockwise_ask", "is a VM a container?"),
+        ("dockwise_feedback_up", "up|uncovered"),
+        ("dockwise_feedback_down", "down|uncovered"),
+    ]
 
 
 async def test_clicks_through_the_engine(engine: Engine) -> None:
@@ -115,6 +123,14 @@ async def test_clicks_through_the_engine(engine: Engine) -> None:
     assert thanks.kind is not ReplyKind.ERROR and thanks.actions == []
     after = REGISTRY.get_sample_value("dockwise_feedback_total", {"kind": "answer", "vote": "up"})
     assert after == (before or 0) + 1
+    uncovered_before = REGISTRY.get_sample_value(
+        "dockwise_feedback_total", {"kind": "uncovered", "vote": "down"}
+    )
+    await engine.action("dockwise_feedback_down", "down|uncovered")
+    assert (
+        REGISTRY.get_sample_value("dockwise_feedback_total", {"kind": "uncovered", "vote": "down"})
+        == (uncovered_before or 0) + 1
+    )
     no_section = await engine.action("dockwise_section", "no-bar-here")
     assert no_section.kind is ReplyKind.ERROR
 
