@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from bot.config import Settings, get_settings
-from bot.errors import ImageNotFound, InvalidInput, Unreachable
+from bot.errors import ContentError, ImageNotFound, InvalidInput, Unreachable
 from bot.image.analysis import image_facts
 from bot.image.cache import LayerFactsCache, SqliteLayerCache, SqliteManifestCache
 from bot.image.facts import ImageFacts
@@ -228,8 +228,17 @@ class Explainer:
             unpacked=ByteBudget(s.max_uncompressed_bytes, "unpacked"),
             compressed=ByteBudget(s.max_compressed_bytes, "compressed"),
         )
+        total = len(resolved.layers)
+
+        async def one(index: int, blob: LayerBlob) -> LayerScan:
+            try:
+                return await self.scan(blob, limits, resolved.reference)
+            except ContentError as exc:
+                # Name the layer as `docker history` / the manifest would: index and digest.
+                raise ContentError(f"layer {index + 1} of {total} ({blob.digest}): {exc}") from None
+
         scans = await asyncio.gather(
-            *(self.scan(blob, limits, resolved.reference) for blob in resolved.layers)
+            *(one(index, blob) for index, blob in enumerate(resolved.layers))
         )
         return finish(image_facts(resolved, list(scans)))
 
