@@ -449,3 +449,29 @@ def test_layer_compression_is_sniffed_and_layer_errors_name_the_layer(
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert f"layer 2 of 2 ({broken.layer_digests[1]})" in result.stderr
     assert "truncated" in result.stderr and "labelled gzip" in result.stderr
+
+
+# --------------------------------------------------------------------------- 16 base image
+
+
+def test_base_image_without_a_label_is_matched_by_layers(
+    docker_client: DockerClient, debian_base: DebianBase, tmp_path: Path
+) -> None:
+    child = on_debian(docker_client, debian_base, "toor")  # FROM the base, no base label
+    cache = tmp_path / "shared"
+
+    def facts_of(name: str) -> dict[str, Any]:
+        result = dockwise("explain", name, "--json", "--source", "docker", cache=cache, insecure="")
+        assert result.returncode == 0, result.stderr
+        return dict(json.loads(result.stdout))
+
+    before = facts_of(child.name)
+    assert before["base_match"] is None and before["base_image"] is None  # nothing seen yet
+    base = facts_of(debian_base.name)
+    assert base["base_match"] is None  # an image is not its own base
+    after = facts_of(child.name)
+    match = after["base_match"]
+    assert match is not None
+    assert match["reference"] == base["reference"]
+    assert (match["layers"], match["of"], match["confidence"]) == (1, 2, "high")
+    assert "identical to" in after["text"] and "most likely its base image" in after["text"]

@@ -284,6 +284,15 @@ def describe(facts: ImageFacts) -> str:
             )
         else:
             sentences.append(f"{facts.packages.count} packages are installed.")
+    match = facts.base_match
+    if match and not facts.base_image:
+        base = clip(short_name(str(match["reference"])), FACT_CHARS)
+        layers = int(match["layers"])
+        sentences.append(
+            f"Its bottom {layers} layer{'s are' if layers != 1 else ' is'} identical to "
+            f"{base}, which dockwise has seen before: that is most likely its base image"
+            + (" (other images share those layers too)." if match["confidence"] != "high" else ".")
+        )
     sentences.append(f"It runs as {_who(facts)}.")
     filesystem = sum(1 for layer in facts.layers if not layer.empty)
     sentences.append(
@@ -408,6 +417,16 @@ def _related(facts: ImageFacts) -> tuple[list[str], list[Source]]:
     return list(dict.fromkeys(related)), list(dict.fromkeys(sources))
 
 
+def _base_fact(facts: ImageFacts) -> str:
+    if facts.base_image:
+        return clip(facts.base_image, FACT_CHARS)
+    match = facts.base_match
+    if match:
+        name = clip(short_name(str(match["reference"])), FACT_CHARS)
+        return f"{name} (same bottom {match['layers']} layers; {match['confidence']} confidence)"
+    return "unknown"
+
+
 _NO_OS = {
     "busybox": "none (BusyBox userland)",
     "runtime": "none (language runtime only)",
@@ -452,7 +471,7 @@ def render(facts: ImageFacts) -> Reply:
         ),
         Fact("Wasted", human(facts.wasted_bytes)),
         Fact("Platforms", _platforms(facts.platforms)),
-        Fact("Base image", clip(facts.base_image or "unknown", FACT_CHARS)),
+        Fact("Base image", _base_fact(facts)),
         *extra,
     ]
     sections = [Section("Layers", _layers_section(facts))]
