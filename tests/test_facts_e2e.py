@@ -475,3 +475,19 @@ def test_base_image_without_a_label_is_matched_by_layers(
     assert match["reference"] == base["reference"]
     assert (match["layers"], match["of"], match["confidence"]) == (1, 2, "high")
     assert "identical to" in after["text"] and "most likely its base image" in after["text"]
+
+
+# --------------------------------------------------------------------------- 12 whiteouts
+
+
+def test_thousands_of_directory_whiteouts(
+    docker_client: DockerClient, debian_base: DebianBase, tmp_path: Path
+) -> None:
+    """The speed figure is bench/whiteouts_bench.py's; this checks the result on a real
+    image: every deleted .pyc counts as wasted, the kept __init__.py files do not."""
+    dirs, files, size = 3000, 4, 100  # as in tests/images/pycache/Dockerfile
+    image = on_debian(docker_client, debian_base, "pycache")
+    facts = explain(image, tmp_path)
+    assert facts["wasted_bytes"] == dirs * files * size
+    filesystem = [layer for layer in facts["layers"] if not layer["empty"]]
+    assert len(filesystem) == 3
