@@ -55,6 +55,12 @@ MAX_TAR_HEADER = 1 * MIB  # a PAX extended header or GNU long name/link record
 MAX_READS_PAST_END = 16  # reads after the stream ended before it counts as truncated
 MAX_SNIFFED = 64  # files per layer captured because their content looked interesting
 MIN_SNIFF_SIZE = 16
+# Names that are never a database or os-release copy: not worth a look at their bytes.
+NOT_SNIFFED = (
+    ".py", ".pyc", ".so", ".a", ".o", ".js", ".mjs", ".ts", ".map", ".h", ".hpp", ".c",
+    ".go", ".rb", ".pm", ".pl", ".php", ".java", ".class", ".jar", ".html", ".css", ".svg",
+    ".png", ".jpg", ".gif", ".ico", ".gz", ".xz", ".zst", ".bz2", ".zip", ".mo", ".ko",
+)  # fmt: skip
 
 Kind = Literal["f", "d", "l", "h", "o"]  # file, dir, symlink, hard link, other
 CapturedKind = str  # a detector name (bot.image.detectors)
@@ -534,7 +540,11 @@ def walk_tar(
                 detector = detectors.wanted(path)
                 if detector is not None:
                     scan.files[path] = _capture(detector, tf, member, tmp_dir, path)
-                elif sniffed < MAX_SNIFFED and MIN_SNIFF_SIZE <= member.size <= detectors.SNIFF_MAX:
+                elif (
+                    sniffed < MAX_SNIFFED
+                    and MIN_SNIFF_SIZE <= member.size <= detectors.SNIFF_MAX
+                    and not path.endswith(NOT_SNIFFED)
+                ):
                     found = _sniff(tf, member, tmp_dir, path)
                     if found is not None:
                         scan.files[path] = found
