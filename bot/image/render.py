@@ -248,7 +248,7 @@ def describe(facts: ImageFacts) -> str:
                 parts.append(tool)
         parts.append(f"a shell at {shell}" if shell else "no shell")
         whose = f"{name}'s user space" if name else "a Linux distribution's user space"
-        style = " (distroless-style)" if kind == "distroless" else ""
+        style = ", distroless-style" if kind == "distroless" else ""
         sentences.append(f"This image carries {whose}{style} ({', '.join(parts)}). {_KERNEL}")
     elif kind == "busybox":
         sentences.append(
@@ -259,7 +259,8 @@ def describe(facts: ImageFacts) -> str:
         )
     elif kind == "runtime":
         sentences.append(
-            f"This image has no Linux distribution: only a language runtime "
+            f"This image has no Linux distribution: only "
+            f"{'language runtimes' if len(facts.runtimes) > 1 else 'a language runtime'} "
             f"({runtime_names(facts)}) and the image's own files"
             + (f", with a shell at {shell}" if shell else ", no shell")
             + f". {_KERNEL}"
@@ -443,7 +444,8 @@ def render(facts: ImageFacts) -> Reply:
     kind = facts.userspace_kind()
     title = {
         "busybox": f"{name}: BusyBox user space, no distribution",
-        "runtime": f"{name}: {runtime_names(facts)} runtime, no distribution",
+        "runtime": f"{name}: {runtime_names(facts)}"
+        f" runtime{'s' if len(facts.runtimes) > 1 else ''}, no distribution",
         "files": f"{name}: no distribution, a shell and its own files",
     }.get(kind, f"{name}: no OS user space (scratch)")
     if distro and kind in ("distribution", "distroless"):
