@@ -441,3 +441,26 @@ def test_sorted_tree_stacks_like_the_obvious_model(scans: list[Any]) -> None:
                 for p, (_, kind) in model.entries.items()
                 if kind != "d" and (not name or p.startswith(name + "/"))
             )
+
+
+async def test_official_python_shape_and_a_shell_without_a_distribution(tmp_path: Path) -> None:
+    layer = write_layer(
+        tmp_path / "b",
+        [
+            file("usr/local/lib/python3.12/os.py", "# the standard library\n"),
+            file("usr/local/bin/python3.12", b"\x7fELF python"),
+            file("bin/sh", b"\x7fELF a static shell"),
+        ],
+    )
+    env = ["PYTHON_VERSION=3.12.7", "PATH=/usr/local/bin:/bin"]
+    source = DiskSource({ref("example.test/py:1"): DiskImage([layer], config(env=env))})
+    facts = await explainer(tmp_path, registry=source).facts("example.test/py:1")
+    assert [(r.name, r.version, r.path) for r in facts.runtimes] == [
+        ("python", "3.12.7", "/usr/local/lib/python3.12")  # patch level from the official ENV
+    ]
+    assert facts.userspace == "runtime" and facts.shell
+    assert "with a shell at /bin/sh" in facts.text and "no shell" not in facts.text
+    lying = DiskImage([layer], config(env=["PYTHON_VERSION=3.11.9"]))  # ENV disagrees: files win
+    source = DiskSource({ref("example.test/py:2"): lying})
+    facts = await explainer(tmp_path, registry=source).facts("example.test/py:2")
+    assert [(r.name, r.version) for r in facts.runtimes] == [("python", "3.12")]

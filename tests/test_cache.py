@@ -187,3 +187,28 @@ def test_several_processes_share_one_cache_file(tmp_path: Path) -> None:
     rows = conn.execute("SELECT count(*) FROM layer_facts").fetchone()[0]
     conn.close()
     assert rows == 75
+
+
+async def test_image_index_names_the_longest_seen_prefix(tmp_path: Path) -> None:
+    from bot.image.cache import SqliteImageIndex
+    from bot.image.explain import base_match
+
+    index = SqliteImageIndex(tmp_path)
+    a, b, c = ("sha256:" + ch * 64 for ch in "abc")
+    await index.record("docker.io/library/debian:12", "sha256:d1", [a])
+    await index.record("example.test/runtime:1", "sha256:r1", [a, b])
+    bases = await index.bases([a, b, c])
+    assert [s.reference for s in bases] == ["example.test/runtime:1"]
+    assert base_match(bases, 3) == {
+        "reference": "example.test/runtime:1",
+        "digest": "sha256:r1",
+        "layers": 2,
+        "of": 3,
+        "confidence": "high",
+        "also": [],
+    }
+    await index.record("example.test/other:1", "sha256:o1", [a, b])  # same layers, other image
+    match = base_match(await index.bases([a, b, c]), 3)
+    assert match is not None and match["confidence"] == "medium" and len(match["also"]) == 1
+    assert await index.bases([c, a]) == []  # order matters: layers stack bottom up
+    assert await index.bases([a]) == []  # a proper prefix only: an image is not its own base

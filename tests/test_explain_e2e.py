@@ -185,7 +185,7 @@ JSON_KEYS = {
     "text",
 }
 # Added by issue 11 (the keys above keep their names and meaning).
-JSON_KEYS_ISSUE_11 = {"uid", "gid", "secrets", "runtimes", "userspace"}
+JSON_KEYS_ISSUE_11 = {"uid", "gid", "secrets", "runtimes", "userspace", "base_match"}
 
 
 def test_app_image_matches_recipe(pushed_images: PushedImages, tmp_path: Path) -> None:

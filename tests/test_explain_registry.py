@@ -62,7 +62,11 @@ async def test_multi_platform_image_from_a_real_registry(
         assert facts["platform"] == "linux/arm64"
         assert [lf["digest"] for lf in facts["layers"]] == images[1].layer_digests
         assert facts["os"]["id"] == "alpine"
-        assert facts["packages"] == {"manager": "apk", "count": 2}
+        assert facts["packages"] == {
+            "manager": "apk",
+            "count": 2,
+            "database": "/lib/apk/db/installed",
+        }
         assert facts["shell"] is True
         assert facts["size"]["compressed"] == len(base) + len(app)
         assert facts["size"]["uncompressed"] == sum(len(gzip.decompress(b)) for b in (base, app))

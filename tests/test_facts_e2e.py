@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from docker.client import DockerClient
 
+from tests.fixtures.registry import RegistryServer
 from tests.fixtures.rpmdb import ensure_rpm_databases, rpm_qa, write_ndb
 from tests.fixtures.services import (
     CACHE,
@@ -407,3 +408,86 @@ def test_chiselled_ubuntu_packages_from_the_manifest(
     }
     assert "4 deb packages" in facts["text"] and "no dpkg or apt" in facts["text"]
     assert facts["userspace"] == "distroless"
+
+
+# --------------------------------------------------------------------------- 11 compression
+
+
+def test_layer_compression_is_sniffed_and_layer_errors_name_the_layer(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    from tests.fixtures.registry import OCI_LAYER_GZIP, OCI_LAYER_TAR, make_layer, push_image
+
+    pusher = registry.pusher()
+    release = b'ID=alpine\nVERSION_ID=3.20.3\nPRETTY_NAME="Alpine Linux v3.20"\n'
+    plain = make_layer({"etc/os-release": release}, compression="none")
+    gzipped = make_layer({"etc/motd": b"hello\n"})
+    push_image(pusher, "dockwise/plain-as-gzip", "1", [plain], layer_media_type=OCI_LAYER_GZIP)
+    push_image(
+        pusher, "dockwise/gzip-as-tar", "1", [plain, gzipped], layer_media_type=OCI_LAYER_TAR
+    )
+    broken = push_image(
+        pusher,
+        "dockwise/broken-second",
+        "1",
+        [plain, make_layer({"big": bytes(100_000)}, compression="none")[:50_000]],  # cut short
+        layer_media_type=OCI_LAYER_GZIP,
+    )
+    host = registry.host
+    for repo in ("plain-as-gzip", "gzip-as-tar"):
+        result = dockwise(
+            "explain", f"{host}/dockwise/{repo}:1", "--json", "--source", "registry",
+            cache=tmp_path / repo, insecure=host,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        facts = json.loads(result.stdout)
+        assert facts["os"]["id"] == "alpine"
+    result = dockwise(
+        "explain", f"{host}/dockwise/broken-second:1", "--source", "registry",
+        cache=tmp_path / "broken", insecure=host,
+    )  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"layer 2 of 2 ({broken.layer_digests[1]})" in result.stderr
+    assert "truncated" in result.stderr and "labelled gzip" in result.stderr
+
+
+# --------------------------------------------------------------------------- 16 base image
+
+
+def test_base_image_without_a_label_is_matched_by_layers(
+    docker_client: DockerClient, debian_base: DebianBase, tmp_path: Path
+) -> None:
+    child = on_debian(docker_client, debian_base, "toor")  # FROM the base, no base label
+    cache = tmp_path / "shared"
+
+    def facts_of(name: str) -> dict[str, Any]:
+        result = dockwise("explain", name, "--json", "--source", "docker", cache=cache, insecure="")
+        assert result.returncode == 0, result.stderr
+        return dict(json.loads(result.stdout))
+
+    before = facts_of(child.name)
+    assert before["base_match"] is None and before["base_image"] is None  # nothing seen yet
+    base = facts_of(debian_base.name)
+    assert base["base_match"] is None  # an image is not its own base
+    after = facts_of(child.name)
+    match = after["base_match"]
+    assert match is not None
+    assert match["reference"] == base["reference"]
+    assert (match["layers"], match["of"], match["confidence"]) == (1, 2, "high")
+    assert "identical to" in after["text"] and "most likely its base image" in after["text"]
+
+
+# --------------------------------------------------------------------------- 12 whiteouts
+
+
+def test_thousands_of_directory_whiteouts(
+    docker_client: DockerClient, debian_base: DebianBase, tmp_path: Path
+) -> None:
+    """The speed figure is bench/whiteouts_bench.py's; this checks the result on a real
+    image: every deleted .pyc counts as wasted, the kept __init__.py files do not."""
+    dirs, files, size = 3000, 4, 100  # as in tests/images/pycache/Dockerfile
+    image = on_debian(docker_client, debian_base, "pycache")
+    facts = explain(image, tmp_path)
+    assert facts["wasted_bytes"] == dirs * files * size
+    filesystem = [layer for layer in facts["layers"] if not layer["empty"]]
+    assert len(filesystem) == 3

@@ -164,3 +164,29 @@ async def test_scan_round_trips_through_its_cache_form(tmp_path: Path) -> None:
     assert again == scan
     assert LayerScan.from_dict({**scan.to_dict(), "v": -1}) is None
     assert LayerScan.from_dict({"v": 1}) is None
+
+
+async def test_compression_is_read_from_the_bytes_not_the_media_type(tmp_path: Path) -> None:
+    import bz2
+    import lzma
+
+    import zstandard
+
+    plain = write_layer(tmp_path / "b", [file("etc/debian_version", "12.5\n")], "none")
+    raw = plain.path.read_bytes()
+    cases = [
+        ("gzip", raw),  # plain tar labelled gzip
+        ("none", gzip.compress(raw)),  # gzip labelled plain tar
+        ("gzip", zstandard.ZstdCompressor().compress(raw)),
+        ("zstd", gzip.compress(raw)),
+        ("gzip", bz2.compress(raw)),
+        ("none", lzma.compress(raw)),
+    ]
+    for index, (label, data) in enumerate(cases):
+        plain.path.write_bytes(data)
+        source = DiskSource({"x": DiskImage([plain], config())})
+        blob = (await source.resolve("x", None)).layers[0]  # type: ignore[arg-type]
+        lying = LayerBlob(blob.digest, len(data), label, blob.open)  # type: ignore[arg-type]
+        scan = await scan_layer(lying, tmp_path / f"tmp{index}")
+        assert scan.files["etc/debian_version"].value == "12.5", (label, data[:4])
+        assert scan.uncompressed == len(raw)

@@ -15,7 +15,7 @@ JSON_KEYS = {
     "reference", "source", "digest", "platform", "platforms", "created", "os", "scratch",
     "packages", "shell", "user", "runs_as_root", "uid", "gid", "entrypoint", "cmd", "workdir",
     "exposed_ports", "env", "labels", "base_image", "layers", "size", "wasted_bytes", "secrets",
-    "runtimes", "userspace",
+    "runtimes", "userspace", "base_match",
     "advice", "text",
 }  # fmt: skip
 DEBIAN = OsInfo("debian", "12", "Debian GNU/Linux 12 (bookworm)")

@@ -41,3 +41,29 @@ def test_junk_and_truncated_databases_are_not_packages(tmp_path: Path) -> None:
         count = rpmdb.count_bdb_packages(cut)
         assert count is None or 0 <= count <= 6
     assert rpmdb.count_bdb_packages(tmp_path / "missing") is None
+
+
+def test_crafted_overflow_chains_cost_linear_work(tmp_path: Path) -> None:
+    """Every item of every hash page pointing at one long overflow chain: the reader's
+    page budget keeps the work linear in the file size (finishing is the test)."""
+    import struct
+
+    page, pages = 512, 4096
+    data = bytearray(page * pages)
+    struct.pack_into("<IIII", data, 12, rpmdb.BDB_HASH_MAGIC, 9, page, 0)
+    half = pages // 2
+    for pgno in range(1, half):  # hash pages full of offpage items
+        base = pgno * page
+        data[base + 25] = rpmdb.P_HASH
+        entries = (page - 26) // 16 & ~1
+        struct.pack_into("<H", data, base + 20, entries)
+        for i in range(entries):
+            offset = page - 12 * (i + 1)
+            struct.pack_into("<H", data, base + 26 + 2 * i, offset)
+            struct.pack_into("<BxxxII", data, base + offset, rpmdb.H_OFFPAGE, half, 10**9)
+    for pgno in range(half, pages):  # one chain through the other half
+        base = pgno * page
+        data[base + 25] = rpmdb.P_OVERFLOW
+        struct.pack_into("<IH", data, base + 16, pgno + 1 if pgno + 1 < pages else 0, 0)
+    (tmp_path / "Packages").write_bytes(bytes(data))
+    assert rpmdb.count_bdb_packages(tmp_path / "Packages") == 0

@@ -527,6 +527,9 @@ def image_facts(resolved: ResolvedImage, scans: list[LayerScan]) -> ImageFacts:
     )
     user = str(cfg.get("User") or "")
     uid, gid, user_found = resolve_user(user, passwd, groups)
+    unreadable = any(f.detector.fact in ("users", "groups") and f.fact is None for f in found)
+    if not user_found and unreadable:
+        user_found = True  # a passwd/group file exists but was not readable: do not guess
     sizes = [blob.size for blob in resolved.layers]
     compressed = None if any(s is None for s in sizes) else sum(s for s in sizes if s)
     created = resolved.config.get("created")

@@ -5,6 +5,8 @@
   layer reads its index from here instead of downloading the layer.
 - ``SqliteManifestCache``: the registry client's ``ManifestCache`` (``get``/``set`` with a
   TTL: content-addressed keys forever, tags briefly).
+- ``SqliteImageIndex``: images explained before, by their layer chain, to name the base
+  of an image that has no base-image label.
 
 The database runs in WAL mode with a busy timeout, so several dockwise processes can
 share a cache dir; every write is one transaction (``INSERT OR REPLACE``). Each call opens
@@ -16,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import sqlite3
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,7 +43,17 @@ CREATE TABLE IF NOT EXISTS manifests (
     body BLOB NOT NULL,
     expires REAL
 );
+CREATE TABLE IF NOT EXISTS seen_images (
+    reference TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    chain TEXT NOT NULL,
+    layers INTEGER NOT NULL,
+    seen REAL NOT NULL,
+    PRIMARY KEY (reference, digest)
+);
+CREATE INDEX IF NOT EXISTS seen_images_chain ON seen_images (chain);
 """
+MAX_BASE_CANDIDATES = 20
 
 
 class LayerFactsCache(Protocol):
@@ -148,4 +162,62 @@ class SqliteManifestCache:
         )
 
 
-__all__ = ["DB_NAME", "LayerFactsCache", "SqliteLayerCache", "SqliteManifestCache"]
+def layer_chain(diff_ids: list[str]) -> str:
+    """One key for a stack of layers (its diff_ids, bottom first): equal keys, equal
+    filesystems."""
+    return hashlib.sha256("\n".join(diff_ids).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class SeenImage:
+    reference: str
+    digest: str
+    layers: int
+
+
+class SqliteImageIndex:
+    """Images dockwise has explained, by the chain of their layers' diff_ids, to name the
+    base of an image without a base-image label (as docker scout matches layers): every
+    prefix of the image's diff_ids is looked up, the longest one that is a whole image
+    seen before is its base."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self._db = _Db(Path(cache_dir) / DB_NAME)
+
+    async def record(self, reference: str, digest: str, diff_ids: list[str]) -> None:
+        if not diff_ids:
+            return
+        await self._db.call(
+            "INSERT OR REPLACE INTO seen_images (reference, digest, chain, layers, seen) "
+            "VALUES (?, ?, ?, ?, ?)",
+            reference,
+            digest,
+            layer_chain(diff_ids),
+            len(diff_ids),
+            time.time(),
+        )
+
+    async def bases(self, diff_ids: list[str]) -> list[SeenImage]:
+        """The images seen before whose layers are the longest proper prefix of
+        ``diff_ids`` (several when tags share the same layers), most recently seen first."""
+        for length in range(len(diff_ids) - 1, 0, -1):
+            rows = await self._db.call(
+                "SELECT reference, digest, layers FROM seen_images WHERE chain = ? "
+                "ORDER BY seen DESC LIMIT ?",
+                layer_chain(diff_ids[:length]),
+                MAX_BASE_CANDIDATES,
+            )
+            if rows:
+                return [SeenImage(str(r), str(d), int(n)) for r, d, n in rows]
+        return []
+
+
+__all__ = [
+    "DB_NAME",
+    "LayerFactsCache",
+    "SeenImage",
+    "SqliteImageIndex",
+    "SqliteLayerCache",
+    "SqliteManifestCache",
+    "layer_chain",
+]

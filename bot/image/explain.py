@@ -23,9 +23,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from bot.config import Settings, get_settings
-from bot.errors import ImageNotFound, InvalidInput, Unreachable
+from bot.errors import ContentError, ImageNotFound, InvalidInput, Unreachable
 from bot.image.analysis import image_facts
-from bot.image.cache import LayerFactsCache, SqliteLayerCache, SqliteManifestCache
+from bot.image.cache import (
+    LayerFactsCache,
+    SeenImage,
+    SqliteImageIndex,
+    SqliteLayerCache,
+    SqliteManifestCache,
+)
 from bot.image.facts import ImageFacts
 from bot.image.layers import ByteBudget, LayerScan, ScanLimits, scan_layer
 from bot.image.render import finish, human, render
@@ -91,6 +97,32 @@ class _Flights:
             task.exception()  # mark retrieved even when every waiter went away
 
 
+def _diff_ids(resolved: ResolvedImage) -> list[str]:
+    rootfs = resolved.config.get("rootfs")
+    ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        return []
+    return [str(i) for i in ids]
+
+
+def base_match(bases: list[SeenImage], total: int) -> dict[str, Any] | None:
+    """The base-image guess from layer matching: the image seen before whose layers are the
+    longest proper prefix of this one's. Confidence "high" when one image (one digest, maybe
+    several tags) has exactly those layers, "medium" when different images share them."""
+    if not bases:
+        return None
+    first = bases[0]
+    digests = {b.digest for b in bases}
+    return {
+        "reference": first.reference,
+        "digest": first.digest or None,
+        "layers": first.layers,
+        "of": total,
+        "confidence": "high" if len(digests) == 1 else "medium",
+        "also": [b.reference for b in bases[1:5]],
+    }
+
+
 class Explainer:
     def __init__(
         self,
@@ -109,6 +141,7 @@ class Explainer:
         local_manifests = (
             manifest_cache if manifest_cache is not None else SqliteManifestCache(cache_dir)
         )
+        self.images = SqliteImageIndex(cache_dir)  # images explained here, for base matching
         self.layer_cache: LayerFactsCache = local_layers
         self.manifest_cache: ManifestCache = local_manifests
         if self.settings.redis_url is not None and layer_cache is None:
@@ -253,16 +286,32 @@ class Explainer:
             if progress is not None:
                 progress(ExplainProgress(resolved.reference, "reading layers", done, total, read))
 
-        async def one(blob: LayerBlob) -> LayerScan:
+        async def one(index: int, blob: LayerBlob) -> LayerScan:
             nonlocal done, read
-            scan = await self.scan(blob, limits, resolved.reference)
+            try:
+                scan = await self.scan(blob, limits, resolved.reference)
+            except ContentError as exc:
+                # Name the layer as `docker history` / the manifest would: index and digest.
+                raise ContentError(f"layer {index + 1} of {total} ({blob.digest}): {exc}") from None
             done, read = done + 1, read + (blob.size or 0)
             report()
             return scan
 
         report()
-        scans = await asyncio.gather(*(one(blob) for blob in resolved.layers))
-        return finish(image_facts(resolved, list(scans)))
+        scans = await asyncio.gather(
+            *(one(index, blob) for index, blob in enumerate(resolved.layers))
+        )
+        facts = image_facts(resolved, list(scans))
+        diff_ids = _diff_ids(resolved)
+        if diff_ids:
+            bases = [
+                seen
+                for seen in await self.images.bases(diff_ids)
+                if seen.reference != resolved.reference
+            ]
+            facts.base_match = base_match(bases, len(diff_ids))
+            await self.images.record(resolved.reference, resolved.digest or "", diff_ids)
+        return finish(facts)
 
     # ----------------------------------------------------------------- public API
 

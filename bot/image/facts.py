@@ -142,6 +142,10 @@ class ImageFacts:
     # runtime), "static" (only its own files, no shell), "files" (only its own files and
     # a shell that is not BusyBox).
     userspace: str = ""  # "" (facts made by hand): derived by userspace_kind()
+    # The base named by layer matching (see bot.image.explain.base_match): reference,
+    # digest, layers (how many bottom layers match), of (this image's layers), confidence
+    # ("high" | "medium"), also (other names with the same layers). None: no match seen.
+    base_match: dict[str, Any] | None = None
     # Not part of the JSON: inputs for advice and rendering.
     secret_env: list[str] = field(default_factory=list)  # names only, never values
     shell_path: str | None = None
@@ -189,6 +193,7 @@ class ImageFacts:
             "secrets": [dict(item) for item in self.secrets],
             "runtimes": [runtime.to_json() for runtime in self.runtimes],
             "userspace": self.userspace_kind(),
+            "base_match": dict(self.base_match) if self.base_match else None,
             "advice": list(self.advice),
             "text": self.text,
         }

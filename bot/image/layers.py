@@ -55,6 +55,12 @@ MAX_TAR_HEADER = 1 * MIB  # a PAX extended header or GNU long name/link record
 MAX_READS_PAST_END = 16  # reads after the stream ended before it counts as truncated
 MAX_SNIFFED = 64  # files per layer captured because their content looked interesting
 MIN_SNIFF_SIZE = 16
+# Names that are never a database or os-release copy: not worth a look at their bytes.
+NOT_SNIFFED = (
+    ".py", ".pyc", ".so", ".a", ".o", ".js", ".mjs", ".ts", ".map", ".h", ".hpp", ".c",
+    ".go", ".rb", ".pm", ".pl", ".php", ".java", ".class", ".jar", ".html", ".css", ".svg",
+    ".png", ".jpg", ".gif", ".ico", ".gz", ".xz", ".zst", ".bz2", ".zip", ".mo", ".ko",
+)  # fmt: skip
 
 Kind = Literal["f", "d", "l", "h", "o"]  # file, dir, symlink, hard link, other
 CapturedKind = str  # a detector name (bot.image.detectors)
@@ -204,6 +210,14 @@ class _Raw(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def peek(self, size: int) -> bytes:
+        """The next ``size`` bytes (fewer at the end), left to be read."""
+        while len(self._buf) < size and not self._eof:
+            more = self._pull()
+            self._eof = not more
+            self._buf += more
+        return self._buf[:size]
+
     def read(self, size: int | None = -1) -> bytes:
         while not self._buf and not self._eof:
             self._buf = self._pull()
@@ -333,10 +347,27 @@ class _Counted:
         return data
 
 
-def _decoder(raw: _Raw, compression: Compression) -> Any:
-    if compression == "gzip":
+MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+)
+
+
+def sniff_compression(head: bytes) -> str:
+    """What the first bytes of a layer blob say it is, as Docker's DecompressStream reads a
+    layer whatever its media type says: gzip, zstd, bzip2, xz, or "none" (plain tar)."""
+    for magic, name in MAGIC:
+        if head.startswith(magic):
+            return name
+    return "none"
+
+
+def _decoder(raw: _Raw, actual: str) -> Any:
+    if actual == "gzip":
         return _Gunzip(raw)
-    if compression == "zstd":
+    if actual == "zstd":
         import zstandard
 
         return zstandard.ZstdDecompressor().stream_reader(
@@ -345,6 +376,14 @@ def _decoder(raw: _Raw, compression: Compression) -> Any:
             read_across_frames=True,
             closefd=False,
         )
+    if actual == "bzip2":
+        import bz2
+
+        return bz2.BZ2File(raw)
+    if actual == "xz":
+        import lzma
+
+        return lzma.LZMAFile(raw)  # type: ignore[arg-type]
     return raw
 
 
@@ -501,7 +540,11 @@ def walk_tar(
                 detector = detectors.wanted(path)
                 if detector is not None:
                     scan.files[path] = _capture(detector, tf, member, tmp_dir, path)
-                elif sniffed < MAX_SNIFFED and MIN_SNIFF_SIZE <= member.size <= detectors.SNIFF_MAX:
+                elif (
+                    sniffed < MAX_SNIFFED
+                    and MIN_SNIFF_SIZE <= member.size <= detectors.SNIFF_MAX
+                    and not path.endswith(NOT_SNIFFED)
+                ):
                     found = _sniff(tf, member, tmp_dir, path)
                     if found is not None:
                         scan.files[path] = found
@@ -518,21 +561,37 @@ def walk_tar(
 def _scan_blocking(
     pull: _Pull, compression: Compression, digest: str, tmp_dir: Path, limits: ScanLimits
 ) -> LayerScan:
-    counted = _Counted(_decoder(_Raw(pull), compression), digest, limits)
+    raw = _Raw(pull)
+    actual = sniff_compression(raw.peek(8))
+    # The media type may lie (plain tar labelled gzip, and the reverse): the bytes decide.
+    label = f" (labelled {compression}, its bytes are {actual})" if actual != compression else ""
+    counted = _Counted(_decoder(raw, actual), digest, limits)
     try:
         scan = walk_tar(counted, digest, tmp_dir, limits=limits)
     except tarfile.TarError as exc:
         if "unexpected end" in str(exc):
-            raise ContentError(f"layer {digest[:19]} is truncated ({exc})") from None
-        raise ContentError(f"layer {digest[:19]} is not a readable tar archive ({exc})") from None
-    except EOFError as exc:
-        raise ContentError(f"layer {digest[:19]} is truncated or corrupt ({exc})") from None
+            raise ContentError(f"layer {digest[:19]} is truncated ({exc}){label}") from None
+        raise ContentError(
+            f"layer {digest[:19]} is not a readable tar archive ({exc}){label}"
+        ) from None
+    except (EOFError, OSError, lzma_error()) as exc:
+        raise ContentError(f"layer {digest[:19]} is truncated or corrupt ({exc}){label}") from None
+    except ContentError as exc:
+        if not label:
+            raise
+        raise ContentError(f"{exc}{label}") from None
     except Exception as exc:
         if type(exc).__module__.startswith("zstandard"):
-            raise ContentError(f"layer {digest[:19]} is not valid zstd ({exc})") from None
+            raise ContentError(f"layer {digest[:19]} is not valid zstd ({exc}){label}") from None
         raise
     scan.uncompressed = counted.count
     return scan
+
+
+def lzma_error() -> type[Exception]:
+    import lzma
+
+    return lzma.LZMAError
 
 
 async def scan_layer(blob: LayerBlob, tmp_dir: Path, limits: ScanLimits | None = None) -> LayerScan:

@@ -248,7 +248,7 @@ def describe(facts: ImageFacts) -> str:
                 parts.append(tool)
         parts.append(f"a shell at {shell}" if shell else "no shell")
         whose = f"{name}'s user space" if name else "a Linux distribution's user space"
-        style = " (distroless-style)" if kind == "distroless" else ""
+        style = ", distroless-style" if kind == "distroless" else ""
         sentences.append(f"This image carries {whose}{style} ({', '.join(parts)}). {_KERNEL}")
     elif kind == "busybox":
         sentences.append(
@@ -259,7 +259,8 @@ def describe(facts: ImageFacts) -> str:
         )
     elif kind == "runtime":
         sentences.append(
-            f"This image has no Linux distribution: only a language runtime "
+            f"This image has no Linux distribution: only "
+            f"{'language runtimes' if len(facts.runtimes) > 1 else 'a language runtime'} "
             f"({runtime_names(facts)}) and the image's own files"
             + (f", with a shell at {shell}" if shell else ", no shell")
             + f". {_KERNEL}"
@@ -284,6 +285,15 @@ def describe(facts: ImageFacts) -> str:
             )
         else:
             sentences.append(f"{facts.packages.count} packages are installed.")
+    match = facts.base_match
+    if match and not facts.base_image:
+        base = clip(short_name(str(match["reference"])), FACT_CHARS)
+        layers = int(match["layers"])
+        sentences.append(
+            f"Its bottom {layers} layer{'s are' if layers != 1 else ' is'} identical to "
+            f"{base}, which dockwise has seen before: that is most likely its base image"
+            + (" (other images share those layers too)." if match["confidence"] != "high" else ".")
+        )
     sentences.append(f"It runs as {_who(facts)}.")
     filesystem = sum(1 for layer in facts.layers if not layer.empty)
     sentences.append(
@@ -408,6 +418,16 @@ def _related(facts: ImageFacts) -> tuple[list[str], list[Source]]:
     return list(dict.fromkeys(related)), list(dict.fromkeys(sources))
 
 
+def _base_fact(facts: ImageFacts) -> str:
+    if facts.base_image:
+        return clip(facts.base_image, FACT_CHARS)
+    match = facts.base_match
+    if match:
+        name = clip(short_name(str(match["reference"])), FACT_CHARS)
+        return f"{name} (same bottom {match['layers']} layers; {match['confidence']} confidence)"
+    return "unknown"
+
+
 _NO_OS = {
     "busybox": "none (BusyBox userland)",
     "runtime": "none (language runtime only)",
@@ -424,7 +444,8 @@ def render(facts: ImageFacts) -> Reply:
     kind = facts.userspace_kind()
     title = {
         "busybox": f"{name}: BusyBox user space, no distribution",
-        "runtime": f"{name}: {runtime_names(facts)} runtime, no distribution",
+        "runtime": f"{name}: {runtime_names(facts)}"
+        f" runtime{'s' if len(facts.runtimes) > 1 else ''}, no distribution",
         "files": f"{name}: no distribution, a shell and its own files",
     }.get(kind, f"{name}: no OS user space (scratch)")
     if distro and kind in ("distribution", "distroless"):
@@ -452,7 +473,7 @@ def render(facts: ImageFacts) -> Reply:
         ),
         Fact("Wasted", human(facts.wasted_bytes)),
         Fact("Platforms", _platforms(facts.platforms)),
-        Fact("Base image", clip(facts.base_image or "unknown", FACT_CHARS)),
+        Fact("Base image", _base_fact(facts)),
         *extra,
     ]
     sections = [Section("Layers", _layers_section(facts))]

@@ -86,13 +86,13 @@ def _bdb_values(data: bytes) -> Iterator[bytes] | None:
     if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
         return None
     pages = len(data) // page_size
+    budget = [2 * pages]  # overflow pages all chains may visit: crafted chains stay linear
 
     def overflow(pgno: int, total: int) -> bytes | None:
         out = bytearray()
-        seen = 0
         while pgno != 0 and len(out) < total:
-            seen += 1
-            if pgno >= pages or seen > pages:
+            budget[0] -= 1
+            if pgno >= pages or budget[0] < 0:
                 return None
             base = pgno * page_size
             if data[base + 25] != P_OVERFLOW:
