@@ -16,7 +16,8 @@ has no rule for:
 - ``DW1004`` a distribution base for a static binary (FROM scratch/distroless would do);
 - ``DW1005`` a shell-form RUN in a stage built FROM scratch (no /bin/sh there);
 - ``DW2001`` a package manager the inspected base does not have (apt-get on Alpine, ...);
-- ``DW2002`` a shell-form RUN on an inspected base that has no shell (distroless).
+- ``DW2002`` a shell-form RUN on an inspected base that has no shell (distroless);
+- ``DW2003`` a package install running as the inspected base's non-root user.
 
 ``DW2xxx`` findings need the base's real facts (``ImageFacts``), as does the decision to drop
 ``DW1001`` when the base already runs as a non-root user. Each finding is one plain sentence
@@ -249,6 +250,11 @@ OWN_FINDINGS: dict[str, tuple[str, str]] = {
         "This shell-form RUN needs /bin/sh, but the base image has no shell: the build fails here.",
         "shell-in-minimal-images",
     ),
+    "DW2003": (
+        "This RUN installs system packages, but it runs as the base image's non-root user "
+        "(no `USER root` before it): the install fails with permission denied.",
+        "root-and-isolation",
+    ),
 }
 
 _DIRECTIVE = re.compile(r"^#\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(.*?)\s*$")
@@ -293,6 +299,11 @@ _PACKAGE_TOOLS: dict[str, tuple[str, ...]] = {
     "microdnf": ("rpm",),
     "zypper": ("rpm",),
 }
+_INSTALL_AS_ROOT = re.compile(
+    r"(?<!sudo )\b(?:apt-get|apt)\s+(?:-\S+\s+)*(?:update|install|upgrade)\b|"
+    r"(?<!sudo )\bapk\s+(?:-\S+\s+)*(?:add|update|upgrade)\b|"
+    r"(?<!sudo )\b(?:yum|dnf|microdnf|zypper)\s+(?:-\S+\s+)*(?:install|update|upgrade)\b"
+)
 _TOOL_USE = re.compile(r"(?:^|[;&|(]\s*|\bsudo\s+)(apt-get|apt|apk|yum|dnf|microdnf|zypper)\s+\w")
 
 
@@ -632,7 +643,10 @@ def stage_json(parsed: Parsed, stage: Stage, facts: ImageFacts | None) -> dict[s
         "copies_from": stage.copies_from(),
         "user": user if user is not None else inherited_user,
         "user_set_in_dockerfile": user is not None,
-        "exposed_ports": stage_ports(parsed, stage),
+        # Ports the inspected base exposes stay exposed (EXPOSE only adds).
+        "exposed_ports": list(
+            dict.fromkeys([*(facts.exposed_ports if facts else []), *stage_ports(parsed, stage)])
+        ),
         "workdir": " ".join(w.value) if (w := effective(parsed, stage, "WORKDIR")) else None,
         **start_command(parsed, stage),
         "base_summary": stage.base_summary,
@@ -845,6 +859,20 @@ def own_findings(
                 for ins in _shell_form_runs(stage):
                     add("DW2002", ins.line)
                     break
+            # DW2003: installs as the base's non-root user (no USER root before the RUN).
+            user = None if base.runs_as_root else (base.user or None)
+            for link in reversed(chain(parsed, stage)):
+                for ins in link.instructions:
+                    if ins.cmd == "USER":
+                        user = " ".join(ins.value)
+                    elif (
+                        link is stage
+                        and ins.cmd == "RUN"
+                        and not _is_root_user(user)
+                        and _INSTALL_AS_ROOT.search(run_text(ins))
+                    ):
+                        add("DW2003", ins.line, f"The base runs as `{_clip(str(user), 40)}`.")
+                        break
 
     # DW1003: one stage that builds.
     if len(parsed.stages) == 1:
