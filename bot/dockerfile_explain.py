@@ -1048,7 +1048,8 @@ def render_report(report: DockerfileReport) -> Reply:
     ports = final["exposed_ports"]
     if ports:
         sentences.append(
-            f"It documents port(s) {', '.join(ports[:8])} with EXPOSE (publishing still needs -p)."
+            f"It exposes port(s) {', '.join(ports[:8])} (EXPOSE only documents them; "
+            "publishing still needs -p)."
         )
     final_base = report.base_facts.get(root_of(parsed, final_stage).base_resolved)
     sentences.append(_start_sentence(final, final_base))
@@ -1082,7 +1083,13 @@ def render_report(report: DockerfileReport) -> Reply:
     final_lines = [
         f"- Built from stage `{final_stage.label}`, FROM `{_clip(final_stage.base_resolved, 60)}`.",
         f"- Runs as {'root' if final['runs_as_root'] else '`' + _clip(str(user), 40) + '`'}"
-        + (" (no USER in the Dockerfile)" if not final["user_set_in_dockerfile"] else "")
+        + (
+            ""
+            if final["user_set_in_dockerfile"]
+            else " (set by the base image)"
+            if final["user"] is not None
+            else " (no USER in the Dockerfile)"
+        )
         + ".",
         f"- Exposes {', '.join(ports) if ports else 'no ports'}.",
         f"- {_start_sentence(final, final_base)}",
