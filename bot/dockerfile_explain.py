@@ -490,6 +490,11 @@ def parse_dockerfile(text: str) -> Parsed:
     except dockerfile.GoParseError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "parse error"
         raise InvalidInput(f"I couldn't parse that as a Dockerfile: {first}.") from None
+    except (UnicodeDecodeError, ValueError):  # the wrapper splits some Unicode spaces badly
+        raise InvalidInput(
+            "I couldn't parse that as a Dockerfile: it holds characters the parser cannot "
+            "read (unusual Unicode spaces such as U+0085)."
+        ) from None
     instructions = [_instruction(c) for c in commands]
     known = set(dockerfile.all_cmds())
     for ins in instructions:
@@ -696,7 +701,7 @@ def _heredoc_padded(text: str) -> tuple[str, list[int]]:
         ends = sorted(
             {int(c.end_line) for c in dockerfile.parse_string(text) if getattr(c, "heredocs", ())}
         )
-    except dockerfile.GoParseError:
+    except (dockerfile.GoParseError, UnicodeDecodeError, ValueError):
         return text, []
     lines = text.split("\n")
     inserted = []

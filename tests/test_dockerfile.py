@@ -427,3 +427,58 @@ def test_secret_values_never_reach_the_reply() -> None:
     assert reply.data is not None
     assert reply.data["final_stage"]["cmd"]["words"][2] == "<redacted>"
     assert "DL3064" in {f["code"] for f in reply.data["findings"]}
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_INSTRUCTIONS = st.sampled_from(
+    [
+        "FROM",
+        "RUN",
+        "COPY",
+        "ADD",
+        "ARG",
+        "ENV",
+        "USER",
+        "CMD",
+        "ENTRYPOINT",
+        "EXPOSE",
+        "WORKDIR",
+        "SHELL",
+        "ONBUILD",
+        "LABEL",
+        "HEALTHCHECK",
+        "# syntax=x",
+        "# escape=`",
+        "",
+    ]
+)
+_WORDS = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_INSTRUCTIONS, _WORDS), max_size=12))
+def test_any_text_parses_or_is_one_clear_line(lines: list[tuple[str, str]]) -> None:
+    text = "\n".join(f"{ins} {rest}" for ins, rest in lines)
+    try:
+        parsed = parse_dockerfile(decode_dockerfile(text))
+    except InvalidInput as exc:
+        assert "\n" not in str(exc) and str(exc)
+        return
+    assert parsed.stages
+    from bot.dockerfile_explain import DockerfileReport, own_findings, render_report
+
+    reply = render_report(DockerfileReport(parsed, own_findings(parsed), None))
+    assert set(reply.data or {}) == {"stages", "findings", "final_stage"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_decode_or_are_one_clear_line(data: bytes) -> None:
+    try:
+        parse_dockerfile(decode_dockerfile(data))
+    except InvalidInput as exc:
+        assert "\n" not in str(exc) and str(exc)
