@@ -134,7 +134,8 @@ def _kind(facts: ImageFacts) -> str:
     if facts.scratch or name is None:
         return "no OS user space (scratch: only its own files)"
     if not facts.shell and facts.packages is not None:
-        return f"{name}, distroless style (package files, no shell)"
+        style = "" if "distroless" in name.lower() else ", distroless style"
+        return f"{name}{style} (package files, no shell)"
     return f"{name} user space"
 
 
