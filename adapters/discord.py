@@ -34,6 +34,7 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
+from adapters.discord_dockerfile import with_attached_dockerfile
 from adapters.discord_embeds import render_plain, render_reply
 from bot.config import Settings
 from bot.engine import Asker, Engine, error_reply
@@ -211,6 +212,7 @@ class DockwiseClient(discord.Client):
         text = self.addressed_text(message)
         if text is None:
             return
+        text = await with_attached_dockerfile(message, text)
         with contextlib.suppress(discord.HTTPException):  # the indicator is a nicety
             await message.channel.typing()
         asker = _asker(message.author.id, message.channel.id)
