@@ -303,8 +303,16 @@ def kb() -> KnowledgeBase:
     return KnowledgeBase.load()
 
 
-async def test_engine_handle_routes_a_fenced_dockerfile(kb: KnowledgeBase) -> None:
-    engine = Engine(knowledge=kb)
+async def test_engine_handle_routes_a_fenced_dockerfile(kb: KnowledgeBase, tmp_path: Path) -> None:
+    from bot.config import Settings
+    from bot.image.explain import Explainer
+
+    # Only an unused registry is allowed: the base (on Docker Hub) is refused at once, with
+    # or without network, and the explanation says it couldn't inspect it.
+    settings = Settings(
+        _env_file=None, cache_dir=tmp_path, registry_allowlist=["registry.invalid"], redis_url=None
+    )
+    engine = Engine(knowledge=kb, explainer=Explainer(settings))
     body = (DATA / "27-copy-all-before-pip.Dockerfile").read_text()
     # Longer than a question may be: a pasted Dockerfile is still read.
     padding = "\n".join(f"# comment line {i:04d} " + "x" * 40 for i in range(80))
@@ -314,6 +322,8 @@ async def test_engine_handle_routes_a_fenced_dockerfile(kb: KnowledgeBase) -> No
     assert reply.kind is ReplyKind.IMAGE and reply.data is not None, reply.body
     codes = [f["code"] for f in reply.data["findings"]]
     assert codes == ["DW1002"]
+    assert reply.data["stages"][0]["base_error"]  # refused by the allowlist, said in one line
+    assert "Couldn't inspect the base" in reply.plain_text()
     await engine.aclose()
 
 
