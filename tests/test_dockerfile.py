@@ -400,9 +400,13 @@ def test_cli_missing_file_and_directory(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- shell adapter
 
 
-def test_shell_explains_a_file_and_a_pasted_fenced_dockerfile(tmp_path: Path) -> None:
+def test_shell_explains_a_file_and_a_pasted_fenced_dockerfile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.test_shell import spawn
 
+    # Bases on Docker Hub are refused at once (no multi-hundred-MB pulls where it is online).
+    monkeypatch.setenv("DOCKWISE_REGISTRY_ALLOWLIST", "registry.invalid")
     child = spawn(tmp_path)
     child.sendline(f"dockerfile {DATA / '33-static-binary-on-debian.Dockerfile'}")
     child.expect_exact("Dockerfile: 2 stages, final image FROM debian:bookworm-slim")
