@@ -43,6 +43,7 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
+from adapters.discord_dockerfile import with_attached_dockerfile
 from adapters.discord_embeds import (
     Button,
     RenderedMessage,
@@ -393,6 +394,7 @@ class DockwiseClient(discord.Client):
         text = self.addressed_text(message)
         if text is None:
             return
+        text = await with_attached_dockerfile(message, text)
         with contextlib.suppress(discord.HTTPException):  # the indicator is a nicety
             await message.channel.typing()
         guild_id = message.guild.id if message.guild is not None else None

@@ -16,7 +16,8 @@ has no rule for:
 - ``DW1004`` a distribution base for a static binary (FROM scratch/distroless would do);
 - ``DW1005`` a shell-form RUN in a stage built FROM scratch (no /bin/sh there);
 - ``DW2001`` a package manager the inspected base does not have (apt-get on Alpine, ...);
-- ``DW2002`` a shell-form RUN on an inspected base that has no shell (distroless).
+- ``DW2002`` a shell-form RUN on an inspected base that has no shell (distroless);
+- ``DW2003`` a package install running as the inspected base's non-root user.
 
 ``DW2xxx`` findings need the base's real facts (``ImageFacts``), as does the decision to drop
 ``DW1001`` when the base already runs as a non-root user. Each finding is one plain sentence
@@ -47,22 +48,6 @@ MAX_DOCKERFILE_BYTES = 64 * 1024
 HADOLINT_TIMEOUT = 20.0  # seconds
 LINE_CHARS = 120
 MAX_FINDINGS_SHOWN = 30
-
-# Articles that explain each kind of finding. Ids of knowledge/*.md; the ones in
-# UPCOMING_ARTICLES are being written and land with the knowledge work.
-UPCOMING_ARTICLES = frozenset(
-    {
-        "container-exits",
-        "ports-and-networking",
-        "disk-usage-and-cleanup",
-        "docker-daemon-access",
-        "compose-basics",
-        "shell-in-minimal-images",
-        "cpu-architectures",
-        "package-managers",
-        "build-cache",
-    }
-)
 
 # hadolint code -> (one plain sentence, article id). Codes not listed keep hadolint's own
 # message and get an article by instruction (see _article_for_unknown).
@@ -249,6 +234,11 @@ OWN_FINDINGS: dict[str, tuple[str, str]] = {
         "This shell-form RUN needs /bin/sh, but the base image has no shell: the build fails here.",
         "shell-in-minimal-images",
     ),
+    "DW2003": (
+        "This RUN installs system packages, but it runs as the base image's non-root user "
+        "(no `USER root` before it): the install fails with permission denied.",
+        "root-and-isolation",
+    ),
 }
 
 _DIRECTIVE = re.compile(r"^#\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(.*?)\s*$")
@@ -293,6 +283,11 @@ _PACKAGE_TOOLS: dict[str, tuple[str, ...]] = {
     "microdnf": ("rpm",),
     "zypper": ("rpm",),
 }
+_INSTALL_AS_ROOT = re.compile(
+    r"(?<!sudo )\b(?:apt-get|apt)\s+(?:-\S+\s+)*(?:update|install|upgrade)\b|"
+    r"(?<!sudo )\bapk\s+(?:-\S+\s+)*(?:add|update|upgrade)\b|"
+    r"(?<!sudo )\b(?:yum|dnf|microdnf|zypper)\s+(?:-\S+\s+)*(?:install|update|upgrade)\b"
+)
 _TOOL_USE = re.compile(r"(?:^|[;&|(]\s*|\bsudo\s+)(apt-get|apt|apk|yum|dnf|microdnf|zypper)\s+\w")
 
 
@@ -479,6 +474,11 @@ def parse_dockerfile(text: str) -> Parsed:
     except dockerfile.GoParseError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "parse error"
         raise InvalidInput(f"I couldn't parse that as a Dockerfile: {first}.") from None
+    except (UnicodeDecodeError, ValueError):  # the wrapper splits some Unicode spaces badly
+        raise InvalidInput(
+            "I couldn't parse that as a Dockerfile: it holds characters the parser cannot "
+            "read (unusual Unicode spaces such as U+0085)."
+        ) from None
     instructions = [_instruction(c) for c in commands]
     known = set(dockerfile.all_cmds())
     for ins in instructions:
@@ -632,7 +632,10 @@ def stage_json(parsed: Parsed, stage: Stage, facts: ImageFacts | None) -> dict[s
         "copies_from": stage.copies_from(),
         "user": user if user is not None else inherited_user,
         "user_set_in_dockerfile": user is not None,
-        "exposed_ports": stage_ports(parsed, stage),
+        # Ports the inspected base exposes stay exposed (EXPOSE only adds).
+        "exposed_ports": list(
+            dict.fromkeys([*(facts.exposed_ports if facts else []), *stage_ports(parsed, stage)])
+        ),
         "workdir": " ".join(w.value) if (w := effective(parsed, stage, "WORKDIR")) else None,
         **start_command(parsed, stage),
         "base_summary": stage.base_summary,
@@ -682,7 +685,7 @@ def _heredoc_padded(text: str) -> tuple[str, list[int]]:
         ends = sorted(
             {int(c.end_line) for c in dockerfile.parse_string(text) if getattr(c, "heredocs", ())}
         )
-    except dockerfile.GoParseError:
+    except (dockerfile.GoParseError, UnicodeDecodeError, ValueError):
         return text, []
     lines = text.split("\n")
     inserted = []
@@ -845,6 +848,20 @@ def own_findings(
                 for ins in _shell_form_runs(stage):
                     add("DW2002", ins.line)
                     break
+            # DW2003: installs as the base's non-root user (no USER root before the RUN).
+            user = None if base.runs_as_root else (base.user or None)
+            for link in reversed(chain(parsed, stage)):
+                for ins in link.instructions:
+                    if ins.cmd == "USER":
+                        user = " ".join(ins.value)
+                    elif (
+                        link is stage
+                        and ins.cmd == "RUN"
+                        and not _is_root_user(user)
+                        and _INSTALL_AS_ROOT.search(run_text(ins))
+                    ):
+                        add("DW2003", ins.line, f"The base runs as `{_clip(str(user), 40)}`.")
+                        break
 
     # DW1003: one stage that builds.
     if len(parsed.stages) == 1:
@@ -1020,7 +1037,8 @@ def render_report(report: DockerfileReport) -> Reply:
     ports = final["exposed_ports"]
     if ports:
         sentences.append(
-            f"It documents port(s) {', '.join(ports[:8])} with EXPOSE (publishing still needs -p)."
+            f"It exposes port(s) {', '.join(ports[:8])} (EXPOSE only documents them; "
+            "publishing still needs -p)."
         )
     final_base = report.base_facts.get(root_of(parsed, final_stage).base_resolved)
     sentences.append(_start_sentence(final, final_base))
@@ -1054,7 +1072,13 @@ def render_report(report: DockerfileReport) -> Reply:
     final_lines = [
         f"- Built from stage `{final_stage.label}`, FROM `{_clip(final_stage.base_resolved, 60)}`.",
         f"- Runs as {'root' if final['runs_as_root'] else '`' + _clip(str(user), 40) + '`'}"
-        + (" (no USER in the Dockerfile)" if not final["user_set_in_dockerfile"] else "")
+        + (
+            ""
+            if final["user_set_in_dockerfile"]
+            else " (set by the base image)"
+            if final["user"] is not None
+            else " (no USER in the Dockerfile)"
+        )
         + ".",
         f"- Exposes {', '.join(ports) if ports else 'no ports'}.",
         f"- {_start_sentence(final, final_base)}",
@@ -1145,7 +1169,6 @@ __all__ = [
     "HADOLINT_PLAIN",
     "MAX_DOCKERFILE_BYTES",
     "OWN_FINDINGS",
-    "UPCOMING_ARTICLES",
     "DockerfileReport",
     "Finding",
     "Parsed",

@@ -161,6 +161,8 @@ def parse_dockerfile_or_compare(text: str) -> DockerfileIntent | CompareIntent |
         ):
             return DockerfileIntent(body + "\n")
     stripped = text.strip()
+    if len(stripped) > 1000:  # two image references are short; don't scan long text
+        return None
     explicit = True
     match = _COMPARE_PATTERNS[0].match(stripped) or _COMPARE_PATTERNS[1].match(stripped)
     if match is None:

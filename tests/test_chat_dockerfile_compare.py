@@ -169,3 +169,83 @@ async def test_discord_mention_with_a_dockerfile_and_compare(
             )
     finally:
         await close(engine)
+
+
+# --------------------------------------------------------------------------- Discord attachment
+
+
+async def attached_message(emu: DiscordEmulator, content: str, url: str, size: int) -> str:
+    """A user message with a ``Dockerfile`` attachment (served from ``url``), dispatched
+    the way the emulator dispatches ``user_message``; returns its id."""
+    from tests.emulators.discord import _timestamp
+
+    message: dict[str, object] = {
+        "id": emu.new_id(),
+        "channel_id": emu.channel_id,
+        "author": emu.member,
+        "content": content,
+        "timestamp": _timestamp(),
+        "edited_timestamp": None,
+        "tts": False,
+        "mention_everyone": False,
+        "mentions": [emu.bot_user],
+        "mention_roles": [],
+        "attachments": [
+            {
+                "id": emu.new_id(),
+                "filename": "Dockerfile",
+                "size": size,
+                "url": url,
+                "proxy_url": url,
+                "content_type": "text/plain; charset=utf-8",
+            }
+        ],
+        "embeds": [],
+        "pinned": False,
+        "type": 0,
+        "flags": 0,
+        "guild_id": emu.guild_id,
+        "member": {"roles": [], "joined_at": _timestamp(), "flags": 0},
+    }
+    emu.user_messages[str(message["id"])] = message
+    await emu.dispatch("MESSAGE_CREATE", message, emu.guild_id)
+    return str(message["id"])
+
+
+async def test_discord_dockerfile_attachment_with_a_mention(
+    discord_emu: DiscordEmulator, engine: Engine
+) -> None:
+    from aiohttp import web
+
+    files = {"Dockerfile": DOCKERFILE.encode(), "binary": b"\x7fELF\x00\x01\x02"}
+    app = web.Application()
+
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(body=files[request.match_info["name"]])
+
+    app.router.add_get("/files/{name}", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}/files"
+    try:
+        async with running(discord_emu, engine):
+            good = await attached_message(
+                discord_emu,
+                f"{discord_emu.mention()} what does this build?",
+                f"{base}/Dockerfile",
+                len(files["Dockerfile"]),
+            )
+            await discord_emu.wait_for(lambda: discord_emu.replies_to(good), within=60)
+            shown = text_of(discord_emu.replies_to(good))
+            assert "Dockerfile: 2 stages" in shown and "DW1004" in shown
+            bad = await attached_message(
+                discord_emu, discord_emu.mention(), f"{base}/binary", len(files["binary"])
+            )
+            await discord_emu.wait_for(lambda: discord_emu.replies_to(bad), within=60)
+            shown = text_of(discord_emu.replies_to(bad))
+            assert "binary file, not a Dockerfile" in shown
+    finally:
+        await runner.cleanup()
+        await close(engine)

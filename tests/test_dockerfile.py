@@ -20,7 +20,6 @@ from bot.dockerfile_explain import (
     HADOLINT_PLAIN,
     MAX_DOCKERFILE_BYTES,
     OWN_FINDINGS,
-    UPCOMING_ARTICLES,
     decode_dockerfile,
     explain_dockerfile,
     parse_dockerfile,
@@ -40,7 +39,7 @@ FILES = sorted(DATA.glob("*.Dockerfile"))
 
 
 def articles() -> set[str]:
-    return {p.stem for p in (ROOT / "knowledge").glob("*.md")} | set(UPCOMING_ARTICLES)
+    return {p.stem for p in (ROOT / "knowledge").glob("*.md")}
 
 
 def explain(path: Path) -> Any:
@@ -303,8 +302,16 @@ def kb() -> KnowledgeBase:
     return KnowledgeBase.load()
 
 
-async def test_engine_handle_routes_a_fenced_dockerfile(kb: KnowledgeBase) -> None:
-    engine = Engine(knowledge=kb)
+async def test_engine_handle_routes_a_fenced_dockerfile(kb: KnowledgeBase, tmp_path: Path) -> None:
+    from bot.config import Settings
+    from bot.image.explain import Explainer
+
+    # Only an unused registry is allowed: the base (on Docker Hub) is refused at once, with
+    # or without network, and the explanation says it couldn't inspect it.
+    settings = Settings(
+        _env_file=None, cache_dir=tmp_path, registry_allowlist=["registry.invalid"], redis_url=None
+    )
+    engine = Engine(knowledge=kb, explainer=Explainer(settings))
     body = (DATA / "27-copy-all-before-pip.Dockerfile").read_text()
     # Longer than a question may be: a pasted Dockerfile is still read.
     padding = "\n".join(f"# comment line {i:04d} " + "x" * 40 for i in range(80))
@@ -314,6 +321,8 @@ async def test_engine_handle_routes_a_fenced_dockerfile(kb: KnowledgeBase) -> No
     assert reply.kind is ReplyKind.IMAGE and reply.data is not None, reply.body
     codes = [f["code"] for f in reply.data["findings"]]
     assert codes == ["DW1002"]
+    assert reply.data["stages"][0]["base_error"]  # refused by the allowlist, said in one line
+    assert "Couldn't inspect the base" in reply.plain_text()
     await engine.aclose()
 
 
@@ -390,9 +399,13 @@ def test_cli_missing_file_and_directory(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- shell adapter
 
 
-def test_shell_explains_a_file_and_a_pasted_fenced_dockerfile(tmp_path: Path) -> None:
+def test_shell_explains_a_file_and_a_pasted_fenced_dockerfile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.test_shell import spawn
 
+    # Bases on Docker Hub are refused at once (no multi-hundred-MB pulls where it is online).
+    monkeypatch.setenv("DOCKWISE_REGISTRY_ALLOWLIST", "registry.invalid")
     child = spawn(tmp_path)
     child.sendline(f"dockerfile {DATA / '33-static-binary-on-debian.Dockerfile'}")
     child.expect_exact("Dockerfile: 2 stages, final image FROM debian:bookworm-slim")
@@ -427,3 +440,58 @@ def test_secret_values_never_reach_the_reply() -> None:
     assert reply.data is not None
     assert reply.data["final_stage"]["cmd"]["words"][2] == "<redacted>"
     assert "DL3064" in {f["code"] for f in reply.data["findings"]}
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_INSTRUCTIONS = st.sampled_from(
+    [
+        "FROM",
+        "RUN",
+        "COPY",
+        "ADD",
+        "ARG",
+        "ENV",
+        "USER",
+        "CMD",
+        "ENTRYPOINT",
+        "EXPOSE",
+        "WORKDIR",
+        "SHELL",
+        "ONBUILD",
+        "LABEL",
+        "HEALTHCHECK",
+        "# syntax=x",
+        "# escape=`",
+        "",
+    ]
+)
+_WORDS = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_INSTRUCTIONS, _WORDS), max_size=12))
+def test_any_text_parses_or_is_one_clear_line(lines: list[tuple[str, str]]) -> None:
+    text = "\n".join(f"{ins} {rest}" for ins, rest in lines)
+    try:
+        parsed = parse_dockerfile(decode_dockerfile(text))
+    except InvalidInput as exc:
+        assert "\n" not in str(exc) and str(exc)
+        return
+    assert parsed.stages
+    from bot.dockerfile_explain import DockerfileReport, own_findings, render_report
+
+    reply = render_report(DockerfileReport(parsed, own_findings(parsed), None))
+    assert set(reply.data or {}) == {"stages", "findings", "final_stage"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_decode_or_are_one_clear_line(data: bytes) -> None:
+    try:
+        parse_dockerfile(decode_dockerfile(data))
+    except InvalidInput as exc:
+        assert "\n" not in str(exc) and str(exc)

@@ -134,7 +134,8 @@ def _kind(facts: ImageFacts) -> str:
     if facts.scratch or name is None:
         return "no OS user space (scratch: only its own files)"
     if not facts.shell and facts.packages is not None:
-        return f"{name}, distroless style (package files, no shell)"
+        style = "" if "distroless" in name.lower() else ", distroless style"
+        return f"{name}{style} (package files, no shell)"
     return f"{name} user space"
 
 
@@ -210,10 +211,32 @@ def verdict(a: Side, b: Side, shared_layers: int, diff: dict[str, list[Any]]) ->
             + (f" ({'; '.join(details)})" if details else "")
             + "."
         )
-    if a.apt_lists != b.apt_lists:
+    both_dpkg = all(
+        side.facts.packages is not None and side.facts.packages.manager == "dpkg" for side in (a, b)
+    )
+    if both_dpkg and a.apt_lists != b.apt_lists:
         without = nb if a.apt_lists else na
         sentences.append(f"{without} has no apt lists (/var/lib/apt/lists was cleaned).")
     ua, ub = fa.size.uncompressed, fb.size.uncompressed
+    on_top = [(nb, na, cb, ca, ub, ua), (na, nb, ca, cb, ua, ub)]
+    for upper, lower, c_up, c_low, u_up, u_low in on_top:
+        lower_keys = keys_a if lower == na else keys_b
+        upper_keys = keys_b if upper == nb else keys_a
+        if (
+            lower_keys
+            and upper_keys[: len(lower_keys)] == lower_keys
+            and len(upper_keys) > len(lower_keys)
+            and c_up is not None
+            and c_low is not None
+            and c_up < c_low
+            and u_up
+            and u_low
+            and u_up >= u_low
+        ):
+            sentences.append(
+                f"Removing packages in a layer on top does not make {upper} smaller: the "
+                f"files still ship in {lower}'s layers."
+            )
     if ua and ub and ua != ub:
         smaller, larger = (nb, na) if ub < ua else (na, nb)
         delta = abs(ua - ub)
@@ -314,7 +337,10 @@ def render_comparison(a: Side, b: Side) -> Reply:
             str(sum(1 for x in fa.layers if not x.empty)),
             str(sum(1 for x in fb.layers if not x.empty)),
         ),
-        Fact("Shared layers", f"{count} ({human(total)} unpacked, stored once)"),
+        Fact(
+            "Shared layers",
+            f"{count} ({human(total)} unpacked, stored once)" if count else "none",
+        ),
         both("Shell", fa.shell_path or "none", fb.shell_path or "none"),
         both(
             "User",

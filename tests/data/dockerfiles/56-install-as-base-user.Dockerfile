@@ -1,0 +1,2 @@
+FROM dockwise-test/app:1
+RUN apt-get update && apt-get install -y --no-install-recommends curl=7.88.1-10+deb12u8 && rm -rf /var/lib/apt/lists/*
