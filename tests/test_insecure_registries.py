@@ -120,3 +120,20 @@ async def test_an_https_entry_trusts_the_address_but_keeps_tls(
     finally:
         await tls.aclose()
         await untrusted.aclose()
+
+
+async def test_a_cached_image_is_refused_once_its_registry_is_no_longer_allowed(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    push_image(registry.pusher(), "trust/cached", "1", [gzip.compress(tar_bytes([]), mtime=0)])
+    reference = f"{registry.host}/trust/cached:1"
+    cache = tmp_path / "shared-cache"
+    allowed = Explainer(Settings(cache_dir=cache, insecure_registries=[registry.host]))
+    refused = Explainer(Settings(cache_dir=cache))  # same cache, registry no longer listed
+    try:
+        await allowed.facts(reference, source="registry")  # manifest and layers now cached
+        with pytest.raises(Forbidden):
+            await refused.facts(reference, source="registry")
+    finally:
+        await allowed.aclose()
+        await refused.aclose()

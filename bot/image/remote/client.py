@@ -253,6 +253,11 @@ class RegistryClient:
             if expected_digest
             else f"manifest:{ref.name}:{reference}"
         )
+        target = await self.transport.resolve_target(ref)
+        if self.url_guard is not None:
+            # Before the cache too: a manifest cached while a registry was allowed must not
+            # be served once the policy refuses it (every later read starts here).
+            self.url_guard(f"{target.base}/manifests/{reference}")
         if self.cache is not None:
             hit = await self.cache.get(key)
             count_cache("manifest", hit is not None)
@@ -262,7 +267,6 @@ class RegistryClient:
                 if expected_digest:
                     verify(body, expected_digest, f"cached manifest of {ref}")
                 return parse_manifest(media_type, digest, body, ref)
-        target = await self.transport.resolve_target(ref)
         url = f"{target.base}/manifests/{reference}"
 
         async def fetch() -> tuple[bytes, str, str | None]:
