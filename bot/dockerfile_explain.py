@@ -979,7 +979,9 @@ def _start_sentence(start: dict[str, Any], base: ImageFacts | None = None) -> st
 
 def report_json(report: DockerfileReport) -> dict[str, Any]:
     """The JSON contract: ``{"stages": [...], "findings": [{"line", "code", "message",
-    "article"}], "final_stage": {...}}``."""
+    "article"}], "final_stage": {...}, "lint": {"ran": bool, "note": str | null}}``;
+    ``lint.ran`` is false (and ``note`` says why in one line) when hadolint was missing or
+    failed, so a consumer never takes "no findings" for "lint-clean"."""
     parsed = report.parsed
     stages = [
         stage_json(parsed, s, report.base_facts.get(root_of(parsed, s).base_resolved))
@@ -994,6 +996,7 @@ def report_json(report: DockerfileReport) -> dict[str, Any]:
         "stages": stages,
         "findings": [f.to_json() for f in report.findings],
         "final_stage": final,
+        "lint": {"ran": report.hadolint_note is None, "note": report.hadolint_note},
     }
     # Secret ENV/ARG values (by name or shape) never reach chat, even inside a command line.
     from bot.image.redact import Redactor

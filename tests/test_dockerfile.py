@@ -95,7 +95,7 @@ def test_every_mapped_article_exists_or_is_being_written() -> None:
 def test_json_has_exactly_stages_findings_final_stage() -> None:
     reply = explain(DATA / "32-multi-stage-scratch.Dockerfile")
     data = json.loads(json.dumps(reply.data))
-    assert set(data) == {"stages", "findings", "final_stage"}
+    assert set(data) == {"stages", "findings", "final_stage", "lint"}
     assert [s["name"] for s in data["stages"]] == ["build", None]
     build, final = data["stages"]
     assert build["base"] == "golang:1.22" and build["base_kind"] == "image"
@@ -215,6 +215,11 @@ def test_missing_hadolint_is_one_line_and_stages_still_explained() -> None:
     assert reply.kind is ReplyKind.IMAGE and reply.data is not None
     assert reply.data["stages"][0]["layers"] == [{"line": 2, "instruction": "RUN"}]
     assert "hadolint could not run" in reply.plain_text()
+    # JSON readers are told too: no findings here does not mean lint-clean.
+    assert reply.data["lint"]["ran"] is False
+    assert "hadolint could not run" in reply.data["lint"]["note"]
+    ran = asyncio.run(explain_dockerfile(text, lint=run_hadolint))
+    assert ran.data is not None and ran.data["lint"] == {"ran": True, "note": None}
 
 
 def test_failing_hadolint_is_one_line() -> None:
@@ -357,7 +362,7 @@ def test_cli_json_from_a_path(tmp_path: Path) -> None:
     result = dockwise("dockerfile", "--json", "--no-inspect", str(path), tmp=tmp_path)
     assert result.returncode == 0, result.stderr
     obj = json.loads(result.stdout)
-    assert set(obj) == {"stages", "findings", "final_stage"}
+    assert set(obj) == {"stages", "findings", "final_stage", "lint"}
     assert [(f["line"], f["code"]) for f in obj["findings"]] == [(6, "DW1004")]
     assert obj["findings"][0]["article"] == "from-scratch"
 
@@ -485,7 +490,7 @@ def test_any_text_parses_or_is_one_clear_line(lines: list[tuple[str, str]]) -> N
     from bot.dockerfile_explain import DockerfileReport, own_findings, render_report
 
     reply = render_report(DockerfileReport(parsed, own_findings(parsed), None))
-    assert set(reply.data or {}) == {"stages", "findings", "final_stage"}
+    assert set(reply.data or {}) == {"stages", "findings", "final_stage", "lint"}
 
 
 @settings(max_examples=200, deadline=None)
