@@ -950,8 +950,15 @@ def _what_base_brings(parsed: Parsed, stage: Stage) -> str:
     )
 
 
-def _start_sentence(start: dict[str, Any], base: ImageFacts | None = None) -> str:
+def _start_sentence(
+    start: dict[str, Any], base: ImageFacts | None = None, *, scratch: bool = False
+) -> str:
     entry, cmd = start["entrypoint"], start["cmd"]
+    if entry is None and cmd is None and scratch:
+        return (
+            "No ENTRYPOINT or CMD is set, and scratch sets none: `docker run` needs a "
+            "command on its line, or the container cannot start."
+        )
     if entry is None and cmd is None:
         inherited = [*(base.entrypoint or []), *(base.cmd or [])] if base is not None else []
         if inherited:
@@ -1043,8 +1050,10 @@ def render_report(report: DockerfileReport) -> Reply:
             f"It exposes port(s) {', '.join(ports[:8])} (EXPOSE only documents them; "
             "publishing still needs -p)."
         )
-    final_base = report.base_facts.get(root_of(parsed, final_stage).base_resolved)
-    sentences.append(_start_sentence(final, final_base))
+    final_root = root_of(parsed, final_stage)
+    final_base = report.base_facts.get(final_root.base_resolved)
+    on_scratch = final_root.kind == "scratch"
+    sentences.append(_start_sentence(final, final_base, scratch=on_scratch))
     if parsed.directives:
         shown = ", ".join(f"{k}={_clip(v, 60)}" for k, v in parsed.directives.items())
         sentences.append(f"Parser directives: {shown}.")
@@ -1084,7 +1093,7 @@ def render_report(report: DockerfileReport) -> Reply:
         )
         + ".",
         f"- Exposes {', '.join(ports) if ports else 'no ports'}.",
-        f"- {_start_sentence(final, final_base)}",
+        f"- {_start_sentence(final, final_base, scratch=on_scratch)}",
     ]
     if final["workdir"]:
         final_lines.append(f"- Working directory `{_clip(final['workdir'], 60)}`.")

@@ -500,3 +500,11 @@ def test_any_bytes_decode_or_are_one_clear_line(data: bytes) -> None:
         parse_dockerfile(decode_dockerfile(data))
     except InvalidInput as exc:
         assert "\n" not in str(exc) and str(exc)
+
+
+def test_scratch_without_a_command_says_it_cannot_start() -> None:
+    import asyncio
+
+    reply = asyncio.run(explain_dockerfile("FROM scratch\nCOPY app /app\n", lint=run_hadolint))
+    text = reply.plain_text()
+    assert "scratch sets none" in text and "whatever the base image set" not in text
