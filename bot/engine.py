@@ -96,8 +96,10 @@ def error_reply(message: str, *, title: str = "Sorry, I couldn't do that") -> Re
 
 
 def check_input(text: str) -> str:
-    """Strip and validate user text; raises InvalidInput with a one-line message."""
-    cleaned = text.strip()
+    """Strip and validate user text; raises InvalidInput with a one-line message. Bytes
+    that were not valid UTF-8 (lone surrogates from a terminal's argv or stdin) become
+    U+FFFD, so no later stage meets text it cannot encode."""
+    cleaned = text.encode("utf-8", "replace").decode("utf-8").strip()
     if not cleaned:
         raise InvalidInput('Empty question: ask me about containers, e.g. "why FROM ubuntu?"')
     if len(cleaned) > MAX_INPUT_CHARS:

@@ -67,7 +67,13 @@ class Article:
     @classmethod
     def from_file(cls, path: Path) -> Article:
         """Parse one article; raises ValueError naming the file when it is malformed."""
-        post = frontmatter.load(str(path))
+        import yaml
+
+        try:
+            post = frontmatter.load(str(path))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{path.name}: unreadable front matter ({first})") from None
         meta: dict[str, Any] = dict(post.metadata)
         article_id = str(meta.get("id", path.stem))
         if article_id != path.stem:

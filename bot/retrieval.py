@@ -140,7 +140,8 @@ class StaticEmbedder:
         return int(self._vectors.shape[1])
 
     def encode(self, texts: Sequence[str]) -> Vector:
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        clean = [t.encode("utf-8", "replace").decode("utf-8") for t in texts]  # no surrogates
+        encodings = self._tokenizer.encode_batch(clean, add_special_tokens=False)
         out = np.zeros((len(encodings), self.dim), dtype=np.float32)
         for row, encoding in enumerate(encodings):
             ids = [i for i in encoding.ids if i != self._unk]
@@ -421,10 +422,12 @@ _CACHED_KEYS = (
 
 
 def _load_cached(path: Path) -> dict[str, Any] | None:
+    """The fitted router at ``path``, or None when it is missing or unreadable in any way
+    (empty, truncated, not a zip, wrong arrays): the caller then refits and rewrites it."""
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in _CACHED_KEYS}
-    except (OSError, KeyError, ValueError):
+    except Exception:  # numpy raises OSError, EOFError, BadZipFile, KeyError, ValueError...
         return None
 
 

@@ -82,14 +82,15 @@ def test_dockerfile_is_multi_stage_slim_and_unprivileged() -> None:
     assert _values(final, "FROM") == ["${BASE_IMAGE}"]
     assert any("pip wheel" in run for run in _values(build, "RUN"))
 
-    # the final stage copies the venv, the cache dir and the articles, and runs nothing
+    # the final stage copies the venv (articles and model are package data) and the cache
+    # dir holding the router fitted at build time, and runs nothing
     assert _values(final, "RUN") == []
     copies = _values(final, "COPY")
     assert copies == [
         "--from=build /opt/venv /opt/venv",
         f"--from=build --chown={USER_ID}:{USER_ID} /out/cache /var/cache/dockwise",
-        "knowledge /opt/dockwise/knowledge",
     ]
+    assert any("dockwise ask" in run and "/out/cache" in run for run in _values(build, "RUN"))
     assert _values(final, "USER") == [f"{USER_ID}:{USER_ID}"]
     assert _values(final, "ENTRYPOINT") == ['["dockwise"]']
     assert _values(final, "CMD") == ['["serve"]']
@@ -97,12 +98,9 @@ def test_dockerfile_is_multi_stage_slim_and_unprivileged() -> None:
     assert "/healthz" in health and "python3" in health and "curl" not in health
 
     env = " ".join(_values(final, "ENV"))
-    for setting in (
-        "DOCKWISE_HOST=0.0.0.0",
-        "DOCKWISE_KNOWLEDGE_DIR=/opt/dockwise/knowledge",
-        "PIP_NO_CACHE_DIR=1",
-    ):
+    for setting in ("DOCKWISE_HOST=0.0.0.0", "PIP_NO_CACHE_DIR=1"):
         assert setting in env
+    assert "DOCKWISE_KNOWLEDGE_DIR" not in env
     # pip settings for the build (a mirror URL, maybe with credentials) stay in stage 1
     assert "PIP_INDEX_URL" not in " ".join(i["content"] for i in final)
     labels = parser.labels  # the final stage's labels, ARGs substituted with defaults

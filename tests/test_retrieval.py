@@ -130,3 +130,44 @@ def test_static_embeddings_equal_model2vec() -> None:
     expected = np.asarray(reference.encode(texts), dtype=np.float32)
     expected /= np.maximum(np.linalg.norm(expected, axis=1, keepdims=True), 1e-9)
     np.testing.assert_allclose(StaticEmbedder().encode(texts), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", b"\x00" * 64])
+def test_a_broken_cache_file_is_refitted(kb: KnowledgeBase, tmp_path: Path, content: bytes) -> None:
+    Router.for_articles(kb.articles, cache=tmp_path)
+    (cached,) = tmp_path.glob("router-*.npz")
+    cached.write_bytes(content)
+    router = Router.for_articles(kb.articles, cache=tmp_path)
+    assert router.decide("is a container a VM?").hits[0].article_id == "containers-vs-vms"
+    assert cached.stat().st_size > 1000  # rewritten
+
+
+def test_invalid_utf8_in_a_question_is_answered_not_crashed() -> None:
+    """argv and stdin bytes that aren't UTF-8 arrive as lone surrogates."""
+    env = {**os.environ}
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "ask", "--json", b"why FROM \xff ubuntu?".decode(
+            "utf-8", "surrogateescape")],
+        capture_output=True, text=True, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert '"topic": "why-base-image"' in result.stdout
+    batch = subprocess.run(
+        [sys.executable, "-m", "bot", "ask", "--json", "-"],
+        input=b"is a container a VM?\nwhy FROM \xff ubuntu?\nwhat is musl?\n",
+        capture_output=True, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert batch.returncode == 0, batch.stderr
+    assert len(batch.stdout.splitlines()) == 3
+
+
+def test_a_malformed_article_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "bad.md").write_text("---\ntitle: [unclosed\n---\nbody\n")
+    env = {**os.environ, "DOCKWISE_KNOWLEDGE_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "ask", "why FROM ubuntu?"],
+        capture_output=True, text=True, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bad.md" in lines[0] and "Traceback" not in result.stderr
