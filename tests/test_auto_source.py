@@ -85,3 +85,28 @@ async def test_auto_reads_the_registry_copy_the_engine_names(
         assert (await gone.facts(test_images.alpine.name, source="auto")).source == "docker"
     finally:
         await gone.aclose()
+
+
+async def test_auto_falls_back_to_the_engine_when_that_registry_is_down(
+    test_images: ImageSet, docker_client: DockerClient, tmp_path: Path
+) -> None:
+    from tests.fixtures.registry import start_registry
+
+    gone = start_registry(tmp_path / "registry")
+    pushed = f"{gone.host}/auto/down:1"
+    try:
+        docker("tag", test_images.static.name, pushed)
+        docker("push", pushed)
+    finally:
+        gone.stop()  # the engine still names it in RepoDigests
+    assert any(
+        d.startswith(gone.host) for d in docker_client.images.get(pushed).attrs["RepoDigests"]
+    )
+    explainer = Explainer(Settings(cache_dir=tmp_path / "c", insecure_registries=[gone.host]))
+    try:
+        for _ in range(2):  # the second time the dead registry is not asked again
+            facts = await explainer.facts(pushed, source="auto")
+            assert facts.source == "docker"
+    finally:
+        await explainer.aclose()
+        docker("rmi", pushed)

@@ -7,16 +7,18 @@ one by one and in parallel, while the engine can only export the whole image as 
 uncompressed tar (``docker save``). A registry copy is used only when the registry is
 allowed (``DOCKWISE_REGISTRY_ALLOWLIST``), passes the address guard, answers within
 ``PROBE_SECONDS`` and its image has exactly the engine's layers (diff IDs) and platform;
-otherwise the engine's image is used, as before.
+otherwise the engine's image is used, as before. A registry that could not be reached is
+not asked again for ``FORGET_SECONDS`` (offline machines pay the probe once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
-from bot.errors import DockwiseError
+from bot.errors import DockwiseError, Unreachable
 from bot.image.reference import Reference, parse_reference
 
 if TYPE_CHECKING:
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROBE_SECONDS = 5.0  # how long resolving the registry copy may take before the engine wins
+FORGET_SECONDS = 300.0  # a registry that could not be reached is not asked again this long
+_unreachable: dict[str, float] = {}  # registry domain -> monotonic time it failed
 
 
 def registry_candidates(engine_image: ResolvedImage, wanted: Reference | None) -> list[str]:
@@ -55,10 +59,17 @@ async def registry_copy(
     diff_ids = engine_image.config.get("rootfs", {}).get("diff_ids")
     for candidate in registry_candidates(engine_image, wanted):
         ref = parse_reference(candidate)
+        failed = _unreachable.get(ref.domain)
+        if failed is not None and time.monotonic() - failed < FORGET_SECONDS:
+            continue  # an offline or blackholed registry costs the probe time once only
         try:
             check_registry_allowed(ref.domain, settings)
             image = await asyncio.wait_for(registry.resolve(candidate, platform), PROBE_SECONDS)
-        except (DockwiseError, TimeoutError) as exc:
+        except (Unreachable, TimeoutError) as exc:
+            _unreachable[ref.domain] = time.monotonic()
+            log.debug("registry copy %s not used: %s", candidate, exc)
+            continue
+        except DockwiseError as exc:
             log.debug("registry copy %s not used: %s", candidate, exc)
             continue
         same_layers = image.config.get("rootfs", {}).get("diff_ids") == diff_ids

@@ -7,17 +7,19 @@ How layers are streamed
 -----------------------
 The engine has no "give me layer N" call: the only way to get layer bytes is
 ``GET /images/{id}/get`` (``docker save``), one tar stream holding every layer as an
-uncompressed tar member, in an order that is not the order analysis wants (analysis reads
-the top layer first; the legacy format names layers by v1 ids and lists the mapping in
-``manifest.json`` at the *end* of the stream; the OCI format of newer engines names them
-``blobs/sha256/<diff id>``). So the first ``open()`` of any layer runs one save and
-*spools* every layer member to its own file under ``<cache_dir>/docker-spool/`` in
-fixed-size chunks (memory stays at one chunk, whatever the layer size), then maps files to
-diff ids through ``manifest.json``. Each ``open()`` then streams its file, and deletes it
-once read to the end: disk use peaks at the image's uncompressed size and shrinks as
-analysis proceeds. A layer opened again after that triggers a fresh save. Whatever is left
-(layers analysis skipped, e.g. because their results were cached) is removed when the
-``ResolvedImage`` is garbage-collected or at interpreter exit.
+uncompressed tar member, in an order that is not the order analysis wants. The first
+``open()`` of any layer starts one export, read by one thread as it arrives (``_Export``):
+a layer whose reader is already waiting streams straight to it through a small bounded
+hand-off (no disk, memory stays at a few chunks); a layer nobody asked for yet is written
+to ``<cache_dir>/docker-spool/`` and handed over as a file when asked for, then deleted.
+To stream a member the export must know which layer it is before its bytes: the OCI layout
+of newer engines names layers ``blobs/sha256/<diff id>``; the legacy layout names them by
+v1 ids, but each ``<v1 id>/json`` (read just before its ``layer.tar``) gives the parent,
+so the bottom layer, the top one (its json carries the image config) and layers whose
+parents came earlier are known; any other member is written to disk and known by its
+sha256 once complete. Every layer's bytes are hashed and checked against its diff id. A
+layer opened again after it was handed out triggers a fresh export. When the
+``ResolvedImage`` is garbage-collected, running exports stop and unread files are removed.
 """
 
 from __future__ import annotations
@@ -26,16 +28,18 @@ import asyncio
 import hashlib
 import io
 import json
+import queue
 import re
 import shutil
 import tarfile
 import tempfile
 import threading
+import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import docker
 import docker.errors
@@ -49,6 +53,7 @@ from bot.observability import BYTES_FETCHED
 
 CHUNK = 1 << 20  # bytes per read from the save stream and from spool files
 CONFIG_MAX = 8 << 20  # the image config inside the save stream
+HANDOFF_CHUNKS = 8  # chunks in flight between the export thread and a layer's reader
 # A hung engine must count as "no engine" (so --source auto falls back to the registry)
 # well within the explanation timeout: connecting (API version check) and the first ping
 # get PING_TIMEOUT seconds; later calls (inspect, save streams) get TRANSFER_TIMEOUT.
@@ -95,8 +100,48 @@ class _ChunkReader(io.RawIOBase):
         return count
 
 
-class _Spool:
-    """One ``docker save`` of one image, demultiplexed to a file per layer on first need."""
+class _Want:
+    """One reader of one layer: the export thread sends it ``("chunk", bytes)`` messages
+    then ``("end", digest)`` (streamed straight from the export), or ``("file", path)``
+    (the layer was written to disk before anyone asked for it), or ``("error", exc)``."""
+
+    def __init__(self, diff_id: str) -> None:
+        self.diff_id = diff_id
+        self.messages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=HANDOFF_CHUNKS)
+        self.closed = threading.Event()  # the reader went away
+
+    def receive(self) -> tuple[str, Any]:
+        """The next message (blocking, in a worker thread); gives up once the reader is
+        closed, so a cancelled reader never strands the thread."""
+        while True:
+            try:
+                return self.messages.get(timeout=0.2)
+            except queue.Empty:
+                if self.closed.is_set():
+                    return ("error", ContentError("layer reader closed"))
+
+    def send(self, kind: str, value: Any) -> bool:
+        """Blocks while the reader is behind; False once the reader has gone away."""
+        while not self.closed.is_set():
+            try:
+                self.messages.put((kind, value), timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+class _Export:
+    """One ``docker save`` of one image, read once, in a thread, as it arrives.
+
+    A layer someone is waiting for streams straight to that reader (bounded hand-off, no
+    disk); a layer nobody wants yet is written to ``root`` and handed over as a file when
+    asked for (deleted once read). Which layer a tar member is must be known before its
+    bytes flow: the OCI layout names it (``blobs/sha256/<diff id>``); the legacy layout's
+    ``<v1 id>/json`` precedes each ``layer.tar`` and gives its parent, so the bottom layer,
+    the top one (it carries the image config) and any whose parents came first are known.
+    Other members are written to disk and known by their sha256 when complete. Every
+    streamed layer is hashed and checked against its diff id."""
 
     def __init__(
         self,
@@ -109,63 +154,188 @@ class _Spool:
         self._client = client
         self._image_id = image_id
         self._diff_ids = diff_ids
-        self._config = config  # the ResolvedImage's config: history corrected from the save
         self._root = root
+        self._config = config  # the ResolvedImage's config: history corrected from the save
         self._lock = threading.Lock()
+        self._wants: dict[str, _Want] = {}  # waiting readers by diff id
+        self._served: set[str] = set()  # diff ids already handed to a reader
+        self._files: dict[str, Path] = {}  # diff id -> written layer tar, not yet read
+        self._thread: threading.Thread | None = None
+        self._finished = False
+        self._stop = threading.Event()
         self._dir: Path | None = None
-        self._files: dict[str, Path] = {}  # diff id -> spooled layer tar
-        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._active: _Want | None = None  # the reader a layer is streaming to right now
 
-    def _save(self) -> None:
-        self._root.mkdir(parents=True, exist_ok=True)
-        directory = Path(tempfile.mkdtemp(prefix="save-", dir=self._root))
-        self._dir = directory
-        self._finalizer = weakref.finalize(self, shutil.rmtree, directory, True)
-        members: dict[str, Path] = {}
-        manifest: list[dict[str, Any]] | None = None
+    # ----------------------------------------------------------------- readers
+
+    def want(self, diff_id: str) -> _Want | None:
+        """Register a reader for ``diff_id``; None when this export can no longer deliver
+        it (already handed out, or finished without it): the caller starts a new export."""
+        reader = _Want(diff_id)
+        with self._lock:
+            path = self._files.pop(diff_id, None)
+            if path is not None:
+                self._served.add(diff_id)
+                reader.messages.put(("file", path))
+                return reader
+            if diff_id in self._served or diff_id in self._wants or self._finished:
+                return None
+            self._wants[diff_id] = reader
+            if self._thread is None:
+                self._root.mkdir(parents=True, exist_ok=True)
+                self._dir = Path(tempfile.mkdtemp(prefix="save-", dir=self._root))
+                self._thread = threading.Thread(
+                    target=self._run, name=f"docker-save {self._image_id[7:19]}", daemon=True
+                )
+                self._thread.start()
+        return reader
+
+    def cleanup(self) -> None:
+        """Stop the export and remove what it wrote (layers nobody read)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    # ----------------------------------------------------------------- export thread
+
+    def _run(self) -> None:
+        try:
+            self._read_export()
+            failure: Exception = ContentError("image archive lacks a layer the image lists")
+        except docker.errors.NotFound as exc:
+            failure = ImageNotFound(f"image {self._image_id[:19]} vanished from the engine")
+            failure.__cause__ = exc
+        except docker.errors.DockerException as exc:
+            failure = Unreachable(f"Docker Engine failed while saving the image: {_short(exc)}")
+        except (tarfile.TarError, ValueError, OSError) as exc:
+            failure = ContentError(f"Docker Engine sent a malformed image archive: {exc}")
+        except Exception as exc:  # never leave a reader waiting
+            failure = ContentError(f"reading the Docker Engine's export failed: {exc}")
+        with self._lock:
+            self._finished = True
+            waiting = list(self._wants.values())
+            self._wants.clear()
+            if self._active is not None:
+                waiting.append(self._active)
+        for reader in waiting:
+            reader.send("error", failure)
+
+    def _claim(self, diff_id: str | None) -> _Want | None:
+        if diff_id is None:
+            return None
+        with self._lock:
+            reader = self._wants.pop(diff_id, None)
+            if reader is not None:
+                self._served.add(diff_id)
+            return reader
+
+    def _read_export(self) -> None:
+        directory = self._dir
+        assert directory is not None
         hex_id = self._image_id.removeprefix("sha256:")
         config_names = {f"{hex_id}.json", f"blobs/sha256/{hex_id}"}  # legacy and OCI layouts
+        known = set(self._diff_ids)
+        parents: dict[str, str | None] = {}  # legacy v1 id -> parent v1 id
+        tops: set[str] = set()  # legacy v1 ids whose json carries the image config
+        stream = self._client.api.get_image(self._image_id, chunk_size=CHUNK)
+        reader = io.BufferedReader(_ChunkReader(iter(stream)), CHUNK)
+        with tarfile.open(fileobj=reader, mode="r|") as tar:
+            for member in tar:
+                if self._stop.is_set():
+                    return
+                if not member.isfile():
+                    continue
+                source = tar.extractfile(member)
+                if source is None:
+                    continue
+                name = member.name
+                if name in config_names:
+                    self._take_config(source.read(CONFIG_MAX + 1))
+                    continue
+                if name.endswith("/json"):
+                    self._take_v1(name, source.read(CONFIG_MAX + 1), parents, tops)
+                    continue
+                if name.endswith("/layer.tar"):
+                    diff_id = self._legacy_position(name.split("/", 1)[0], parents, tops)
+                elif name.startswith("blobs/sha256/"):
+                    diff_id = "sha256:" + name.rsplit("/", 1)[1]
+                    if diff_id not in known:
+                        continue  # OCI manifests, index, config
+                else:
+                    continue  # manifest.json, repositories, VERSION, index.json, oci-layout
+                reader_ = self._claim(diff_id)
+                if reader_ is not None:
+                    self._hand_over(source, reader_)
+                else:
+                    self._write(source, directory)
+
+    def _take_v1(
+        self, name: str, data: bytes, parents: dict[str, str | None], tops: set[str]
+    ) -> None:
         try:
-            stream = self._client.api.get_image(self._image_id, chunk_size=CHUNK)
-            reader = io.BufferedReader(_ChunkReader(iter(stream)), CHUNK)
-            with tarfile.open(fileobj=reader, mode="r|") as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    source = tar.extractfile(member)
-                    if source is None:
-                        continue
-                    if member.name == "manifest.json":
-                        manifest = json.loads(source.read(16 << 20))
-                        continue
-                    if member.name in config_names:
-                        self._take_config(source.read(CONFIG_MAX + 1))
-                        continue
-                    if not (member.name.endswith("/layer.tar") or member.name.startswith("blobs/")):
-                        continue  # legacy v1 metadata (json, VERSION, repositories)
-                    path = directory / f"{len(members)}.tar"
-                    with path.open("wb") as out:
-                        shutil.copyfileobj(source, out, CHUNK)
-                    members[member.name] = path
-        except docker.errors.NotFound as exc:
-            raise ImageNotFound(f"image {self._image_id[:19]} vanished from the engine") from exc
-        except docker.errors.DockerException as exc:
-            raise Unreachable(f"Docker Engine failed while saving the image: {exc}") from exc
-        except (tarfile.TarError, ValueError) as exc:
-            raise ContentError(f"Docker Engine sent a malformed image archive: {exc}") from exc
-        if not manifest or not isinstance(manifest[0].get("Layers"), list):
-            raise ContentError("Docker Engine sent an image archive without manifest.json")
-        paths: list[str] = manifest[0]["Layers"]
-        if len(paths) != len(self._diff_ids):
-            raise ContentError(
-                f"image archive lists {len(paths)} layers, the image config {len(self._diff_ids)}"
-            )
-        for diff_id, name in zip(self._diff_ids, paths, strict=True):
-            if name not in members:
-                raise ContentError(f"image archive lacks layer {name}")
-            self._files[diff_id] = members[name]
-        for path in set(members.values()) - set(self._files.values()):
-            path.unlink()  # OCI-format config and manifest blobs
+            v1 = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(v1, dict):
+            return
+        v1_id = name.split("/", 1)[0]
+        parent = v1.get("parent")
+        parents[v1_id] = parent if isinstance(parent, str) and parent else None
+        if isinstance(v1.get("config"), dict):
+            tops.add(v1_id)
+
+    def _legacy_position(
+        self, v1_id: str, parents: dict[str, str | None], tops: set[str]
+    ) -> str | None:
+        """The diff id of a legacy layer directory, if its place is already known."""
+        if v1_id in tops and len(tops) == 1:
+            return self._diff_ids[-1] if self._diff_ids else None
+        depth = 0
+        current: str | None = v1_id
+        while current is not None:
+            if current not in parents or depth >= len(self._diff_ids):
+                return None
+            current = parents[current]
+            depth += 1
+        return self._diff_ids[depth - 1]
+
+    def _hand_over(self, source: IO[bytes], reader: _Want) -> None:
+        hasher = hashlib.sha256()
+        self._active = reader
+        while chunk := source.read(CHUNK):
+            hasher.update(chunk)
+            if not reader.send("chunk", chunk):
+                self._active = None
+                return  # the reader went away; tarfile skips the rest of this member
+        self._active = None
+        reader.send("end", "sha256:" + hasher.hexdigest())
+
+    def _write(self, source: IO[bytes], directory: Path) -> None:
+        hasher = hashlib.sha256()
+        path = directory / f"{uuid.uuid4().hex}.tar"
+        with path.open("wb") as out:
+            while chunk := source.read(CHUNK):
+                if self._stop.is_set():
+                    return
+                hasher.update(chunk)
+                out.write(chunk)
+        diff_id = "sha256:" + hasher.hexdigest()
+        if diff_id not in self._diff_ids:
+            path.unlink()
+            return
+        with self._lock:
+            reader = self._wants.pop(diff_id, None)
+            if reader is None:
+                if diff_id in self._files or diff_id in self._served:
+                    path.unlink()  # a layer listed twice: one copy is enough
+                else:
+                    self._files[diff_id] = path
+                return
+            self._served.add(diff_id)
+        reader.send("file", path)
 
     def _take_config(self, data: bytes) -> None:
         """The image's own config (its sha256 is the image ID): its history, with the
@@ -187,27 +357,6 @@ class _Spool:
         made = sum(1 for h in history if isinstance(h, dict) and not h.get("empty_layer"))
         if made == len(self._diff_ids) and all(isinstance(h, dict) for h in history):
             self._config["history"] = history
-
-    def take(self, diff_id: str) -> Path:
-        """The spooled file of ``diff_id``, running the save if it is not (or no more) there."""
-        with self._lock:
-            path = self._files.get(diff_id)
-            if path is None or not path.exists():
-                self.cleanup()
-                self._save()
-                path = self._files[diff_id]
-            return path
-
-    def done(self, diff_id: str) -> None:
-        with self._lock:
-            path = self._files.pop(diff_id, None)
-        if path is not None:
-            path.unlink(missing_ok=True)
-
-    def cleanup(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer()
-        self._files.clear()
 
 
 def _history(
@@ -395,13 +544,14 @@ class DockerSource:
             )
         image_id = str(inspect["Id"])
         diff_ids: list[str] = config["rootfs"]["diff_ids"]
-        spool = _Spool(client, image_id, diff_ids, self.settings.cache_dir / "docker-spool", config)
+        root = self.settings.cache_dir / "docker-spool"
+        exports = _Exports(lambda: _Export(client, image_id, diff_ids, root, config))
         layers = [
             LayerBlob(
                 digest=diff_id,
                 size=None,
                 compression="none",
-                open=_opener(spool, diff_id),
+                open=_opener(exports, diff_id),
                 diff_id=diff_id,
             )
             for diff_id in diff_ids
@@ -422,20 +572,67 @@ class DockerSource:
         )
 
 
-def _opener(spool: _Spool, diff_id: str) -> Callable[[], AsyncIterator[bytes]]:
+class _Exports:
+    """The current export of one image; a layer asked for again after it was handed out
+    (or after the export ended without it) starts a fresh export. When this object goes
+    (with its ``ResolvedImage``), running exports stop and their unread files are removed;
+    the export thread holds only the ``_Export``, never this."""
+
+    def __init__(self, make: Callable[[], _Export]) -> None:
+        self._make = make
+        self._lock = threading.Lock()
+        self._current: _Export | None = None
+        self._all: list[_Export] = []
+        weakref.finalize(self, _cleanup_all, self._all)
+
+    def want(self, diff_id: str) -> _Want:
+        with self._lock:
+            for _attempt in range(2):
+                if self._current is None:
+                    self._current = self._make()
+                    self._all.append(self._current)
+                reader = self._current.want(diff_id)
+                if reader is not None:
+                    return reader
+                self._current = None
+        raise ContentError(f"the Docker Engine's export has no layer {diff_id}")
+
+
+def _cleanup_all(exports: list[_Export]) -> None:
+    for export in exports:
+        export.cleanup()
+
+
+def _opener(exports: _Exports, diff_id: str) -> Callable[[], AsyncIterator[bytes]]:
     async def stream() -> AsyncIterator[bytes]:
-        path = await asyncio.to_thread(spool.take, diff_id)
-        handle = await asyncio.to_thread(path.open, "rb")
-        finished = False
+        reader = exports.want(diff_id)
+        path: Path | None = None
         try:
-            while chunk := await asyncio.to_thread(handle.read, CHUNK):
-                BYTES_FETCHED.labels(source="docker").inc(len(chunk))
-                yield chunk
-            finished = True
+            while True:
+                kind, value = await asyncio.to_thread(reader.receive)
+                if kind == "chunk":
+                    BYTES_FETCHED.labels(source="docker").inc(len(value))
+                    yield value
+                elif kind == "end":
+                    if value != diff_id:
+                        raise ContentError(f"layer {diff_id} from the engine does not match it")
+                    return
+                elif kind == "file":
+                    path = value
+                    break
+                else:
+                    raise value
+            handle = await asyncio.to_thread(path.open, "rb")
+            try:
+                while chunk := await asyncio.to_thread(handle.read, CHUNK):
+                    BYTES_FETCHED.labels(source="docker").inc(len(chunk))
+                    yield chunk
+            finally:
+                handle.close()
         finally:
-            handle.close()
-            if finished:
-                spool.done(diff_id)
+            reader.closed.set()
+            if path is not None:
+                path.unlink(missing_ok=True)
 
     return stream
 
