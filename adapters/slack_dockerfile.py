@@ -3,12 +3,15 @@
 - The command is acknowledged with an empty body and answered with ``views.open``: a modal
   (``callback_id`` ``dockwise_dockerfile``) holding one multi-line ``plain_text_input``
   (``max_length`` 3,000, Slack's limit for that element). The command's channel travels
-  in ``private_metadata`` as JSON ``{"channel": "C…"}``.
+  in ``private_metadata`` as JSON ``{"channel": "C…", "response_url": "https://…"}``.
 - The ``view_submission`` is acknowledged at once: blank input keeps the modal open with
   ``response_action: "errors"`` under the input; anything else closes it. The engine's
   explanation (``Engine.explain_dockerfile``) is then posted to the channel
   (``chat.postMessage``); an error (not a Dockerfile, unparsable, …) goes to the submitter
-  alone (``chat.postEphemeral``), one line.
+  alone (``chat.postEphemeral``), one line. Where the bot can't post (a channel it is not
+  in, someone else's DM: ``not_in_channel`` / ``channel_not_found``), the command's
+  ``response_url`` (also kept in ``private_metadata``; 30 minutes, 5 uses) carries the
+  messages instead, ``in_channel`` or ``ephemeral`` alike.
 - Slack's client stops input at 3,000 characters, so a longer Dockerfile arrives cut: the
   part that fits is explained, and the hint under the box says so (longer Dockerfiles:
   mention @dockwise with a fenced block, up to 64 KB).
@@ -24,7 +27,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters.slack_blocks import render_messages
 from bot.engine import Asker
@@ -61,16 +66,20 @@ HINT = (
 )
 
 
-def dockerfile_modal(channel: str) -> dict[str, Any]:
-    """The modal view for ``views.open``; ``channel`` (where the answer goes) is kept in
-    ``private_metadata`` as ``{"channel": channel}``."""
+#: Slack's answers to a post where the bot may not write; the response_url still works.
+NOT_THERE = {"not_in_channel", "channel_not_found"}
+
+
+def dockerfile_modal(channel: str, response_url: str = "") -> dict[str, Any]:
+    """The modal view for ``views.open``; ``channel`` (where the answer goes) and the
+    command's ``response_url`` are kept in ``private_metadata`` (JSON)."""
     return {
         "type": "modal",
         "callback_id": CALLBACK_ID,
         "title": {"type": "plain_text", "text": "Explain a Dockerfile"},
         "submit": {"type": "plain_text", "text": "Explain"},
         "close": {"type": "plain_text", "text": "Cancel"},
-        "private_metadata": json.dumps({"channel": channel}),
+        "private_metadata": json.dumps({"channel": channel, "response_url": response_url}),
         "blocks": [
             {
                 "type": "input",
@@ -98,12 +107,65 @@ def _submitted_text(view: dict[str, Any]) -> str:
     return str(value or "")
 
 
-def _channel(view: dict[str, Any]) -> str:
+def _metadata(view: dict[str, Any]) -> tuple[str, str]:
+    """(channel, response_url) from the view's ``private_metadata`` ("" when missing)."""
     try:
         meta = json.loads(str(view.get("private_metadata") or "{}"))
     except ValueError:
-        return ""
-    return str(meta.get("channel") or "") if isinstance(meta, dict) else ""
+        return "", ""
+    if not isinstance(meta, dict):
+        return "", ""
+    return str(meta.get("channel") or ""), str(meta.get("response_url") or "")
+
+
+async def _send(
+    client: AsyncWebClient,
+    channel: str,
+    user: str,
+    response_url: str,
+    messages: list[dict[str, Any]],
+    *,
+    private: bool,
+) -> None:
+    """Post ``messages`` in ``channel`` (to ``user`` alone if ``private``); where the bot
+    may not post, through ``response_url`` instead. Failures are logged, never raised."""
+    for index, message in enumerate(messages):
+        body = {"text": message["text"], "blocks": message["blocks"]}
+        try:
+            if private:
+                await client.chat_postEphemeral(channel=channel, user=user, **body)
+            else:
+                await client.chat_postMessage(
+                    channel=channel, unfurl_links=False, unfurl_media=False, **body
+                )
+        except SlackApiError as exc:
+            code = str(exc.response.get("error") or "")
+            if code in NOT_THERE and response_url:
+                await _send_by_response_url(response_url, messages[index:], private=private)
+            else:
+                log.error("slack: posting the Dockerfile explanation failed (%s)", code)
+            return
+        except Exception as exc:
+            log.error("slack: posting the Dockerfile explanation failed: %s", type(exc).__name__)
+            return
+
+
+async def _send_by_response_url(
+    response_url: str, messages: list[dict[str, Any]], *, private: bool
+) -> None:
+    webhook = AsyncWebhookClient(url=response_url)
+    kind = "ephemeral" if private else "in_channel"
+    for message in messages[:5]:  # a response_url takes five messages
+        try:
+            response = await webhook.send_dict(
+                {"response_type": kind, "replace_original": False, **message}
+            )
+        except Exception as exc:
+            log.error("slack: response_url post failed: %s", type(exc).__name__)
+            return
+        if response.status_code != 200:
+            log.error("slack: response_url refused the reply (%s)", response.status_code)
+            return
 
 
 def register(adapter: SlackAdapter) -> None:
@@ -112,10 +174,9 @@ def register(adapter: SlackAdapter) -> None:
     async def on_command(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         channel = str(command.get("channel_id") or "")
+        view = dockerfile_modal(channel, str(command.get("response_url") or ""))
         try:
-            await client.views_open(
-                trigger_id=str(command.get("trigger_id") or ""), view=dockerfile_modal(channel)
-            )
+            await client.views_open(trigger_id=str(command.get("trigger_id") or ""), view=view)
         except Exception as exc:
             log.error("slack: views.open failed: %s", type(exc).__name__)
 
@@ -128,7 +189,7 @@ def register(adapter: SlackAdapter) -> None:
             return
         await ack()
         user = str((body.get("user") or {}).get("id") or "")
-        channel = _channel(view)
+        channel, response_url = _metadata(view)
         team = (body.get("team") or {}).get("id") or (body.get("user") or {}).get("team_id")
         asker = Asker("slack", user, channel or None, str(team) if team else None)
         reply = await adapter._guarded(adapter.engine.explain_dockerfile(text, asker=asker))
@@ -136,10 +197,8 @@ def register(adapter: SlackAdapter) -> None:
         if not channel:
             log.error("slack: a Dockerfile modal came back without its channel")
             return
-        if reply.kind is ReplyKind.ERROR:
-            await adapter._post_ephemeral(client, channel, user, None, messages)
-        else:
-            await adapter._post(client, channel, None, messages)
+        private = reply.kind is ReplyKind.ERROR
+        await _send(client, channel, user, response_url, messages, private=private)
 
     adapter.app.command(COMMAND)(on_command)
     adapter.app.view_submission(CALLBACK_ID)(on_submission)

@@ -76,14 +76,17 @@ async def slack(engine: Engine) -> AsyncIterator[SlackEmulator]:
 
 async def open_modal(slack: SlackEmulator, channel: str = "C0GENERAL") -> tuple[str, Record]:
     """Run ``/dockerfile-explain`` in ``channel``; the opened view's id and views.open call."""
+    before, known = len(slack.records), set(slack.views)
     envelope = await slack.socket_command(
         slack.command("", channel=channel, command="/dockerfile-explain")
     )
     ack = await slack.wait_ack(envelope)
     assert not ack.data.get("payload")  # acknowledged with nothing shown in the channel
-    opened = await slack.wait_for(lambda r: r.kind == "api" and r.name == "views.open")
+    opened = await slack.wait_for(
+        lambda r: r.seq > before and r.kind == "api" and r.name == "views.open"
+    )
     assert opened.ok, opened.error
-    (view_id,) = slack.views
+    (view_id,) = set(slack.views) - known
     return view_id, opened
 
 
@@ -103,7 +106,8 @@ async def test_slack_command_opens_a_modal_with_a_multiline_input(slack: SlackEm
     assert element["type"] == "plain_text_input" and element["multiline"] is True
     assert element["max_length"] == MAX_INPUT == 3000
     assert "3,000" in block["hint"]["text"]
-    assert json.loads(view["private_metadata"]) == {"channel": "C0BUILDS"}
+    meta = json.loads(view["private_metadata"])
+    assert meta["channel"] == "C0BUILDS" and meta["response_url"].startswith(slack.base)
     assert slack.views[view_id]["_open"]
     assert slack.posts() == []  # nothing is said in the channel yet
 
@@ -166,6 +170,29 @@ async def test_slack_unparsable_submission_is_a_private_one_line_error(
     assert "Line 1 is not a Dockerfile instruction ('HELLO,')" in all_text(private)
     assert "Traceback" not in all_text(private)
     assert slack.posts() == []  # nothing in the channel
+
+
+async def test_slack_channel_the_bot_is_not_in_gets_the_answer_by_response_url(
+    slack: SlackEmulator,
+) -> None:
+    slack.not_member.add("C0ELSEWHERE")
+    view_id, opened = await open_modal(slack, channel="C0ELSEWHERE")
+    await submit(slack, view_id, DOCKERFILE)
+    refused = await slack.wait_for(lambda r: r.name == "chat.postMessage", within=60)
+    assert refused.error == "not_in_channel"
+    response_url = json.loads(opened.data["view"]["private_metadata"])["response_url"]
+    rid = response_url.rsplit("/", 1)[-1]
+    answer = await slack.wait_for(lambda r: r.kind == "response_url" and r.name == rid)
+    assert answer.ok, answer.error
+    assert answer.data["response_type"] == "in_channel"
+    assert "DL3007" in all_text(answer)
+    # An error for the asker alone takes the same way, privately.
+    again, opened = await open_modal(slack, channel="C0ELSEWHERE")
+    await submit(slack, again, UNPARSABLE)
+    rid = json.loads(opened.data["view"]["private_metadata"])["response_url"].rsplit("/", 1)[-1]
+    private = await slack.wait_for(lambda r: r.kind == "response_url" and r.name == rid)
+    assert private.data["response_type"] == "ephemeral"
+    assert "doesn't look like a Dockerfile" in all_text(private)
 
 
 async def test_slack_views_open_needs_a_fresh_trigger(slack: SlackEmulator) -> None:

@@ -7,7 +7,8 @@ honest:
   ``chat.update``, ``chat.delete``, ``chat.unfurl``, ``views.publish``, ``views.open``
   and ``apps.connections.open`` (bearer tokens checked; messages validated against Block
   Kit limits, answering ``invalid_blocks`` / ``msg_too_long`` / ``no_text`` like Slack;
-  ``chat.update`` / ``chat.delete`` of an unknown ``ts`` answer ``message_not_found``).
+  ``chat.update`` / ``chat.delete`` of an unknown ``ts`` answer ``message_not_found``;
+  posts to a channel in ``not_member`` answer ``not_in_channel``).
   Channel messages are kept in ``messages`` (by ts) so edits and deletions are visible.
 - ``response_url`` endpoints for slash commands, shortcuts and clicks (validated the same
   way; ``replace_original`` / ``delete_original`` act on the original, at most 5 uses).
@@ -209,6 +210,7 @@ class SlackEmulator:
         self.originals: dict[str, dict[str, Any] | None] = {}  # response id -> original
         self._envelope_urls: dict[str, str] = {}  # slash command envelope -> response_url
         self.triggers: set[str] = set()  # trigger_ids issued, each usable once
+        self.not_member: set[str] = set()  # channels the bot is not in (posts: not_in_channel)
         self.views: dict[str, dict[str, Any]] = {}  # view id -> opened modal (+ "_open")
         self._submissions: dict[str, str] = {}  # envelope id -> view id submitted
 
@@ -332,6 +334,8 @@ class SlackEmulator:
             return web.json_response({"ok": True, "url": f"ws://127.0.0.1:{self.port}/link"})
         if method in {"chat.postMessage", "chat.postEphemeral"}:
             error = "channel_not_found" if not payload.get("channel") else message_error(payload)
+            if payload.get("channel") in self.not_member:
+                error = "not_in_channel"
             if method == "chat.postEphemeral" and not payload.get("user"):
                 error = "user_not_found"
             await self._record("api", method, payload, error)
