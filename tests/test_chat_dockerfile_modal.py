@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from adapters.discord_dockerfile import EMPTY_ERROR as DISCORD_EMPTY_ERROR
 from adapters.discord_dockerfile import MAX_INPUT as DISCORD_MAX_INPUT
@@ -193,6 +194,37 @@ async def test_slack_channel_the_bot_is_not_in_gets_the_answer_by_response_url(
     private = await slack.wait_for(lambda r: r.kind == "response_url" and r.name == rid)
     assert private.data["response_type"] == "ephemeral"
     assert "doesn't look like a Dockerfile" in all_text(private)
+
+
+async def test_slack_modal_in_http_mode(engine: Engine) -> None:
+    emu = SlackEmulator()
+    await emu.start()
+    app = web.Application()
+    await run_slack(engine, slack_settings(emu, socket=False), web_app=app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
+    try:
+        ack = await emu.http_command(url, emu.command("", command="/dockerfile-explain"))
+        assert ack.data["status"] == 200 and not ack.data["body"]
+        opened = await emu.wait_for(lambda r: r.kind == "api" and r.name == "views.open")
+        assert opened.ok, opened.error
+        (view_id,) = emu.views
+        blank = await emu.http_view_submission(url, emu.view_submission(view_id, {INPUT_ID: " "}))
+        assert blank.data["json"]["response_action"] == "errors"
+        assert emu.views[view_id]["_open"]
+        done = await emu.http_view_submission(
+            url, emu.view_submission(view_id, {INPUT_ID: DOCKERFILE})
+        )
+        assert done.data["status"] == 200 and not done.data["body"]
+        assert not emu.views[view_id]["_open"]
+        (post,) = await emu.wait_post("C0GENERAL", within=60)
+        assert "Dockerfile: 2 stages" in all_text(post) and "DL3007" in all_text(post)
+    finally:
+        await runner.cleanup()
+        await emu.stop()
 
 
 async def test_slack_views_open_needs_a_fresh_trigger(slack: SlackEmulator) -> None:

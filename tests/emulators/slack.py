@@ -621,6 +621,17 @@ class SlackEmulator:
         body = urlencode({"payload": json.dumps(payload)})
         return await self.http_post(url, body, "application/x-www-form-urlencoded", **kwargs)
 
+    async def http_view_submission(
+        self, url: str, payload: dict[str, Any], **kwargs: Any
+    ) -> Record:
+        """A ``view_submission`` in HTTP mode: its ack is the HTTP response (an empty body
+        closes the view; ``response_action`` JSON acts as over Socket Mode)."""
+        key = uuid.uuid4().hex
+        self._submissions[key] = str(payload["view"]["id"])
+        record = await self.http_interactive(url, payload, **kwargs)
+        self._ack_submission(key, record.data.get("json"))
+        return record
+
     # --- payload builders ---------------------------------------------------------------
 
     def mention(
