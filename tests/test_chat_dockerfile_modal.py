@@ -19,13 +19,20 @@ from aiohttp import web
 from adapters.discord_dockerfile import EMPTY_ERROR as DISCORD_EMPTY_ERROR
 from adapters.discord_dockerfile import MAX_INPUT as DISCORD_MAX_INPUT
 from adapters.slack import run_slack
-from adapters.slack_dockerfile import BLOCK_ID, CALLBACK_ID, EMPTY_ERROR, INPUT_ID, MAX_INPUT
+from adapters.slack_dockerfile import (
+    BLOCK_ID,
+    CALLBACK_ID,
+    EMPTY_ERROR,
+    INPUT_ID,
+    MAX_INPUT,
+    dockerfile_modal,
+)
 from bot.config import Settings
 from bot.engine import Engine
 from bot.image.explain import Explainer
 from bot.knowledge import KnowledgeBase
-from tests.emulators.discord import EPHEMERAL, DiscordEmulator, Interaction
-from tests.emulators.slack import Record, SlackEmulator
+from tests.emulators.discord import EPHEMERAL, DiscordEmulator, Interaction, modal_errors
+from tests.emulators.slack import Record, SlackEmulator, view_error
 from tests.test_discord import running, text_of
 from tests.test_slack import all_text, connected, slack_settings
 
@@ -55,6 +62,31 @@ async def engine(knowledge: KnowledgeBase, tmp_path: Path) -> AsyncIterator[Engi
     engine = Engine(knowledge=knowledge, explainer=Explainer(settings))
     yield engine
     await engine.aclose()
+
+
+# --------------------------------------------------------------------------- emulator limits
+
+
+def test_emulators_refuse_modals_slack_and_discord_would_refuse() -> None:
+    good = dockerfile_modal("C0GENERAL", "https://hooks.slack.test/x")
+    assert view_error(good) is None
+    too_long = json.loads(json.dumps(good))
+    too_long["blocks"][0]["element"]["max_length"] = 3001
+    assert view_error(too_long) == "invalid_blocks"
+    long_title = {**good, "title": {"type": "plain_text", "text": "x" * 25}}
+    assert view_error(long_title) == "invalid_arguments"
+    no_submit = {k: v for k, v in good.items() if k != "submit"}
+    assert view_error(no_submit) == "invalid_arguments"
+    row = {"type": 4, "custom_id": "t", "style": 2, "label": "Dockerfile", "max_length": 4000}
+    modal = {"custom_id": "m", "title": "Explain a Dockerfile", "components": [row]}
+    assert modal_errors(modal) is not None  # a text input must sit in a row or a label
+    modal["components"] = [{"type": 1, "components": [row]}]
+    assert modal_errors(modal) is None
+    modal["components"] = [{"type": 1, "components": [{**row, "max_length": 4001}]}]
+    assert modal_errors(modal) is not None
+    modal["components"] = [{"type": 18, "label": "Dockerfile", "component": row}]
+    assert modal_errors(modal) is None
+    assert modal_errors({**modal, "title": "x" * 46}) is not None
 
 
 # --------------------------------------------------------------------------- Slack
