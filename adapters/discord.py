@@ -2,6 +2,7 @@
 
 * ``/ask question:<text>`` and ``/image-explain image:<ref>`` are application commands. The
   bot defers at once (Discord allows 3 seconds) and sends the answer as follow-ups.
+  ``/dockerfile-explain`` opens a modal (:mod:`adapters.discord_dockerfile`).
 * A message that mentions the bot is answered as a reply to it (in a thread, the reply
   stays in the thread); direct messages need no mention. ``explain IMAGE`` works in both.
 * Replies are embeds rendered by :mod:`adapters.discord_embeds`, split to fit Discord's
@@ -43,7 +44,7 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from adapters.discord_dockerfile import with_attached_dockerfile
+from adapters.discord_dockerfile import add_dockerfile_command, with_attached_dockerfile
 from adapters.discord_embeds import (
     Button,
     RenderedMessage,
@@ -256,6 +257,7 @@ class DockwiseClient(discord.Client):
             await self.explain_interaction(interaction, reference)
 
         self.tree.add_command(app_commands.ContextMenu(name=CONTEXT_MENU, callback=explain_message))
+        add_dockerfile_command(self)  # /dockerfile-explain and its modal
 
     async def explain_interaction(self, interaction: discord.Interaction, image: str) -> None:
         """Refuse a malformed reference privately; else answer "Inspecting IMAGE …" at

@@ -55,6 +55,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters.slack_blocks import escape, render_blocks, render_messages, render_text
+from adapters.slack_dockerfile import register as register_dockerfile_modal
 from bot.chat import ChatAdapter
 from bot.config import Settings
 from bot.engine import Asker, Engine
@@ -110,6 +111,7 @@ HOME_EXAMPLES = [
 ]
 HOME_COMMANDS = [
     f"`{COMMAND} IMAGE`: explain an image, e.g. `{COMMAND} nginx:alpine`",
+    "`/dockerfile-explain`: paste a Dockerfile into a box and get it explained",
     "Mention `@dockwise` with a question in a channel, or send it a direct message",
     "Message menu → *Explain image*: explain the first image named in a message",
     "Paste a hub.docker.com, ghcr.io or quay.io image link: dockwise previews it",
@@ -285,6 +287,7 @@ class SlackAdapter:
         self.progress_heartbeat = PROGRESS_HEARTBEAT
         self.app.use(self._skip_duplicates)
         self.app.command(COMMAND)(self._on_command)
+        register_dockerfile_modal(self)  # /dockerfile-explain and its modal
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
         self.app.action(ACTION_PATTERN)(self._on_action)

@@ -225,7 +225,7 @@ def test_strip_mentions_handles_both_forms() -> None:
 async def test_commands_sync_globally(emulator: DiscordEmulator, knowledge: KnowledgeBase) -> None:
     async with running(emulator, Engine(knowledge=knowledge)):
         commands = {c["name"]: c for c in emulator.commands[None]}
-    assert set(commands) == {"ask", "image-explain", "Explain image"}
+    assert set(commands) == {"ask", "image-explain", "dockerfile-explain", "Explain image"}
     assert guild_commands_absent(emulator)
     for name, option in (("ask", "question"), ("image-explain", "image")):
         (opt,) = commands[name]["options"]
@@ -236,6 +236,8 @@ async def test_commands_sync_globally(emulator: DiscordEmulator, knowledge: Know
     # The message context-menu command: type 3, no description, no options.
     menu = commands["Explain image"]
     assert (menu["type"], menu["description"], menu.get("options", [])) == (3, "", [])
+    # /dockerfile-explain takes no options: it answers with a modal.
+    assert commands["dockerfile-explain"].get("options", []) == []
 
 
 def guild_commands_absent(emu: DiscordEmulator) -> bool:
@@ -250,6 +252,7 @@ async def test_commands_sync_to_the_development_guild(
         assert {c["name"] for c in emulator.commands[emulator.guild_id]} == {
             "ask",
             "image-explain",
+            "dockerfile-explain",
             "Explain image",
         }
         assert None not in emulator.commands  # nothing pushed globally

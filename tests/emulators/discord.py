@@ -4,7 +4,9 @@ It answers the REST calls discord.py makes at login, for command sync and for re
 runs a gateway websocket (HELLO, IDENTIFY, heartbeat ACK, READY, GUILD_CREATE, RESUME)
 into which tests inject ``MESSAGE_CREATE`` and ``INTERACTION_CREATE`` (slash commands,
 autocomplete (type 4, answered with callback type 8), button clicks (component
-interactions, type 3) and message context-menu commands). Like Discord, it validates
+interactions, type 3), message context-menu commands, and modal submissions (type 5, after
+a command or click answered with a modal: callback type 9, validated and kept in
+``Interaction.modal``)). Like Discord, it validates
 what bots send (content, embed and component limits, empty messages, unknown references,
 interaction acknowledgement) and answers violations with a 400 and Discord's error JSON,
 so a reply the real Discord would reject fails here too. Everything is recorded in
@@ -50,6 +52,8 @@ OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_RESUME, OP_HELLO, OP_HEARTBEAT_ACK = 
 COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
 ROWS_MAX, ROW_BUTTONS_MAX, CUSTOM_ID_MAX, BUTTON_LABEL_MAX = 5, 5, 100, 80
 CHOICES_MAX, CHOICE_NAME_MAX, CHOICE_VALUE_MAX = 25, 100, 100
+MODAL_TITLE_MAX, MODAL_COMPONENTS_MAX, INPUT_LABEL_MAX, INPUT_PLACEHOLDER_MAX = 45, 5, 45, 100
+INPUT_VALUE_MAX = 4000
 EPHEMERAL = 64
 T = TypeVar("T")
 
@@ -77,7 +81,8 @@ class Interaction:
     acknowledged: int | None = None  # callback type once acknowledged
     original: dict[str, Any] | None = None
     followups: list[dict[str, Any]] = field(default_factory=list)
-    type: int = 2  # 2 application command, 3 component, 4 autocomplete
+    type: int = 2  # 2 application command, 3 component, 4 autocomplete, 5 modal submit
+    modal: dict[str, Any] | None = None  # the modal a type-9 callback opened
     choices: list[dict[str, Any]] | None = None  # an autocomplete's answer
     original_deleted: bool = False
 
@@ -200,6 +205,51 @@ def validate_message(payload: dict[str, Any]) -> None:
         raise DiscordError(400, 50035, "Invalid Form Body", errors)
     if not content and not embeds:
         raise DiscordError(400, 50006, "Cannot send an empty message")
+
+
+def _text_inputs(modal: dict[str, Any]) -> list[tuple[dict[str, Any], str | None]]:
+    """A modal's text inputs, each with its label when a Label component (type 18) holds it."""
+    out: list[tuple[dict[str, Any], str | None]] = []
+    for component in modal.get("components") or []:
+        if component.get("type") == 1:
+            out += [(c, None) for c in component.get("components") or []]
+        elif component.get("type") == 18:
+            out.append((component.get("component") or {}, component.get("label")))
+    return out
+
+
+def modal_errors(modal: Any) -> dict[str, Any] | None:
+    """Why Discord would refuse a modal callback's ``data`` (``None`` if it would show it):
+    custom id and title, 1 to 5 rows (an action row holding one text input, or a label
+    component holding one), and each text input's style and length bounds."""
+    if not isinstance(modal, dict):
+        return {"data": _required()}
+    if not 1 <= len(str(modal.get("custom_id") or "")) <= CUSTOM_ID_MAX:
+        return {"custom_id": _too_long(CUSTOM_ID_MAX)}
+    if not 1 <= len(str(modal.get("title") or "")) <= MODAL_TITLE_MAX:
+        return {"title": _too_long(MODAL_TITLE_MAX)}
+    rows = modal.get("components")
+    if not isinstance(rows, list) or not 1 <= len(rows) <= MODAL_COMPONENTS_MAX:
+        return {"components": _too_long(MODAL_COMPONENTS_MAX)}
+    for row in rows:
+        inner = row.get("components") if row.get("type") == 1 else [row.get("component")]
+        if row.get("type") not in (1, 18) or not isinstance(inner, list) or len(inner) != 1:
+            return {"components": _required()}
+    for element, label in _text_inputs(modal):
+        label = label if label is not None else element.get("label")
+        high, low = element.get("max_length", INPUT_VALUE_MAX), element.get("min_length", 0)
+        if (
+            element.get("type") != 4
+            or element.get("style") not in (1, 2)
+            or not 1 <= len(str(element.get("custom_id") or "")) <= CUSTOM_ID_MAX
+            or not 1 <= len(str(label or "")) <= INPUT_LABEL_MAX
+            or len(str(element.get("placeholder") or "")) > INPUT_PLACEHOLDER_MAX
+            or not (isinstance(high, int) and 1 <= high <= INPUT_VALUE_MAX)
+            or not (isinstance(low, int) and 0 <= low <= high)
+            or len(str(element.get("value") or "")) > high
+        ):
+            return {"components": {"_errors": [{"code": "BASE_TYPE_BAD_LENGTH"}]}}
+    return None
 
 
 def _component_errors(components: Any) -> dict[str, Any] | None:
@@ -643,10 +693,17 @@ class DiscordEmulator:
             raise DiscordError(400, 40060, "Interaction has already been acknowledged.")
         payload = call.body or {}
         kind = payload.get("type")
-        allowed = {2: (4, 5), 3: (4, 5, 6, 7), 4: (8,)}[interaction.type]
+        allowed = {2: (4, 5, 9), 3: (4, 5, 6, 7, 9), 4: (8,), 5: (4, 5)}[interaction.type]
         if kind not in allowed:
             raise DiscordError(400, 50035, "Invalid Form Body", {"type": _required()})
         data = payload.get("data") or {}
+        if kind == 9:
+            errors = modal_errors(data)
+            if errors is not None:
+                raise DiscordError(400, 50035, "Invalid Form Body", {"data": errors})
+            interaction.acknowledged = kind
+            interaction.modal = data
+            return 204, None
         if kind == 8:
             choices = data.get("choices")
             if not isinstance(choices, list) or len(choices) > CHOICES_MAX:
@@ -687,7 +744,7 @@ class DiscordEmulator:
         if len(parts) < 2 or parts[0] != self.application_id:
             raise DiscordError(404, 10015, "Unknown Webhook")
         interaction = next((i for i in self.interactions.values() if i.token == parts[1]), None)
-        if interaction is None or interaction.acknowledged is None:
+        if interaction is None or interaction.acknowledged in (None, 9):  # a modal: no messages
             raise DiscordError(404, 10015, "Unknown Webhook")
         payload = call.body or {}
         if method == "POST" and len(parts) == 2:
@@ -1017,6 +1074,36 @@ class DiscordEmulator:
         payload = self._interaction_payload(interaction, 3, data, guild_id)
         payload["message"] = shown
         await self.dispatch("INTERACTION_CREATE", payload, guild_id)
+        return interaction
+
+    async def submit_modal(self, opened: Interaction, values: dict[str, str]) -> Interaction:
+        """The user fills the modal ``opened`` answered with (callback type 9) and presses
+        submit: a ``MODAL_SUBMIT`` interaction (type 5) carrying ``values`` (text input
+        custom id -> text) in the modal's own component layout. Like Discord's client it
+        refuses (``ValueError``) to submit a required input left empty or shorter than
+        ``min_length``, and stops text at ``max_length``."""
+        modal = opened.modal
+        if modal is None:
+            raise AssertionError("that interaction was not answered with a modal")
+        interaction = self._new_interaction(str(modal["custom_id"]), 5, opened.guild_id)
+        interaction.channel_id = opened.channel_id
+        filled: dict[str, dict[str, Any]] = {}
+        for element, _ in _text_inputs(modal):
+            custom_id = element["custom_id"]
+            text = values.get(custom_id, "")[: element.get("max_length", INPUT_VALUE_MAX)]
+            if element.get("required", True) and len(text) < max(1, element.get("min_length", 0)):
+                raise ValueError(f"Discord's client won't submit {custom_id!r} empty or short")
+            filled[custom_id] = {"type": 4, "custom_id": custom_id, "value": text}
+        rows: list[dict[str, Any]] = []
+        for row in modal["components"]:
+            if row["type"] == 1:
+                inner = [filled[c["custom_id"]] for c in row["components"]]
+                rows.append({"type": 1, "components": inner})
+            else:
+                rows.append({"type": 18, "component": filled[row["component"]["custom_id"]]})
+        data = {"custom_id": modal["custom_id"], "components": rows}
+        payload = self._interaction_payload(interaction, 5, data, opened.guild_id)
+        await self.dispatch("INTERACTION_CREATE", payload, opened.guild_id)
         return interaction
 
     async def message_command(self, name: str, target: dict[str, Any]) -> Interaction:

@@ -4,16 +4,24 @@ It implements what dockwise uses, and checks requests the way Slack does so test
 honest:
 
 - Web API under ``api_url``: ``auth.test``, ``chat.postMessage``, ``chat.postEphemeral``,
-  ``chat.update``, ``chat.delete``, ``chat.unfurl``, ``views.publish`` and
-  ``apps.connections.open`` (bearer tokens checked; messages validated against Block
+  ``chat.update``, ``chat.delete``, ``chat.unfurl``, ``views.publish``, ``views.open``
+  and ``apps.connections.open`` (bearer tokens checked; messages validated against Block
   Kit limits, answering ``invalid_blocks`` / ``msg_too_long`` / ``no_text`` like Slack;
-  ``chat.update`` / ``chat.delete`` of an unknown ``ts`` answer ``message_not_found``).
+  ``chat.update`` / ``chat.delete`` of an unknown ``ts`` answer ``message_not_found``;
+  posts to a channel in ``not_member`` answer ``not_in_channel``).
   Channel messages are kept in ``messages`` (by ts) so edits and deletions are visible.
 - ``response_url`` endpoints for slash commands, shortcuts and clicks (validated the same
   way; ``replace_original`` / ``delete_original`` act on the original, at most 5 uses).
 - A Socket Mode websocket: sends ``hello`` on connect, then whatever envelopes the test
-  sends (``events_api``, ``slash_commands``, ``interactive`` block_actions and shortcuts),
-  and records every ack.
+  sends (``events_api``, ``slash_commands``, ``interactive`` block_actions, shortcuts and
+  view submissions), and records every ack.
+- Modals: ``views.open`` needs a ``trigger_id`` the emulator issued (a command's or a
+  click's) and a modal Slack would render (title, submit, input blocks and
+  ``plain_text_input`` limits); opened views are kept in ``views`` (by id).
+  ``view_submission`` builds what Slack sends when the user presses submit (the client's
+  own checks included: a required input can't be empty, text stops at ``max_length``), and
+  the ack of ``socket_view_submission`` closes the view or, with ``response_action:
+  "errors"`` naming its input blocks, keeps it open showing the errors.
 - A client for HTTP mode that signs requests (``v0`` HMAC-SHA256 of ``v0:{ts}:{body}``)
   and records the bot's HTTP responses (a slash command's ack is the response body).
 
@@ -51,6 +59,10 @@ MAX_TEXT = 40_000
 LIMITS = {"header": 150, "section": 3000, "field": 2000, "fields": 10, "context": 10}
 BUTTON_TEXT_MAX, BUTTON_VALUE_MAX, ACTION_ID_MAX, ACTIONS_MAX = 75, 2000, 255, 25
 RESPONSE_URL_USES = 5
+# Modal limits (Block Kit reference: view objects, input block, plain_text_input).
+VIEW_TITLE_MAX, VIEW_BUTTON_MAX, VIEW_BLOCKS_MAX, PRIVATE_METADATA_MAX = 24, 24, 100, 3000
+CALLBACK_ID_MAX, INPUT_LABEL_MAX, INPUT_HINT_MAX, PLACEHOLDER_MAX = 255, 2000, 2000, 150
+PLAIN_TEXT_INPUT_MAX = 3000
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,55 @@ def block_error(blocks: Any) -> str | None:
     return None
 
 
+def _plain(text: Any, limit: int) -> bool:
+    return (
+        isinstance(text, dict)
+        and text.get("type") == "plain_text"
+        and 0 < len(str(text.get("text") or "")) <= limit
+    )
+
+
+def view_error(view: Any) -> str | None:
+    """Why ``views.open`` would refuse this modal (``None`` if Slack would open it).
+    Checks the modal's own fields, its input blocks and their ``plain_text_input``s; other
+    blocks go through ``block_error``."""
+    if not isinstance(view, dict) or view.get("type") != "modal":
+        return "invalid_arguments"
+    if not _plain(view.get("title"), VIEW_TITLE_MAX):
+        return "invalid_arguments"
+    if len(str(view.get("callback_id") or "")) > CALLBACK_ID_MAX:
+        return "invalid_arguments"
+    if len(str(view.get("private_metadata") or "")) > PRIVATE_METADATA_MAX:
+        return "invalid_arguments"
+    blocks = view.get("blocks")
+    if not isinstance(blocks, list) or not 0 < len(blocks) <= VIEW_BLOCKS_MAX:
+        return "invalid_blocks"
+    inputs = [b for b in blocks if isinstance(b, dict) and b.get("type") == "input"]
+    if inputs and not _plain(view.get("submit"), VIEW_BUTTON_MAX):
+        return "invalid_arguments"  # a modal with inputs needs a submit button
+    for key in ("submit", "close"):
+        if key in view and not _plain(view[key], VIEW_BUTTON_MAX):
+            return "invalid_arguments"
+    for block in inputs:
+        element = block.get("element") or {}
+        if not _plain(block.get("label"), INPUT_LABEL_MAX):
+            return "invalid_blocks"
+        if "hint" in block and not _plain(block["hint"], INPUT_HINT_MAX):
+            return "invalid_blocks"
+        if element.get("type") != "plain_text_input" or not element.get("action_id"):
+            return "invalid_blocks"
+        if "placeholder" in element and not _plain(element["placeholder"], PLACEHOLDER_MAX):
+            return "invalid_blocks"
+        high = element.get("max_length", PLAIN_TEXT_INPUT_MAX)
+        low = element.get("min_length", 0)
+        if not (isinstance(high, int) and 1 <= high <= PLAIN_TEXT_INPUT_MAX):
+            return "invalid_blocks"
+        if not (isinstance(low, int) and 0 <= low <= min(high, PLAIN_TEXT_INPUT_MAX)):
+            return "invalid_blocks"
+    others = [b for b in blocks if not (isinstance(b, dict) and b.get("type") == "input")]
+    return block_error(others) if others else None
+
+
 def message_error(payload: dict[str, Any]) -> str | None:
     text, blocks = payload.get("text"), payload.get("blocks")
     if isinstance(blocks, str):
@@ -148,6 +209,10 @@ class SlackEmulator:
         self.response_uses: dict[str, int] = {}
         self.originals: dict[str, dict[str, Any] | None] = {}  # response id -> original
         self._envelope_urls: dict[str, str] = {}  # slash command envelope -> response_url
+        self.triggers: set[str] = set()  # trigger_ids issued, each usable once
+        self.not_member: set[str] = set()  # channels the bot is not in (posts: not_in_channel)
+        self.views: dict[str, dict[str, Any]] = {}  # view id -> opened modal (+ "_open")
+        self._submissions: dict[str, str] = {}  # envelope id -> view id submitted
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -269,6 +334,8 @@ class SlackEmulator:
             return web.json_response({"ok": True, "url": f"ws://127.0.0.1:{self.port}/link"})
         if method in {"chat.postMessage", "chat.postEphemeral"}:
             error = "channel_not_found" if not payload.get("channel") else message_error(payload)
+            if payload.get("channel") in self.not_member:
+                error = "not_in_channel"
             if method == "chat.postEphemeral" and not payload.get("user"):
                 error = "user_not_found"
             await self._record("api", method, payload, error)
@@ -312,6 +379,27 @@ class SlackEmulator:
             if error:
                 return web.json_response({"ok": False, "error": error})
             return web.json_response({"ok": True, "view": {"id": "V0HOME", **view}})
+        if method == "views.open":
+            raw_view = payload.get("view")
+            opened: dict[str, Any] = json.loads(raw_view) if isinstance(raw_view, str) else {}
+            if isinstance(raw_view, dict):
+                opened = raw_view
+            trigger = str(payload.get("trigger_id") or "")
+            error = None
+            if not trigger:
+                error = "invalid_arguments"
+            elif trigger not in self.triggers:
+                error = "invalid_trigger_id"  # unknown, or already used
+            else:
+                error = view_error(opened)
+            await self._record("api", method, {**payload, "view": opened}, error)
+            if error:
+                return web.json_response({"ok": False, "error": error})
+            self.triggers.discard(trigger)
+            view_id = "V" + uuid.uuid4().hex[:10].upper()
+            shown = {**opened, "id": view_id, "team_id": TEAM_ID, "app_id": APP_ID}
+            self.views[view_id] = {**shown, "_open": True, "_errors": None}
+            return web.json_response({"ok": True, "view": shown})
         if method == "chat.unfurl":
             unfurls = payload.get("unfurls")
             if isinstance(unfurls, str):
@@ -383,6 +471,7 @@ class SlackEmulator:
                 self._ack_original(
                     self._envelope_urls.get(str(data.get("envelope_id"))), data.get("payload")
                 )
+                self._ack_submission(str(data.get("envelope_id")), data.get("payload"))
                 await self._record("ack", str(data.get("envelope_id")), data)
         return ws
 
@@ -439,6 +528,48 @@ class SlackEmulator:
             }
         )
 
+    async def socket_view_submission(self, payload: dict[str, Any]) -> str:
+        """Deliver a ``view_submission`` over Socket Mode (its ack may carry a
+        ``response_action``); the ack then closes the view or shows its errors."""
+        envelope_id = uuid.uuid4().hex
+        self._submissions[envelope_id] = str(payload["view"]["id"])
+        return await self._send_envelope(
+            {
+                "envelope_id": envelope_id,
+                "type": "interactive",
+                "accepts_response_payload": True,
+                "payload": payload,
+            }
+        )
+
+    def _ack_submission(self, envelope_id: str, ack: Any) -> None:
+        """A submission's ack: no ``response_action`` (or ``clear``) closes the modal;
+        ``errors`` keyed by the view's input block ids keeps it open with the errors."""
+        view_id = self._submissions.pop(envelope_id, None)
+        view = self.views.get(view_id or "")
+        if view is None:
+            return
+        action = ack.get("response_action") if isinstance(ack, dict) else None
+        if action == "errors":
+            errors = ack.get("errors")
+            inputs = {b.get("block_id") for b in view["blocks"] if b.get("type") == "input"}
+            if not isinstance(errors, dict) or not errors or not set(errors) <= inputs:
+                view["_errors"] = {"invalid": "response_action errors name no input block"}
+                view["_bad_ack"] = True
+                return
+            view["_errors"] = dict(errors)
+        elif action in (None, "clear"):
+            view["_open"] = False
+            view["_errors"] = None
+        else:
+            view["_bad_ack"] = True
+
+    def new_trigger(self) -> str:
+        """A trigger_id as Slack sends with commands and clicks (valid for one views.open)."""
+        trigger = f"{next(self._ts)}.{uuid.uuid4().hex[:12]}"
+        self.triggers.add(trigger)
+        return trigger
+
     async def wait_ack(self, envelope_id: str) -> Record:
         return await self.wait_for(lambda r: r.kind == "ack" and r.name == envelope_id)
 
@@ -490,6 +621,17 @@ class SlackEmulator:
         body = urlencode({"payload": json.dumps(payload)})
         return await self.http_post(url, body, "application/x-www-form-urlencoded", **kwargs)
 
+    async def http_view_submission(
+        self, url: str, payload: dict[str, Any], **kwargs: Any
+    ) -> Record:
+        """A ``view_submission`` in HTTP mode: its ack is the HTTP response (an empty body
+        closes the view; ``response_action`` JSON acts as over Socket Mode)."""
+        key = uuid.uuid4().hex
+        self._submissions[key] = str(payload["view"]["id"])
+        record = await self.http_interactive(url, payload, **kwargs)
+        self._ack_submission(key, record.data.get("json"))
+        return record
+
     # --- payload builders ---------------------------------------------------------------
 
     def mention(
@@ -538,7 +680,7 @@ class SlackEmulator:
             "text": text,
             "api_app_id": APP_ID,
             "response_url": self.new_response_url(),
-            "trigger_id": uuid.uuid4().hex,
+            "trigger_id": self.new_trigger(),
         }
 
     def block_action(
@@ -563,7 +705,7 @@ class SlackEmulator:
                 "channel_id": channel,
                 "is_ephemeral": ephemeral,
             },
-            "trigger_id": uuid.uuid4().hex,
+            "trigger_id": self.new_trigger(),
             "team": {"id": TEAM_ID, "domain": "dockwise-test"},
             "channel": {"id": channel, "name": "general"},
             "message": {
@@ -605,10 +747,58 @@ class SlackEmulator:
             "user": {"id": "U0BOB", "name": "bob", "team_id": TEAM_ID},
             "channel": {"id": channel, "name": "general"},
             "callback_id": callback_id,
-            "trigger_id": uuid.uuid4().hex,
+            "trigger_id": self.new_trigger(),
             "message_ts": ts,
             "message": {"type": "message", "user": "U0ALICE", "text": text, "ts": ts},
             "response_url": self.new_response_url(),
+        }
+
+    def view_submission(
+        self, view_id: str, values: dict[str, str], *, user: str = "U0ALICE"
+    ) -> dict[str, Any]:
+        """What Slack sends when ``user`` presses submit on the open modal ``view_id``
+        having typed ``values`` (action_id -> text) into its inputs. Like Slack's client it
+        refuses to submit a required input left empty (``ValueError``) and cuts text at the
+        input's ``max_length`` (a longer paste stops there)."""
+        view = self.views[view_id]
+        if not view["_open"]:
+            raise ValueError("that modal is closed")
+        state: dict[str, dict[str, Any]] = {}
+        for block in view["blocks"]:
+            if block.get("type") != "input":
+                continue
+            element = block["element"]
+            text = values.get(element["action_id"], "")
+            text = text[: element.get("max_length", PLAIN_TEXT_INPUT_MAX)]
+            if not text and not block.get("optional", False):
+                raise ValueError(f"Slack's client won't submit an empty {block['block_id']}")
+            state[block["block_id"]] = {
+                element["action_id"]: {"type": "plain_text_input", "value": text or None}
+            }
+        shown = {k: v for k, v in view.items() if not k.startswith("_")}
+        return {
+            "type": "view_submission",
+            "team": {"id": TEAM_ID, "domain": "dockwise-test"},
+            "user": {
+                "id": user,
+                "username": user.lower(),
+                "name": user.lower(),
+                "team_id": TEAM_ID,
+            },
+            "api_app_id": APP_ID,
+            "token": "legacy-verification-token",
+            "trigger_id": self.new_trigger(),
+            "view": {
+                **shown,
+                "state": {"values": state},
+                "hash": uuid.uuid4().hex[:16],
+                "root_view_id": view_id,
+                "previous_view_id": None,
+                "bot_id": BOT_ID,
+            },
+            "response_urls": [],
+            "is_enterprise_install": False,
+            "enterprise": None,
         }
 
     def home_opened(self, user: str = "U0ALICE", tab: str = "home") -> dict[str, Any]:
