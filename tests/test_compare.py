@@ -220,7 +220,8 @@ def test_text_has_side_by_side_facts_verdict_and_advice(pair: ComparePair, tmp_p
     assert "no apt lists" in out
     for label in ("User space", "Packages", "Size", "Shared layers", "Shell", "User", "Ports"):
         assert f"  {label}" in out
-    assert "`dockwise-marker` 1.0 → 2.0" in out
+    # The terminal renderer shows inline code without its backticks (the JSON keeps them).
+    assert "dockwise-marker 1.0 → 2.0" in flat
     assert "Advice:" in out
 
 
