@@ -188,7 +188,7 @@ def parse_reference(text: str) -> Reference:
 #: digits, as ``docker images`` prints them). Only a Docker Engine knows image IDs.
 _IMAGE_ID_RE = re.compile(r"(?:sha256:[a-f0-9]{64}|[a-f0-9]{64})")
 _SHORT_ID_RE = re.compile(r"(?:sha256:)?[a-f0-9]{12,63}")
-_CHAT_LINK_RE = re.compile(r"^<([^<>|\s]+)(?:\|([^<>]*))?>$")  # Slack's <target|label>
+_CHAT_LINK_RE = re.compile(r"^<([^<>|\s]+)(?:\|([^<>]*))?>$")  # a chat link: <target|label>
 _HUB_WEB_HOSTS = frozenset({"hub.docker.com", "www.hub.docker.com"})
 _CLIENTS = frozenset({"docker", "podman", "nerdctl", "sudo"})
 # ``docker run`` / ``pull`` / ``create`` options that take a separate value (``-e X``).
