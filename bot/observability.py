@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -204,17 +205,26 @@ class SecretMasker:
     ) -> None:
         self._environ = dict(environ if environ is not None else os.environ)
         self._names = tuple(names) if names is not None else None
-        self._env_read = False
+        self._env_done = False
+        self._env_reading = False
+        # Other threads logging meanwhile wait for the values; this thread (an adapter
+        # logging while it is imported) goes on without them.
+        self._env_lock = threading.RLock()
         self._known: set[str] = set()
 
     def _read_env(self) -> None:
-        if self._env_read:
+        if self._env_done:
             return
-        self._env_read = True  # first: importing the adapters may log
-        if not self._environ:
-            return
-        names = self._names if self._names is not None else secret_env_vars()
-        self._known.update(_secret_values_from_env(self._environ, names))
+        with self._env_lock:
+            if self._env_done or self._env_reading:
+                return
+            self._env_reading = True
+            try:
+                if self._environ:
+                    names = self._names if self._names is not None else secret_env_vars()
+                    self._known.update(_secret_values_from_env(self._environ, names))
+            finally:
+                self._env_done = True
 
     def add(self, value: str | None) -> None:
         if value and len(value) >= _MIN_KNOWN_SECRET:
