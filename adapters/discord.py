@@ -31,18 +31,22 @@ resolves to the discord.py package, not to this file.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import aiohttp
 import discord
+import typer
 import yarl
 from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.discord_dockerfile import add_dockerfile_command, with_attached_dockerfile
 from adapters.discord_embeds import (
@@ -53,7 +57,6 @@ from adapters.discord_embeds import (
     resolve_custom_id,
 )
 from bot.chat import ChatAdapter
-from bot.config import Settings
 from bot.engine import Asker, Engine, error_reply
 from bot.errors import DockwiseError, InvalidInput, Unauthorized, Unreachable
 from bot.links import find_image_reference
@@ -117,6 +120,25 @@ def invite_permissions() -> discord.Permissions:
     )
 
 
+class DiscordSettings(BaseSettings):
+    """The Discord adapter's settings (``DiscordPlatform.settings_model``): environment
+    variables or ``.env``, empty values unset, like ``bot.config.Settings``."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
+
+    discord_token: SecretStr | None = Field(None, validation_alias="DISCORD_TOKEN")
+    discord_guild_id: int | None = Field(None, validation_alias="DISCORD_GUILD_ID")
+    discord_api_url: str | None = Field(None, validation_alias="DOCKWISE_DISCORD_API_URL")
+    discord_gateway_url: str | None = Field(None, validation_alias="DOCKWISE_DISCORD_GATEWAY_URL")
+    discord_shard_count: int | None = Field(None, validation_alias="DISCORD_SHARD_COUNT")
+
+    @property
+    def discord_enabled(self) -> bool:
+        return self.discord_token is not None
+
+
 def invite_url(application_id: int) -> str:
     """The OAuth2 URL that adds the bot (with its slash commands) to a server."""
     return discord.utils.oauth_url(
@@ -152,7 +174,7 @@ class _Endpoints:
             self._saved = None
 
 
-def _token(settings: Settings) -> str:
+def _token(settings: DiscordSettings) -> str:
     if settings.discord_token is None:
         raise InvalidInput(
             "DISCORD_TOKEN is not set: put the bot token from the developer portal there."
@@ -168,7 +190,7 @@ def _token(settings: Settings) -> str:
 class DockwiseClient(discord.Client):
     """The dockwise bot: answers slash commands, mentions and DMs from the engine."""
 
-    def __init__(self, engine: Engine, settings: Settings, **options: Any) -> None:
+    def __init__(self, engine: Engine, settings: DiscordSettings, **options: Any) -> None:
         intents = discord.Intents.default()
         intents.message_content = False  # privileged; mentions and DMs still carry content
         super().__init__(intents=intents, allowed_mentions=NO_MENTIONS, **options)
@@ -492,7 +514,7 @@ def _asker(user_id: int, channel_id: int | None, guild_id: int | None = None) ->
     )
 
 
-def build_discord_client(engine: Engine, settings: Settings) -> DockwiseClient:
+def build_discord_client(engine: Engine, settings: DiscordSettings) -> DockwiseClient:
     """The bot client for these settings: sharded when ``DISCORD_SHARD_COUNT`` is set."""
     if settings.discord_shard_count is not None:
         if settings.discord_shard_count < 1:
@@ -501,7 +523,7 @@ def build_discord_client(engine: Engine, settings: Settings) -> DockwiseClient:
     return DockwiseClient(engine, settings)
 
 
-async def run_discord(engine: Engine, settings: Settings) -> None:
+async def run_discord(engine: Engine, settings: DiscordSettings) -> None:
     """Log in and serve until cancelled; discord.py reconnects on its own."""
     token = _token(settings)
     client = build_discord_client(engine, settings)
@@ -520,11 +542,16 @@ class DiscordPlatform(ChatAdapter):
     """Discord in the adapter contract (``bot.chat``)."""
 
     name = "discord"
+    settings_model = DiscordSettings
     how_to_configure = "for Discord set DISCORD_TOKEN"
 
     @classmethod
     def configured(cls, settings: Any) -> bool:
-        return bool(getattr(settings, "discord_enabled", False))
+        return isinstance(settings, DiscordSettings) and settings.discord_enabled
+
+    @classmethod
+    def register_cli(cls, app: typer.Typer) -> None:
+        app.command("discord-invite")(discord_invite)
 
     def render(self, reply: Reply) -> list[dict[str, Any]]:
         return [message.to_dict() for message in render_reply(reply)]
@@ -539,7 +566,7 @@ class DiscordPlatform(ChatAdapter):
 ADAPTER = DiscordPlatform
 
 
-async def fetch_application_id(settings: Settings) -> int:
+async def fetch_application_id(settings: DiscordSettings) -> int:
     """The bot's application id, asked from Discord (``GET /oauth2/applications/@me``)."""
     token = _token(settings)
     endpoints = _Endpoints(settings.discord_api_url, settings.discord_gateway_url)
@@ -559,3 +586,22 @@ async def fetch_application_id(settings: Settings) -> int:
     finally:
         await client.close()
         endpoints.restore()
+
+
+def discord_invite(
+    application_id: Annotated[
+        int | None, typer.Option(help="The Discord application id (asked from Discord if unset).")
+    ] = None,
+) -> None:
+    """Print the OAuth2 URL that adds the bot to a Discord server."""
+    from bot.cli import fail
+
+    if application_id is None:
+        settings = DiscordSettings()
+        if settings.discord_token is None:
+            fail("set DISCORD_TOKEN or pass --application-id", code=2)
+        try:
+            application_id = asyncio.run(fetch_application_id(settings))
+        except DockwiseError as exc:
+            fail(str(exc))
+    typer.echo(invite_url(application_id))

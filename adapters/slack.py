@@ -41,6 +41,8 @@ from urllib.parse import parse_qs
 
 import aiohttp
 from aiohttp import web
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
@@ -57,7 +59,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from adapters.slack_blocks import escape, render_blocks, render_messages, render_text
 from adapters.slack_dockerfile import register as register_dockerfile_modal
 from bot.chat import ChatAdapter
-from bot.config import Settings
+from bot.config import get_settings
 from bot.engine import Asker, Engine
 from bot.errors import InvalidInput, Unauthorized, Unreachable
 from bot.links import IMAGE_LINK_HOSTS, find_image_reference, image_from_url
@@ -70,6 +72,7 @@ __all__ = [
     "SHORTCUT",
     "SlackAdapter",
     "SlackPlatform",
+    "SlackSettings",
     "build_slack_app",
     "escape",
     "render_blocks",
@@ -78,6 +81,28 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class SlackSettings(BaseSettings):
+    """The Slack adapter's settings (``SlackPlatform.settings_model``): environment
+    variables or ``.env``, empty values unset, like ``bot.config.Settings``."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
+
+    slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
+    slack_app_token: SecretStr | None = Field(None, validation_alias="SLACK_APP_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")
+    slack_api_url: str | None = Field(None, validation_alias="DOCKWISE_SLACK_API_URL")
+
+    @property
+    def slack_enabled(self) -> bool:
+        """A bot token plus an app token (Socket Mode) or a signing secret (HTTP mode)."""
+        return self.slack_bot_token is not None and (
+            self.slack_app_token is not None or self.slack_signing_secret is not None
+        )
+
 
 EVENTS_PATH = "/slack/events"
 COMMAND = "/image-explain"
@@ -245,7 +270,7 @@ def slack_to_plain(text: str, bot_user_id: str | None = None) -> str:
     return " ".join(plain.split())
 
 
-def _api_base_url(settings: Settings) -> str | None:
+def _api_base_url(settings: SlackSettings) -> str | None:
     if not settings.slack_api_url:
         return None
     url = settings.slack_api_url
@@ -259,7 +284,7 @@ def _secret(value: Any) -> str | None:
 class SlackAdapter:
     """Owns the bolt app and the few pieces of state the adapter needs."""
 
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(self, engine: Engine, settings: SlackSettings) -> None:
         token = _secret(settings.slack_bot_token)
         if not token:
             raise InvalidInput("SLACK_BOT_TOKEN is not set: the Slack adapter needs a bot token")
@@ -835,7 +860,7 @@ def _describe(exc: Exception) -> str:
 # --- public API ------------------------------------------------------------------------
 
 
-def build_slack_app(engine: Engine, settings: Settings) -> AsyncApp:
+def build_slack_app(engine: Engine, settings: SlackSettings) -> AsyncApp:
     """The configured bolt app (listeners and middleware registered)."""
     return SlackAdapter(engine, settings).app
 
@@ -844,18 +869,19 @@ class SlackPlatform(ChatAdapter):
     """Slack in the adapter contract (``bot.chat``): Socket Mode or HTTP mode."""
 
     name = "slack"
+    settings_model = SlackSettings
     how_to_configure = (
         "for Slack set SLACK_BOT_TOKEN plus SLACK_APP_TOKEN (Socket Mode) or "
         "SLACK_SIGNING_SECRET (HTTP mode)"
     )
 
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(self, engine: Engine, settings: SlackSettings) -> None:
         super().__init__(engine, settings)
         self.adapter = SlackAdapter(engine, settings)
 
     @classmethod
     def configured(cls, settings: Any) -> bool:
-        return bool(getattr(settings, "slack_enabled", False))
+        return isinstance(settings, SlackSettings) and settings.slack_enabled
 
     def render(self, reply: Reply) -> list[dict[str, Any]]:
         return render_messages(reply)
@@ -894,15 +920,20 @@ ADAPTER = SlackPlatform
 
 
 async def run_slack(
-    engine: Engine, settings: Settings, *, web_app: web.Application | None = None
+    engine: Engine,
+    settings: SlackSettings,
+    *,
+    web_app: web.Application | None = None,
+    host: str | None = None,
+    port: int | None = None,
 ) -> SlackAdapter:
     """Run the Slack adapter.
 
     - Socket Mode (``SLACK_APP_TOKEN`` set): connects and runs until cancelled.
     - HTTP mode with ``web_app``: adds ``POST /slack/events`` to that aiohttp app and
       returns at once (the caller runs the app, e.g. ``dockwise serve``).
-    - HTTP mode without ``web_app``: serves ``POST /slack/events`` on
-      ``DOCKWISE_HOST:DOCKWISE_PORT`` until cancelled.
+    - HTTP mode without ``web_app``: serves ``POST /slack/events`` on ``host:port``
+      (default ``DOCKWISE_HOST:DOCKWISE_PORT``) until cancelled.
 
     Returns the adapter (only reached in HTTP mode with ``web_app``).
     """
@@ -918,9 +949,12 @@ async def run_slack(
     await platform.setup(own)
     runner = web.AppRunner(own)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    shared = get_settings()
+    host = host if host is not None else shared.host
+    port = port if port is not None else shared.port
+    site = web.TCPSite(runner, host, port)
     await site.start()
-    log.info("slack: HTTP mode on %s:%s%s", settings.host, settings.port, EVENTS_PATH)
+    log.info("slack: HTTP mode on %s:%s%s", host, port, EVENTS_PATH)
     try:
         await asyncio.Event().wait()
     finally:

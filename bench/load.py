@@ -36,8 +36,8 @@ from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.discord import build_discord_client
-from adapters.slack import run_slack
+from adapters.discord import DiscordSettings, build_discord_client
+from adapters.slack import SlackSettings, run_slack
 from bench._common import EVAL, load_set
 from bot.config import Settings
 from bot.engine import Asker, Engine
@@ -278,7 +278,7 @@ async def until(
 async def slack_phase(knowledge: KnowledgeBase, count: int) -> None:
     emu = StampedSlack()
     await emu.start()
-    settings = Settings(
+    settings = SlackSettings(
         _env_file=None,
         slack_bot_token=BOT_TOKEN,
         slack_app_token=APP_TOKEN,
@@ -343,7 +343,7 @@ async def slack_phase(knowledge: KnowledgeBase, count: int) -> None:
 async def discord_phase(knowledge: KnowledgeBase, count: int) -> None:
     emu = StampedDiscord()
     await emu.start()
-    settings = Settings(
+    settings = DiscordSettings(
         _env_file=None,
         discord_token=emu.token,
         discord_api_url=emu.api_url,

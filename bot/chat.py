@@ -14,7 +14,12 @@ An adapter (modelled on errbot's ``backends/base.py``: one module per platform) 
 - ``render(reply)``: the reply as the platform's message payloads, each within the
   platform's limits (buttons from ``Reply.actions`` included);
 - ``setup(web_app)`` (check credentials, add HTTP routes before the server starts),
-  ``run()`` (serve until cancelled), ``ready()`` and ``stop()``.
+  ``run()`` (serve until cancelled), ``ready()`` and ``stop()``;
+- optionally ``register_cli(app)``: commands of its own added to the ``dockwise`` CLI
+  (typer), e.g. a command printing the URL that installs the bot.
+
+Fields of ``settings_model`` typed ``SecretStr`` are secrets: ``dockwise config`` shows them
+as ``***`` and logs mask their values (``secret_env_vars``).
 
 ``bot/`` never imports a platform SDK: ``adapters()`` imports the modules by name.
 """
@@ -29,9 +34,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic_settings import BaseSettings
 
-from bot.config import Settings
+from bot.config import Settings, secret_env_names
 
 if TYPE_CHECKING:
+    import typer
     from aiohttp import web
 
     from bot.engine import Engine
@@ -67,6 +73,11 @@ class ChatAdapter(ABC):
     @abstractmethod
     def render(self, reply: Reply) -> list[dict[str, Any]]:
         """``reply`` as this platform's message payloads (JSON-ready), in order."""
+
+    @classmethod  # noqa: B027 - optional hook
+    def register_cli(cls, app: typer.Typer) -> None:
+        """Add this platform's own commands to the ``dockwise`` CLI ``app`` (none by
+        default). Commands fail with ``bot.cli.fail`` (one line, exit code 1 or 2)."""
 
     async def setup(self, web_app: web.Application) -> None:  # noqa: B027 - optional hook
         """Before the HTTP server starts: check credentials, add routes to ``web_app``.
@@ -113,6 +124,22 @@ def configured_adapters(settings: Settings) -> list[tuple[type[ChatAdapter], Any
         if adapter.configured(own):
             out.append((adapter, own))
     return out
+
+
+def secret_env_vars() -> tuple[str, ...]:
+    """Names of the environment variables holding secrets: the ``SecretStr`` fields of
+    ``bot.config.Settings`` and of every registered adapter's ``settings_model``. Imports
+    the adapters (their SDKs) on the first call."""
+    names = list(secret_env_names(Settings))
+    for adapter in adapters().values():
+        names += [n for n in secret_env_names(adapter.settings_model) if n not in names]
+    return tuple(names)
+
+
+def register_cli_commands(app: typer.Typer) -> None:
+    """Let every registered adapter add its own commands to the CLI ``app``."""
+    for adapter in adapters().values():
+        adapter.register_cli(app)
 
 
 def how_to_configure() -> str:

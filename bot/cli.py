@@ -364,44 +364,33 @@ def run() -> None:
 @app.command("config")
 def show_config() -> None:
     """Print the effective settings, secrets masked."""
-    from pydantic import SecretStr
-
     from bot.chat import adapters
-    from bot.config import Settings, get_settings
+    from bot.config import Settings, get_settings, masked_settings
 
-    for name, value in get_settings().masked().items():
+    shared = get_settings()
+    for name, value in shared.masked().items():
         typer.echo(f"{name} = {value}")
-    for adapter in adapters().values():  # platforms with settings of their own
+    for adapter in adapters().values():  # each platform's own settings
         if adapter.settings_model is Settings:
             continue
-        own = adapter.settings_model()
-        for field_name, field in type(own).model_fields.items():
-            alias = field.validation_alias
-            key = alias if isinstance(alias, str) else field_name.upper()
-            value = getattr(own, field_name)
-            shown = "***" if isinstance(value, SecretStr) else ("" if value is None else value)
-            typer.echo(f"{key} = {shown}")
+        for name, value in masked_settings(adapter.load_settings(shared)).items():
+            typer.echo(f"{name} = {value}")
 
 
-@app.command("discord-invite")
-def discord_invite(
-    application_id: Annotated[
-        int | None, typer.Option(help="The Discord application id (asked from Discord if unset).")
-    ] = None,
-) -> None:
-    """Print the OAuth2 URL that adds the bot to a Discord server."""
-    from adapters.discord import fetch_application_id, invite_url
-    from bot.config import get_settings
+def add_platform_commands(argv: list[str]) -> None:
+    """Add the registered chat adapters' own commands (``ChatAdapter.register_cli``) to
+    ``app``, unless ``argv`` (the arguments after the program name) names one of the
+    commands above: those run without importing any chat SDK."""
+    own = {
+        command.name or (command.callback.__name__.replace("_", "-") if command.callback else "")
+        for command in app.registered_commands
+    }
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    if first is not None and first in own:
+        return
+    from bot.chat import register_cli_commands
 
-    if application_id is None:
-        settings = get_settings()
-        if settings.discord_token is None:
-            fail("set DISCORD_TOKEN or pass --application-id", code=2)
-        try:
-            application_id = asyncio.run(fetch_application_id(settings))
-        except DockwiseError as exc:
-            fail(str(exc))
-    typer.echo(invite_url(application_id))
+    register_cli_commands(app)
 
 
 def main() -> None:
@@ -411,6 +400,7 @@ def main() -> None:
     # Logs go to stderr; one-shot commands only show warnings, `serve` shows more.
     configure_logging(os.environ.get("DOCKWISE_LOG_LEVEL", "WARNING"))
     try:
+        add_platform_commands(sys.argv[1:])
         app()
     except DockwiseError as exc:
         typer.echo(f"dockwise: error: {exc}", err=True)

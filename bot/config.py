@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -17,25 +18,48 @@ def _default_cache_dir() -> Path:
     return Path(base) / "dockwise"
 
 
+def env_name(name: str, field: FieldInfo) -> str:
+    """The environment variable a settings field is read from (its first alias)."""
+    alias = field.validation_alias
+    if isinstance(alias, str):
+        return alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return name.upper()
+
+
+def masked_settings(settings: BaseSettings) -> dict[str, str]:
+    """Every field of ``settings`` by its environment variable name, values as text
+    (lists comma-joined, unset as ``""``), ``SecretStr`` values shown as ``***``."""
+    out: dict[str, str] = {}
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            shown = "***"
+        elif isinstance(value, list):
+            shown = ",".join(str(v) for v in value)
+        else:
+            shown = "" if value is None else str(value)
+        out[env_name(name, field)] = shown
+    return out
+
+
+def secret_env_names(model: type[BaseSettings]) -> list[str]:
+    """Environment variable names of ``model``'s fields typed ``SecretStr`` (or optional)."""
+    names: list[str] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if annotation is SecretStr or SecretStr in get_args(annotation):
+            names.append(env_name(name, field))
+    return names
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True
     )
 
-    # Slack
-    slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
-    slack_app_token: SecretStr | None = Field(None, validation_alias="SLACK_APP_TOKEN")
-    slack_signing_secret: SecretStr | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")
-    slack_api_url: str | None = Field(None, validation_alias="DOCKWISE_SLACK_API_URL")
-
-    # Discord
-    discord_token: SecretStr | None = Field(None, validation_alias="DISCORD_TOKEN")
-    discord_guild_id: int | None = Field(None, validation_alias="DISCORD_GUILD_ID")
-    discord_api_url: str | None = Field(None, validation_alias="DOCKWISE_DISCORD_API_URL")
-    discord_gateway_url: str | None = Field(None, validation_alias="DOCKWISE_DISCORD_GATEWAY_URL")
-    discord_shard_count: int | None = Field(None, validation_alias="DISCORD_SHARD_COUNT")
-
-    # HTTP server (Slack HTTP mode, health, metrics)
+    # HTTP server (chat platforms' HTTP routes, health, metrics)
     host: str = Field("127.0.0.1", validation_alias="DOCKWISE_HOST")
     port: int = Field(3000, validation_alias="DOCKWISE_PORT")
 
@@ -73,31 +97,7 @@ class Settings(BaseSettings):
 
     def masked(self) -> dict[str, str]:
         """Every setting by its environment variable name, secrets shown as ``***``."""
-        out: dict[str, str] = {}
-        for name, field in type(self).model_fields.items():
-            alias = field.validation_alias
-            key = alias if isinstance(alias, str) else name.upper()
-            if isinstance(alias, AliasChoices):
-                key = str(alias.choices[0])
-            value = getattr(self, name)
-            if isinstance(value, SecretStr):
-                shown = "***"
-            elif isinstance(value, list):
-                shown = ",".join(value)
-            else:
-                shown = "" if value is None else str(value)
-            out[key] = shown
-        return out
-
-    @property
-    def slack_enabled(self) -> bool:
-        return self.slack_bot_token is not None and (
-            self.slack_app_token is not None or self.slack_signing_secret is not None
-        )
-
-    @property
-    def discord_enabled(self) -> bool:
-        return self.discord_token is not None
+        return masked_settings(self)
 
 
 @lru_cache(maxsize=1)

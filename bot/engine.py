@@ -111,7 +111,7 @@ def check_input(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Asker:
-    """Who is asking, for rate limits: platform ("slack", "discord", "shell"), user, channel,
+    """Who is asking, for rate limits: platform (the adapter's name, "shell"), user, channel,
     and the team (workspace or server) for suggestions shared by its members."""
 
     platform: str
@@ -211,7 +211,7 @@ class Engine:
 
     async def _answer(self, question: str) -> Reply:
         """Retrieval is CPU work (a few ms): run it on one worker thread so a burst of
-        questions never stalls the event loop (Slack wants acks within 3 s). One thread,
+        questions never stalls the event loop (chat platforms want acks within 3 s). One thread,
         because the stemmer is not safe to share between threads."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._retrieval_thread, self.knowledge.answer, question)

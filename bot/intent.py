@@ -104,7 +104,7 @@ class CompareIntent:
     b: str
 
 
-# An opening fence, an optional language line, the body (Slack's composer puts the first
+# An opening fence, an optional language line, the body (some chat composers put the first
 # line right after the fence: "```FROM debian"), and a closing fence or the end.
 _FENCE = re.compile(
     r"```(?:[ \t]*(?P<lang>[A-Za-z0-9_.+-]+)[ \t]*\n|[ \t]*\n)?(?P<body>.*?)(?:```|\Z)", re.S

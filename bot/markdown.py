@@ -1,13 +1,13 @@
 """One Markdown toolkit for replies: parse once with markdown-it-py, split fence-safely.
 
 ``Reply.body`` and section bodies are CommonMark (paragraphs, lists, ``**bold**``,
-```code```, fenced blocks, ``[text](url)`` links). Renderers (Slack mrkdwn, Discord
-Markdown, the terminal) walk ``parse(text)``'s tokens; every platform cuts long text with
+```code```, fenced blocks, ``[text](url)`` links). Renderers (each chat platform's
+markup, the terminal) walk ``parse(text)``'s tokens; every platform cuts long text with
 the one splitter here, ``split``:
 
 - the text is cut between top-level blocks (paragraphs, lists, headings, fenced code, as
   markdown-it finds them), then between lines, then between words (``atom`` says what a
-  word is, e.g. a Slack ``<url|label>`` link with spaces stays whole), and a word longer
+  word is, e.g. a chat platform's ``<url|label>`` link with spaces stays whole), and a word longer
   than a piece is cut only where ``safe_cut`` allows (never inside an ``&amp;`` entity);
 - a fenced code block cut in two is closed at the cut and reopened with its own opening
   line (language kept) in the next piece, so formatting never breaks;

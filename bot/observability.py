@@ -5,7 +5,7 @@ them at ``/metrics``. Names carry the ``dockwise_`` namespace, e.g.
 ``dockwise_questions_total{kind="answer"}``.
 
 Logs go through structlog. ``configure_logging()`` sends structlog events *and* records of
-the standard ``logging`` module (aiohttp, slack_bolt, discord.py) to one handler on stderr:
+the standard ``logging`` module (aiohttp, the chat SDKs) to one handler on stderr:
 one JSON object a line when stderr is not a terminal, readable colour-free columns when it
 is. Every event gets the correlation id bound with ``bind_correlation_id()`` and passes
 through ``mask_secrets`` last, so tokens, passwords and authorization headers never reach
@@ -19,9 +19,10 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TextIO
@@ -152,20 +153,20 @@ SECRET_KEY = re.compile(
     re.IGNORECASE,
 )
 
-#: Environment variables whose values are secrets wherever they show up in a log line.
-SECRET_ENV_VARS = (
-    "SLACK_BOT_TOKEN",
-    "SLACK_APP_TOKEN",
-    "SLACK_SIGNING_SECRET",
-    "DISCORD_TOKEN",
-    "DOCKWISE_REDIS_URL",
-)
+
+def secret_env_vars() -> tuple[str, ...]:
+    """Environment variables whose values are secrets wherever they show up in a log line:
+    the ``SecretStr`` settings of dockwise and of every registered chat adapter."""
+    from bot.chat import secret_env_vars as from_settings
+
+    return from_settings()
+
 
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Slack bot/user/app/refresh tokens: xoxb-…, xoxp-…, xapp-…
+    # Chat platform tokens with a type prefix (bot/user/app/refresh): xoxb-…, xoxp-…, xapp-…
     (re.compile(r"\bx(?:ox[abeoprs]|app)-[A-Za-z0-9-]{6,}"), MASK),
-    # Discord bot tokens: base64 user id . timestamp . HMAC
+    # Chat platform bot tokens in three dotted parts: base64 user id . timestamp . HMAC
     (re.compile(r"\b[A-Za-z0-9_-]{23,28}\.[A-Za-z0-9_-]{6,7}\.[A-Za-z0-9_-]{27,}"), MASK),
     # Authorization header values
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}"), rf"\1 {MASK}"),
@@ -177,9 +178,9 @@ _URL_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s:@]*:([^@\s/]+)@", r
 _MIN_KNOWN_SECRET = 6  # shorter env values would mask ordinary words
 
 
-def _secret_values_from_env(environ: Mapping[str, str]) -> list[str]:
+def _secret_values_from_env(environ: Mapping[str, str], names: Iterable[str]) -> list[str]:
     values: list[str] = []
-    for name in SECRET_ENV_VARS:
+    for name in names:
         value = environ.get(name, "").strip()
         if not value:
             continue
@@ -193,19 +194,44 @@ class SecretMasker:
     """A structlog processor replacing secrets in an event with ``***``.
 
     Hidden: every value under a key like token/secret/password/authorization, any string
-    shaped like a Slack or Discord token, an authorization header or a URL password, and
-    the literal values of ``SECRET_ENV_VARS`` (read when the masker is made, plus any
-    registered with ``add``)."""
+    shaped like a chat platform's token, an authorization header or a URL password, and
+    the literal values of the secret environment variables ``names`` (default
+    ``secret_env_vars()``, looked up in a copy of ``environ`` taken when the masker is made,
+    on first use so that a command logging nothing never imports the adapters), plus any
+    registered with ``add``."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        source = environ if environ is not None else os.environ
-        self._known: set[str] = set(_secret_values_from_env(source))
+    def __init__(
+        self, environ: Mapping[str, str] | None = None, names: Iterable[str] | None = None
+    ) -> None:
+        self._environ = dict(environ if environ is not None else os.environ)
+        self._names = tuple(names) if names is not None else None
+        self._env_done = False
+        self._env_reading = False
+        # Other threads logging meanwhile wait for the values; this thread (an adapter
+        # logging while it is imported) goes on without them.
+        self._env_lock = threading.RLock()
+        self._known: set[str] = set()
+
+    def _read_env(self) -> None:
+        if self._env_done:
+            return
+        with self._env_lock:
+            if self._env_done or self._env_reading:
+                return
+            self._env_reading = True
+            try:
+                if self._environ:
+                    names = self._names if self._names is not None else secret_env_vars()
+                    self._known.update(_secret_values_from_env(self._environ, names))
+            finally:
+                self._env_done = True
 
     def add(self, value: str | None) -> None:
         if value and len(value) >= _MIN_KNOWN_SECRET:
             self._known.add(value)
 
     def mask_text(self, text: str) -> str:
+        self._read_env()
         # Longest first, so a URL is masked whole before its password alone.
         for secret in sorted(self._known, key=len, reverse=True):
             if secret in text:

@@ -1,7 +1,7 @@
 """The platform-neutral reply every adapter renders.
 
-The body and section texts use a small Markdown subset that Slack mrkdwn, Discord and a
-terminal can all show: paragraphs, ``- `` bullets, ``**bold**``, ```code```, fenced code
+The body and section texts use a small Markdown subset that every chat platform's markup
+and a terminal can show: paragraphs, ``- `` bullets, ``**bold**``, ```code```, fenced code
 blocks and ``[text](url)`` links. Adapters convert; the engine never knows the platform.
 """
 
@@ -36,12 +36,13 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """A button under the reply; adapters render it as a Slack button or a Discord component.
+    """A button under the reply; each adapter renders it as its platform's button.
 
     ``action_id`` is one of the stable identifiers below (other tools key on them); where
     several share one block, an adapter may add a suffix (``dockwise_ask_2``). ``value``
     carries the meaning (an article id, a question, ``<image ref>|<section title>``,
-    ``up|<topic>``) and stays under 2,000 characters (Slack's button value limit).
+    ``up|<topic>``) and stays under 2,000 characters (the button value limit of the
+    strictest platform).
     """
 
     action_id: str

@@ -7,7 +7,7 @@
   naming the checks that are not (readiness: "send me traffic");
 - ``GET /metrics``: the default Prometheus registry in the text exposition format.
 
-``dockwise serve`` adds the Slack HTTP route to the same app and runs it on
+``dockwise serve`` adds the chat adapters' HTTP routes to the same app and runs it on
 ``DOCKWISE_HOST:DOCKWISE_PORT``; ``start_web_app`` does that part.
 """
 

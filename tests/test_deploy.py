@@ -16,7 +16,9 @@ import kubernetes_validate
 import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
+from pydantic_settings import BaseSettings
 
+from bot.chat import adapters as registered_adapters
 from bot.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +40,12 @@ def _need(tool: str | None, name: str) -> str:
 
 def _settings_env_names() -> set[str]:
     names: set[str] = set()
-    for field in Settings.model_fields.values():
+    models: list[type[BaseSettings]] = [
+        Settings,
+        *(adapter.settings_model for adapter in registered_adapters().values()),
+    ]
+    fields = [field for model in models for field in model.model_fields.values()]
+    for field in fields:
         alias = field.validation_alias
         if isinstance(alias, str):
             names.add(alias)

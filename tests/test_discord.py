@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from adapters.discord import (
     FAILURE_MESSAGE,
+    DiscordSettings,
     DockwiseClient,
     build_discord_client,
     fetch_application_id,
@@ -101,7 +102,7 @@ async def emulator() -> AsyncIterator[DiscordEmulator]:
     await emu.close()
 
 
-def settings_for(emu: DiscordEmulator, **extra: Any) -> Settings:
+def settings_for(emu: DiscordEmulator, **extra: Any) -> DiscordSettings:
     values: dict[str, Any] = {
         "discord_token": emu.token,
         "discord_api_url": emu.api_url,
@@ -110,7 +111,7 @@ def settings_for(emu: DiscordEmulator, **extra: Any) -> Settings:
         "discord_shard_count": None,
     }
     values.update(extra)
-    return Settings(_env_file=None, **values)
+    return DiscordSettings(_env_file=None, **values)
 
 
 @contextlib.asynccontextmanager

@@ -14,8 +14,7 @@ from typing import Any, cast
 import pytest
 from prometheus_client import REGISTRY
 
-from adapters.discord import DockwiseClient, build_discord_client
-from bot.config import Settings
+from adapters.discord import DiscordSettings, DockwiseClient, build_discord_client
 from bot.engine import WELL_KNOWN_IMAGES, Engine
 from bot.knowledge import KnowledgeBase
 from tests.emulators.discord import DiscordEmulator, Interaction
@@ -49,7 +48,7 @@ async def emu() -> AsyncIterator[DiscordEmulator]:
 
 @contextlib.asynccontextmanager
 async def running(emu: DiscordEmulator, engine: Engine) -> AsyncIterator[DockwiseClient]:
-    settings = Settings(
+    settings = DiscordSettings(
         _env_file=None,
         discord_token=emu.token,
         discord_api_url=emu.api_url,

@@ -26,8 +26,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from adapters.discord import build_discord_client
-from adapters.slack import run_slack
+from adapters.discord import DiscordSettings, build_discord_client
+from adapters.slack import SlackSettings, run_slack
 from bot.config import Settings
 from bot.engine import Asker, Engine
 from bot.image.cache import DB_NAME
@@ -392,7 +392,7 @@ async def test_slack_reconnects_after_the_socket_drops(
 ) -> None:
     emulator = SlackEmulator()
     await emulator.start()
-    settings = Settings(
+    settings = SlackSettings(
         _env_file=None,
         slack_bot_token=BOT_TOKEN,
         slack_app_token=APP_TOKEN,
@@ -437,7 +437,7 @@ async def test_discord_identifies_afresh_when_the_gateway_forgot_its_session(
     IDENTIFY again (a new session) and keep answering."""
     emulator = DiscordEmulator()
     await emulator.start()
-    settings = Settings(
+    settings = DiscordSettings(
         _env_file=None,
         discord_token=emulator.token,
         discord_api_url=emulator.api_url,

@@ -344,15 +344,17 @@ def test_secrets_from_a_dotenv_file_are_masked_once_registered(tmp_path: Path) -
     )
     script = textwrap.dedent(
         """
+        from adapters.slack import SlackSettings
         from bot.config import Settings
         from bot.observability import configure_logging, get_logger, register_secrets_from
 
         configure_logging(json_output=True)
-        settings = Settings()
+        settings, slack = Settings(), SlackSettings()
         register_secrets_from(settings)
+        register_secrets_from(slack)
         configure_logging(json_output=True)  # a second call keeps what was registered
         log = get_logger("dockwise.test")
-        log.info("signature", got=settings.slack_signing_secret.get_secret_value() + "!")
+        log.info("signature", got=slack.slack_signing_secret.get_secret_value() + "!")
         log.info("redis at " + settings.redis_url.get_secret_value().replace("redis://", ""))
         """
     )

@@ -24,7 +24,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from adapters.slack import SHORTCUT, SeenEvents, SlackAdapter, run_slack, slack_to_plain
+from adapters.slack import (
+    SHORTCUT,
+    SeenEvents,
+    SlackAdapter,
+    SlackSettings,
+    run_slack,
+    slack_to_plain,
+)
 from adapters.slack_blocks import render_blocks, render_messages
 from bot.config import Settings
 from bot.engine import Engine
@@ -115,8 +122,8 @@ class CatalogExplainer:
         return None
 
 
-def slack_settings(emulator: SlackEmulator, *, socket: bool) -> Settings:
-    return Settings(
+def slack_settings(emulator: SlackEmulator, *, socket: bool) -> SlackSettings:
+    return SlackSettings(
         _env_file=None,
         slack_bot_token=BOT_TOKEN,
         slack_app_token=APP_TOKEN if socket else None,
@@ -668,8 +675,8 @@ async def test_missing_tokens_are_one_line_errors(emulator: SlackEmulator, engin
     from bot.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match="SLACK_BOT_TOKEN"):
-        SlackAdapter(engine, Settings(_env_file=None, slack_bot_token=None))
-    no_secret = Settings(
+        SlackAdapter(engine, SlackSettings(_env_file=None, slack_bot_token=None))
+    no_secret = SlackSettings(
         _env_file=None,
         slack_bot_token=BOT_TOKEN,
         slack_api_url=emulator.api_url,

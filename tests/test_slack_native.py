@@ -16,8 +16,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import REGISTRY
 
-from adapters.slack import SlackAdapter, run_slack
-from bot.config import Settings
+from adapters.slack import SlackAdapter, SlackSettings, run_slack
 from bot.engine import Engine
 from bot.errors import ImageNotFound
 from bot.image.reference import parse_reference
@@ -118,8 +117,8 @@ def engine(knowledge: KnowledgeBase, explainer: StagedExplainer) -> Engine:
     return Engine(knowledge=knowledge, explainer=cast(Any, explainer))
 
 
-def settings_for(emulator: SlackEmulator, *, socket: bool = True) -> Settings:
-    return Settings(
+def settings_for(emulator: SlackEmulator, *, socket: bool = True) -> SlackSettings:
+    return SlackSettings(
         _env_file=None,
         slack_bot_token=BOT_TOKEN,
         slack_app_token=APP_TOKEN if socket else None,
