@@ -135,13 +135,18 @@ def run_shell(
                     print(render_text(reply, color=color), file=stdout, flush=True)
                     continue
                 if command == "topics":
+                    width = max(len(a) for a in engine.knowledge.articles)
                     for article in engine.knowledge.articles.values():
-                        print(f"  {article.id:20} {article.title}", file=stdout)
+                        print(f"  {article.id:{width}}  {article.title}", file=stdout)
                     stdout.flush()
                     continue
                 if command == "more":
                     if last_topic is None:
-                        print("Ask a question first; `more` shows its whole article.", file=stdout)
+                        print(
+                            "`more` shows the whole article behind an answer; ask a question "
+                            "that gets one first.",
+                            file=stdout,
+                        )
                     else:
                         full = engine.full_article(last_topic)
                         print(render_text(full, color=color), file=stdout)
@@ -149,8 +154,8 @@ def run_shell(
                     continue
                 reply = runner.run(engine.handle(text))
                 print(render_text(reply, color=color), file=stdout, flush=True)
-                if reply.article is not None and reply.topic is not None:
-                    last_topic = reply.topic
+                last_topic = reply.topic if reply.article is not None else None
+                if last_topic is not None:
                     print("(type `more` for the whole article)", file=stdout, flush=True)
             runner.run(engine.aclose())
     finally:

@@ -145,8 +145,9 @@ def ask(
 def topics() -> None:
     """List the articles dockwise knows."""
     engine = _load_engine()
+    width = max(len(a) for a in engine.knowledge.articles)
     for article in engine.knowledge.articles.values():
-        typer.echo(f"{article.id:22} {article.title}")
+        typer.echo(f"{article.id:{width}}  {article.title}")
 
 
 @app.command()
