@@ -54,6 +54,9 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("DOCKWISE_DOCKER_CONFIG", "DOCKER_CONFIG")
     )
     explain_timeout: float = Field(60.0, validation_alias="DOCKWISE_EXPLAIN_TIMEOUT")
+    # Rate limits per user, ``limits`` notation ("20/minute", "20/minute;200/hour")
+    rate_limit: str = Field("10/minute", validation_alias="DOCKWISE_RATE_LIMIT")
+    explain_rate_limit: str = Field("4/minute", validation_alias="DOCKWISE_EXPLAIN_RATE_LIMIT")
 
     # Caps on what one explanation may read from an untrusted image (bytes)
     max_manifest_bytes: int = Field(4 << 20, validation_alias="DOCKWISE_MAX_MANIFEST_BYTES")
