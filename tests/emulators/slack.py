@@ -148,6 +148,7 @@ class SlackEmulator:
         self.response_uses: dict[str, int] = {}
         self.originals: dict[str, dict[str, Any] | None] = {}  # response id -> original
         self._envelope_urls: dict[str, str] = {}  # slash command envelope -> response_url
+        self.failing: dict[str, list[str]] = {}  # method -> errors for its next calls
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -267,6 +268,10 @@ class SlackEmulator:
         if method == "apps.connections.open":
             await self._record("api", method, payload)
             return web.json_response({"ok": True, "url": f"ws://127.0.0.1:{self.port}/link"})
+        if self.failing.get(method):
+            injected = self.failing[method].pop(0)  # an injected failure: Slack having trouble
+            await self._record("api", method, payload, injected)
+            return web.json_response({"ok": False, "error": injected})
         if method in {"chat.postMessage", "chat.postEphemeral"}:
             error = "channel_not_found" if not payload.get("channel") else message_error(payload)
             if method == "chat.postEphemeral" and not payload.get("user"):
@@ -441,6 +446,10 @@ class SlackEmulator:
 
     async def wait_ack(self, envelope_id: str) -> Record:
         return await self.wait_for(lambda r: r.kind == "ack" and r.name == envelope_id)
+
+    def fail_next(self, method: str, count: int = 1, error: str = "fatal_error") -> None:
+        """The next ``count`` calls of Web API ``method`` answer ``{"ok": false, error}``."""
+        self.failing.setdefault(method, []).extend([error] * count)
 
     # --- HTTP mode ----------------------------------------------------------------------
 
