@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     registry_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="DOCKWISE_REGISTRY_ALLOWLIST"
     )
+    registry_mirrors: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="DOCKWISE_REGISTRY_MIRRORS"
+    )
     redis_url: SecretStr | None = Field(None, validation_alias="DOCKWISE_REDIS_URL")
     docker_config: Path | None = Field(
         None, validation_alias=AliasChoices("DOCKWISE_DOCKER_CONFIG", "DOCKER_CONFIG")
@@ -67,7 +70,7 @@ class Settings(BaseSettings):
         8 << 30, validation_alias="DOCKWISE_MAX_LAYER_UNCOMPRESSED_BYTES"
     )
 
-    @field_validator("insecure_registries", "registry_allowlist", mode="before")
+    @field_validator("insecure_registries", "registry_allowlist", "registry_mirrors", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
