@@ -53,6 +53,8 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias="DOCKWISE_REGISTRY_MIRRORS"
     )
     redis_url: SecretStr | None = Field(None, validation_alias="DOCKWISE_REDIS_URL")
+    # Size cap of the SQLite cache's entries in bytes, least recently used out (0: none)
+    cache_max_bytes: int = Field(1 << 30, ge=0, validation_alias="DOCKWISE_CACHE_MAX_BYTES")
     docker_config: Path | None = Field(
         None, validation_alias=AliasChoices("DOCKWISE_DOCKER_CONFIG", "DOCKER_CONFIG")
     )

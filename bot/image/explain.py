@@ -105,9 +105,10 @@ class Explainer:
         self._owned: list[ImageSource] = []
         self._shared_caches: Caches | None = None
         cache_dir = self.settings.cache_dir
-        local_layers = layer_cache if layer_cache is not None else SqliteLayerCache(cache_dir)
+        cap = self.settings.cache_max_bytes or None
+        local_layers = layer_cache if layer_cache is not None else SqliteLayerCache(cache_dir, cap)
         local_manifests = (
-            manifest_cache if manifest_cache is not None else SqliteManifestCache(cache_dir)
+            manifest_cache if manifest_cache is not None else SqliteManifestCache(cache_dir, cap)
         )
         self.layer_cache: LayerFactsCache = local_layers
         self.manifest_cache: ManifestCache = local_manifests
