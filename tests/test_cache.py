@@ -275,3 +275,38 @@ def test_cache_max_bytes_setting() -> None:
     assert Settings(_env_file=None, DOCKWISE_CACHE_MAX_BYTES="0").cache_max_bytes == 0
     with pytest.raises(ValueError, match="DOCKWISE_CACHE_MAX_BYTES"):
         Settings(_env_file=None, DOCKWISE_CACHE_MAX_BYTES="-1")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("DOCKWISE_CACHE_MAX_BYTES", "-1", "DOCKWISE_CACHE_MAX_BYTES: Input should be greater"),
+        ("DOCKWISE_REGISTRY_MIRRORS", "docker.io=mirror", "DOCKWISE_REGISTRY_MIRRORS entry"),
+    ],
+)
+def test_a_bad_cache_or_mirror_setting_stops_serve_with_one_line(
+    tmp_path: Path, variable: str, value: str, said: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        variable: value,
+        "DOCKWISE_CACHE_DIR": str(tmp_path),
+        "SLACK_BOT_TOKEN": "xoxb-test",
+        "SLACK_SIGNING_SECRET": "s3cret",
+        "DOCKWISE_PORT": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("dockwise: error: ") and said in lines[0]
