@@ -334,10 +334,14 @@ class RegistryClient:
             except ContentError:
                 head = None  # e.g. 405 for HEAD: the GET below tries
             if head is not None:
-                manifest = await self.get_manifest(ref, head, expected_digest=head)
-                if self.cache is not None:
-                    await self.cache.set(key, manifest.media_type, manifest.body, self.tag_ttl)
-                return manifest
+                try:
+                    manifest = await self.get_manifest(ref, head, expected_digest=head)
+                except ImageNotFound:  # moved and deleted since, or a lying HEAD: GET the tag
+                    pass
+                else:
+                    if self.cache is not None:
+                        await self.cache.set(key, manifest.media_type, manifest.body, self.tag_ttl)
+                    return manifest
 
         async def fetch(target: Target) -> tuple[bytes, str, str | None]:
             url = f"{target.base}/manifests/{reference}"
