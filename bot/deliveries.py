@@ -58,6 +58,9 @@ DONE: Final = "done"
 KEY_PREFIX: Final = "dockwise:delivery:"
 #: At most this many event ids are remembered in memory.
 MEMORY_MAX: Final = 100_000
+#: After a Redis failure the in-memory ledger serves this many seconds before Redis is
+#: tried again.
+REDIS_BACKOFF: Final = 5.0
 
 _GUARDED = (RedisError, OSError)
 
@@ -165,11 +168,16 @@ class RedisLedger:
         self.prefix = prefix
         self.local = MemoryLedger(claim_ttl, done_ttl)
         self._down = False
+        self._down_until = 0.0
 
     def _failed(self, exc: BaseException) -> None:
+        self._down_until = time.monotonic() + REDIS_BACKOFF
         if not self._down:
             log.warning("deliveries: Redis failed (%s); de-duplicating in this process", exc)
             self._down = True
+
+    def _resting(self) -> bool:
+        return time.monotonic() < self._down_until
 
     def _ok(self) -> None:
         if self._down:
@@ -177,6 +185,8 @@ class RedisLedger:
             self._down = False
 
     async def try_claim(self, event_id: str, token: str) -> Seen | None:
+        if self._resting():
+            return await self.local.try_claim(event_id, token)
         key = self.prefix + event_id
         try:
             if await self.client.set(key, token, nx=True, px=int(self.claim_ttl * 1000)):
@@ -193,6 +203,8 @@ class RedisLedger:
 
     async def state(self, event_id: str) -> Seen | None:
         """Claimed, done, or None (free to claim)."""
+        if self._resting():
+            return await self.local.state(event_id)
         try:
             value = await self.client.get(self.prefix + event_id)
         except _GUARDED as exc:
@@ -201,6 +213,9 @@ class RedisLedger:
         return None if value is None else Seen.DONE if value == DONE.encode() else Seen.CLAIMED
 
     async def renew(self, event_id: str, token: str) -> None:
+        if self._resting():
+            await self.local.renew(event_id, token)
+            return
         try:
             await self.client.eval(
                 _RENEW, 1, self.prefix + event_id, token, int(self.claim_ttl * 1000)
@@ -210,6 +225,9 @@ class RedisLedger:
             await self.local.renew(event_id, token)
 
     async def finish(self, event_id: str, token: str) -> None:
+        if self._resting():
+            await self.local.finish(event_id, token)
+            return
         try:
             await self.client.set(self.prefix + event_id, DONE, px=int(self.done_ttl * 1000))
         except _GUARDED as exc:
@@ -217,6 +235,9 @@ class RedisLedger:
             await self.local.finish(event_id, token)
 
     async def release(self, event_id: str, token: str) -> None:
+        if self._resting():
+            await self.local.release(event_id, token)
+            return
         try:
             await self.client.eval(_RELEASE, 1, self.prefix + event_id, token)
         except _GUARDED as exc:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Hashable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 #: Redis keys of the rate limits start with this (``limits`` adds ``/namespace/...``).
 RATE_LIMIT_PREFIX = "dockwise:limits"
+#: After the shared storage fails, counting stays in this process this many seconds.
+SHARED_BACKOFF = 5.0
 
 __all__ = [
     "BUSY_MESSAGE",
@@ -84,7 +87,8 @@ class KeyedRateLimiter:
     counts against the same windows (keys ``dockwise:limits/...`` with the window as TTL);
     with memory storage the counts are this process's. When the shared storage fails,
     counting goes on in memory (logged once) until it answers again: a Redis outage
-    makes the limits per-process, it never refuses or breaks an answer.
+    makes the limits per-process, it never refuses or breaks an answer (the shared
+    storage is tried again ``SHARED_BACKOFF`` seconds after a failure).
     """
 
     def __init__(
@@ -101,14 +105,16 @@ class KeyedRateLimiter:
         self._limiter = MovingWindowRateLimiter(self.storage)
         self._local = MovingWindowRateLimiter(MemoryStorage())
         self._shared_failed = False
+        self._shared_down_until = 0.0
 
     async def _each(self, op: str, key: Hashable) -> bool:
         ident = "/".join(str(part) for part in (key if isinstance(key, tuple) else (key,)))
-        limiter = self._limiter
+        resting = time.monotonic() < self._shared_down_until
+        limiter = self._local if resting else self._limiter
         for item in self.items:
             try:
                 ok = await getattr(limiter, op)(item, self.namespace, ident)
-                if self._shared_failed:
+                if self._shared_failed and limiter is self._limiter:
                     self._shared_failed = False
                     log.info("rate limits: shared storage answers again")
             except StorageError as exc:
@@ -118,6 +124,7 @@ class KeyedRateLimiter:
                         type(exc.storage_error).__name__,
                     )
                     self._shared_failed = True
+                self._shared_down_until = time.monotonic() + SHARED_BACKOFF
                 limiter = self._local
                 ok = await getattr(limiter, op)(item, self.namespace, ident)
             if not ok:

@@ -224,3 +224,23 @@ async def test_a_live_claim_is_renewed_past_its_ttl(redis_server: RedisServer) -
 
 async def _is(ledger: Any, event_id: str, state: Seen | None) -> bool:
     return bool(await ledger.state(event_id) is state)
+
+
+@pytest.mark.services
+async def test_while_redis_is_down_the_ledger_deduplicates_in_process(
+    own_redis: RedisServer,
+) -> None:
+    async with aioredis.Redis.from_url(
+        own_redis.url, socket_timeout=1.0, socket_connect_timeout=1.0
+    ) as client:
+        ledger = RedisLedger(client)
+        before = new_event_id()
+        claim = await Claim.take(ledger, before)
+        assert isinstance(claim, Claim)
+        own_redis.stop()  # like a crash
+        event_id = new_event_id()
+        claim = await Claim.take(ledger, event_id)
+        assert isinstance(claim, Claim)  # still answered
+        assert await Claim.take(ledger, event_id) is Seen.CLAIMED  # and only once
+        await claim.done()
+        assert await Claim.take(ledger, event_id) is Seen.DONE
