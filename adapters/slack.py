@@ -8,8 +8,13 @@ business logic.
 - ``@dockwise <question>`` (or ``@dockwise explain IMAGE``) in a channel: answered in a
   thread under the question. Direct messages work the same without the mention; the
   answer goes to the DM (into the thread if the message was in one).
-- Slack retries (``X-Slack-Retry-Num`` > 0) are acknowledged and skipped, and an
-  ``event_id`` seen before (Socket Mode redelivery) is skipped: one question, one answer.
+- Every delivery of an event (first, Slack retry with ``X-Slack-Retry-Num``, Socket Mode
+  redelivery, or the same event at another replica) claims its ``event_id`` in a ledger
+  (``bot.deliveries``: Redis with ``DOCKWISE_REDIS_URL``, else in-process) before it is
+  processed; a delivery whose event is claimed by a live process or already answered is
+  acknowledged and dropped. The claim is marked done once the reply was posted and
+  released when posting failed, so a retry answers a question whose first delivery died
+  or could not be answered, and no question is answered twice.
 - The bot's own messages and message subtypes (edits, joins, bot messages) are ignored.
 - Failures become a friendly message in the thread; the adapter keeps running.
 - Errors the asker caused are shown to the asker only: ``response_type: "ephemeral"`` for
@@ -35,7 +40,8 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -60,6 +66,7 @@ from adapters.slack_blocks import escape, render_blocks, render_messages, render
 from adapters.slack_dockerfile import register as register_dockerfile_modal
 from bot.chat import ChatAdapter
 from bot.config import get_settings
+from bot.deliveries import Claim, Ledger, Seen, make_ledger
 from bot.engine import Asker, Engine
 from bot.errors import InvalidInput, Unauthorized, Unreachable
 from bot.links import IMAGE_LINK_HOSTS, find_image_reference, image_from_url
@@ -150,6 +157,8 @@ RESPONSE_URL_PROGRESS_UPDATES = 1
 #: How long the explanation waits for the ack to be on its way to Slack (ordering only).
 ACK_GATE_TIMEOUT = 3.0
 SEEN_EVENTS_MAX = 2048
+#: Where the middleware leaves a delivery's ``bot.deliveries.Claim`` in bolt's context.
+CLAIM = "dockwise_claim"
 SEEN_EVENTS_TTL = 3600.0
 
 
@@ -175,6 +184,10 @@ class SeenEvents:
         while len(self._items) > self._maxsize:
             self._items.popitem(last=False)
         return True
+
+    def discard(self, key: str) -> None:
+        """Forget ``key`` (its answer could not be posted: a retry may answer it)."""
+        self._items.pop(key, None)
 
 
 class _AckGates:
@@ -284,13 +297,16 @@ def _secret(value: Any) -> str | None:
 class SlackAdapter:
     """Owns the bolt app and the few pieces of state the adapter needs."""
 
-    def __init__(self, engine: Engine, settings: SlackSettings) -> None:
+    def __init__(
+        self, engine: Engine, settings: SlackSettings, *, ledger: Ledger | None = None
+    ) -> None:
         token = _secret(settings.slack_bot_token)
         if not token:
             raise InvalidInput("SLACK_BOT_TOKEN is not set: the Slack adapter needs a bot token")
         self.engine = engine
         self.settings = settings
-        self.seen = SeenEvents()
+        # Shared across replicas through DOCKWISE_REDIS_URL (the shared settings).
+        self.ledger = ledger if ledger is not None else make_ledger(get_settings())
         self.answered = SeenEvents()
         secrets = [token, _secret(settings.slack_app_token), _secret(settings.slack_signing_secret)]
         bolt_logger = logging.getLogger("dockwise.slack.bolt")
@@ -326,16 +342,32 @@ class SlackAdapter:
     async def _skip_duplicates(
         self, req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[None]]
     ) -> BoltResponse | None:
-        retry = req.headers.get("x-slack-retry-num", ["0"])[0]
-        if retry.isdigit() and int(retry) > 0:
-            log.info("slack: skipping retry %s (%s)", retry, _first(req, "x-slack-retry-reason"))
-            return BoltResponse(status=200, body="", headers={"x-slack-no-retry": "1"})
         event_id = req.body.get("event_id") if isinstance(req.body, dict) else None
-        if isinstance(event_id, str) and not self.seen.add(event_id):
-            log.info("slack: skipping redelivered event %s", event_id)
-            return BoltResponse(status=200, body="")
+        if isinstance(event_id, str) and event_id:
+            claim = await Claim.take(self.ledger, event_id)
+            if isinstance(claim, Seen):
+                log.info(
+                    "slack: skipping event %s, %s (retry %s, %s)",
+                    event_id,
+                    "already answered" if claim is Seen.DONE else "being answered",
+                    _first(req, "x-slack-retry-num") or "0",
+                    _first(req, "x-slack-retry-reason") or "-",
+                )
+                return BoltResponse(status=200, body="", headers={"x-slack-no-retry": "1"})
+            req.context[CLAIM] = claim
         await next()
         return None
+
+    @asynccontextmanager
+    async def _claimed(self, context: AsyncBoltContext) -> AsyncIterator[Claim | None]:
+        """The delivery's claim (None for requests without an event id), renewed while the
+        body runs and released unless the body marked it done."""
+        claim = context.get(CLAIM)
+        if not isinstance(claim, Claim):
+            yield None
+            return
+        async with claim.keep_alive():
+            yield claim
 
     # --- listeners ----------------------------------------------------------------------
 
@@ -382,20 +414,24 @@ class SlackAdapter:
     async def _on_mention(
         self, event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
     ) -> None:
-        if _ignored(event, context.bot_user_id):
-            return
-        thread_ts = str(event.get("thread_ts") or event.get("ts") or "") or None
-        await self._answer(event, client, context.bot_user_id, thread_ts)
+        async with self._claimed(context) as claim:
+            if _ignored(event, context.bot_user_id):
+                await _done(claim)
+                return
+            thread_ts = str(event.get("thread_ts") or event.get("ts") or "") or None
+            await self._answer(event, client, context.bot_user_id, thread_ts, claim)
 
     async def _on_message(
         self, event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
     ) -> None:
-        if event.get("channel_type") != "im" or _ignored(event, context.bot_user_id):
-            return
-        thread_ts = event.get("thread_ts")
-        await self._answer(
-            event, client, context.bot_user_id, str(thread_ts) if thread_ts else None
-        )
+        async with self._claimed(context) as claim:
+            if event.get("channel_type") != "im" or _ignored(event, context.bot_user_id):
+                await _done(claim)
+                return
+            thread_ts = event.get("thread_ts")
+            await self._answer(
+                event, client, context.bot_user_id, str(thread_ts) if thread_ts else None, claim
+            )
 
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
         log.error(
@@ -413,21 +449,28 @@ class SlackAdapter:
         client: AsyncWebClient,
         bot_user_id: str | None,
         thread_ts: str | None,
+        claim: Claim | None = None,
     ) -> None:
         channel = str(event.get("channel") or "")
-        if not self.answered.add(f"{channel}:{event.get('ts')}"):
+        message_key = f"{channel}:{event.get('ts')}"
+        if not self.answered.add(message_key):
+            await _done(claim)
             return  # the same message delivered as both app_mention and message.im
         text = slack_to_plain(str(event.get("text") or ""), bot_user_id)
         user = str(event.get("user") or "")
         asker = Asker("slack", user, channel, _team(event))
         private = event.get("channel_type") != "im"  # a DM is private already
-        await self._reply_with_progress(
+        delivered = await self._reply_with_progress(
             client,
             channel,
             thread_ts,
             user if private else None,
             lambda progress: self.engine.handle(text, asker=asker, progress=progress),
         )
+        if delivered:
+            await _done(claim)
+        else:  # the claim is released too: a retry answers
+            self.answered.discard(message_key)
 
     def _relay(
         self,
@@ -453,10 +496,12 @@ class SlackAdapter:
         thread_ts: str | None,
         private_to: str | None,
         work: Callable[[ProgressCallback], Awaitable[Reply]],
-    ) -> None:
+    ) -> bool:
         """Run ``work``; if it reports progress, post a placeholder in the thread and edit
         it (``chat.update``), then replace it with the reply. An error reply goes to
-        ``private_to`` alone (``chat.postEphemeral``) when set; the placeholder is removed."""
+        ``private_to`` alone (``chat.postEphemeral``) when set; the placeholder is removed.
+        True when the reply reached Slack (at least its first message); when it did not,
+        the placeholder is removed too."""
         placeholder: dict[str, str] = {}
 
         async def show(line: str) -> None:
@@ -477,8 +522,7 @@ class SlackAdapter:
             if "ts" in placeholder:
                 await self._quietly(client.chat_delete(channel=channel, ts=placeholder["ts"]))
             if private_to is not None:
-                await self._post_ephemeral(client, channel, private_to, thread_ts, messages)
-                return
+                return await self._post_ephemeral(client, channel, private_to, thread_ts, messages)
         elif "ts" in placeholder:
             first, *rest = messages
             try:
@@ -488,10 +532,15 @@ class SlackAdapter:
                     text=first["text"],
                     blocks=first["blocks"],
                 )
-                messages = rest
+                await self._post(client, channel, thread_ts, rest)
+                return True
             except Exception as exc:
                 log.error("slack: chat.update failed: %s", _describe(exc))
-        await self._post(client, channel, thread_ts, messages)
+        if await self._post(client, channel, thread_ts, messages):
+            return True
+        if "ts" in placeholder:
+            await self._quietly(client.chat_delete(channel=channel, ts=placeholder["ts"]))
+        return False
 
     async def _post_ephemeral(
         self,
@@ -500,8 +549,9 @@ class SlackAdapter:
         user: str,
         thread_ts: str | None,
         messages: list[dict[str, Any]],
-    ) -> None:
-        for message in messages:
+    ) -> bool:
+        """Post ``messages`` privately; True when at least the first one was posted."""
+        for n, message in enumerate(messages):
             try:
                 await client.chat_postEphemeral(
                     channel=channel,
@@ -512,7 +562,8 @@ class SlackAdapter:
                 )
             except Exception as exc:
                 log.error("slack: chat.postEphemeral failed: %s", _describe(exc))
-                return
+                return n > 0
+        return True
 
     async def _quietly(self, call: Awaitable[Any]) -> None:
         try:
@@ -595,15 +646,28 @@ class SlackAdapter:
             lambda progress: self.engine.explain(reference, asker=asker, progress=progress),
         )
 
-    async def _on_home_opened(self, event: dict[str, Any], client: AsyncWebClient) -> None:
-        if event.get("tab", "home") != "home":
-            return
-        try:
-            await client.views_publish(user_id=str(event.get("user") or ""), view=home_view())
-        except Exception as exc:
-            log.error("slack: views.publish failed: %s", _describe(exc))
+    async def _on_home_opened(
+        self, event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+    ) -> None:
+        async with self._claimed(context) as claim:
+            if event.get("tab", "home") == "home":
+                try:
+                    await client.views_publish(
+                        user_id=str(event.get("user") or ""), view=home_view()
+                    )
+                except Exception as exc:
+                    log.error("slack: views.publish failed: %s", _describe(exc))
+                    return  # released: a retry publishes
+            await _done(claim)
 
-    async def _on_link_shared(self, event: dict[str, Any], client: AsyncWebClient) -> None:
+    async def _on_link_shared(
+        self, event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+    ) -> None:
+        async with self._claimed(context) as claim:
+            await self._unfurl(event, client)
+            await _done(claim)
+
+    async def _unfurl(self, event: dict[str, Any], client: AsyncWebClient) -> None:
         unfurls: dict[str, Any] = {}
         for link in (event.get("links") or [])[:5]:
             url = str(link.get("url") or "")
@@ -644,8 +708,10 @@ class SlackAdapter:
         channel: str,
         thread_ts: str | None,
         messages: list[dict[str, Any]],
-    ) -> None:
-        for message in messages:
+    ) -> bool:
+        """Post ``messages`` in the thread; True when at least the first one was posted
+        (on a failure a plain one-line apology is tried in the thread)."""
+        for n, message in enumerate(messages):
             try:
                 await client.chat_postMessage(
                     channel=channel,
@@ -658,7 +724,8 @@ class SlackAdapter:
             except Exception as exc:
                 log.error("slack: chat.postMessage failed: %s", _describe(exc))
                 await self._post_plain_error(client, channel, thread_ts)
-                return
+                return n > 0
+        return True
 
     async def _post_plain_error(
         self, client: AsyncWebClient, channel: str, thread_ts: str | None
@@ -783,6 +850,11 @@ class _GatedSocketModeHandler(AsyncSocketModeHandler):
             self.adapter.gates.release(trigger)
 
 
+async def _done(claim: Claim | None) -> None:
+    if claim is not None:
+        await claim.done()
+
+
 def _team(body: dict[str, Any]) -> str | None:
     team = body.get("team_id") or body.get("team")
     if isinstance(team, dict):
@@ -875,9 +947,11 @@ class SlackPlatform(ChatAdapter):
         "SLACK_SIGNING_SECRET (HTTP mode)"
     )
 
-    def __init__(self, engine: Engine, settings: SlackSettings) -> None:
+    def __init__(
+        self, engine: Engine, settings: SlackSettings, *, ledger: Ledger | None = None
+    ) -> None:
         super().__init__(engine, settings)
-        self.adapter = SlackAdapter(engine, settings)
+        self.adapter = SlackAdapter(engine, settings, ledger=ledger)
 
     @classmethod
     def configured(cls, settings: Any) -> bool:
@@ -926,6 +1000,7 @@ async def run_slack(
     web_app: web.Application | None = None,
     host: str | None = None,
     port: int | None = None,
+    ledger: Ledger | None = None,
 ) -> SlackAdapter:
     """Run the Slack adapter.
 
@@ -937,7 +1012,7 @@ async def run_slack(
 
     Returns the adapter (only reached in HTTP mode with ``web_app``).
     """
-    platform = SlackPlatform(engine, settings)
+    platform = SlackPlatform(engine, settings, ledger=ledger)
     if platform.socket_mode:
         await platform.setup(None)
         await platform.run()

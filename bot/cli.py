@@ -396,6 +396,8 @@ def add_platform_commands(argv: list[str]) -> None:
 
 def main() -> None:
     """Console entry point: user errors are one line; bugs too, unless DOCKWISE_DEBUG=1."""
+    from pydantic import ValidationError
+
     from bot.observability import configure_logging
 
     # Logs go to stderr; one-shot commands only show warnings, `serve` shows more.
@@ -408,6 +410,12 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except ValidationError as exc:  # a setting that does not parse: name it, one line
+        problems = exc.errors()
+        where = ".".join(str(p) for p in problems[0]["loc"]) if problems else ""
+        what = problems[0]["msg"] if problems else str(exc).splitlines()[0]
+        typer.echo(f"dockwise: error: {where or 'a setting'}: {what}", err=True)
+        sys.exit(1)
     except Exception as exc:  # a bug: say so in one line, keep tracebacks for debugging
         if os.environ.get("DOCKWISE_DEBUG"):
             raise

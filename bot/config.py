@@ -73,11 +73,19 @@ class Settings(BaseSettings):
     registry_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="DOCKWISE_REGISTRY_ALLOWLIST"
     )
+    registry_mirrors: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="DOCKWISE_REGISTRY_MIRRORS"
+    )
     redis_url: SecretStr | None = Field(None, validation_alias="DOCKWISE_REDIS_URL")
+    # Size cap of the SQLite cache's entries in bytes, least recently used out (0: none)
+    cache_max_bytes: int = Field(1 << 30, ge=0, validation_alias="DOCKWISE_CACHE_MAX_BYTES")
     docker_config: Path | None = Field(
         None, validation_alias=AliasChoices("DOCKWISE_DOCKER_CONFIG", "DOCKER_CONFIG")
     )
     explain_timeout: float = Field(60.0, validation_alias="DOCKWISE_EXPLAIN_TIMEOUT")
+    # Rate limits per user, ``limits`` notation ("20/minute", "20/minute;200/hour")
+    rate_limit: str = Field("10/minute", validation_alias="DOCKWISE_RATE_LIMIT")
+    explain_rate_limit: str = Field("4/minute", validation_alias="DOCKWISE_EXPLAIN_RATE_LIMIT")
 
     # Caps on what one explanation may read from an untrusted image (bytes)
     max_manifest_bytes: int = Field(4 << 20, validation_alias="DOCKWISE_MAX_MANIFEST_BYTES")
@@ -88,7 +96,7 @@ class Settings(BaseSettings):
         8 << 30, validation_alias="DOCKWISE_MAX_LAYER_UNCOMPRESSED_BYTES"
     )
 
-    @field_validator("insecure_registries", "registry_allowlist", mode="before")
+    @field_validator("insecure_registries", "registry_allowlist", "registry_mirrors", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):

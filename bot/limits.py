@@ -13,11 +13,11 @@ Adapters and the engine use one ``Admission`` object per process::
 Refusals never wait and never queue: they raise ``RateLimited`` or ``bot.errors.Busy`` at
 once, each with a polite one-line message for the chat.
 
-* Rate limits are leaky buckets (``aiolimiter.AsyncLimiter``) per (platform, user) and per
-  (platform, channel), plus a separate, smaller bucket per user for image explanations.
-  Buckets live in bounded caches that forget a key once it has been idle for a whole period
-  (by then its bucket has drained, so forgetting it loses nothing) and that never hold more
-  than ``max_tracked`` keys, whatever the number of users.
+* Rate limits are moving windows (the ``limits`` library) per (platform, user) and per
+  (platform, channel), plus a separate, smaller budget per user for image explanations
+  (``DOCKWISE_RATE_LIMIT``, ``DOCKWISE_EXPLAIN_RATE_LIMIT``). With ``DOCKWISE_REDIS_URL``
+  the windows live in Redis and hold across replicas; else in this process's memory
+  (``limits``' memory storage expires idle windows).
 * Explanations run at most ``max_concurrent`` at a time; at most ``max_waiting`` more wait
   for a slot (for at most ``max_queue_wait`` seconds) and each user may have at most
   ``per_user_concurrent`` explanations running or waiting. Anything beyond is ``Busy``.
@@ -27,22 +27,31 @@ once, each with a polite one-line message for the chat.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Hashable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from aiolimiter import AsyncLimiter
-from cachetools import TTLCache
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
 
-from bot.errors import Busy, DockwiseError, TimedOut
+from bot.errors import Busy, DockwiseError, InvalidInput, TimedOut
 
 if TYPE_CHECKING:
     from bot.config import Settings
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+#: Redis keys of the rate limits start with this (``limits`` adds ``/namespace/...``).
+RATE_LIMIT_PREFIX = "dockwise:limits"
+#: After the shared storage fails, counting stays in this process this many seconds.
+SHARED_BACKOFF = 5.0
 
 __all__ = [
     "BUSY_MESSAGE",
@@ -50,6 +59,8 @@ __all__ = [
     "ExplanationGate",
     "KeyedRateLimiter",
     "RateLimited",
+    "parse_rate_limit",
+    "rate_limit_storage",
     "with_timeout",
 ]
 
@@ -69,47 +80,101 @@ class RateLimited(DockwiseError):
 
 
 class KeyedRateLimiter:
-    """One leaky bucket per key (``max_rate`` per ``period`` seconds), bounded memory.
+    """A rate limit per key (``limits`` moving window), shared through ``storage``.
 
-    ``try_acquire`` never waits. Buckets idle for ``period`` seconds are dropped (a bucket
-    drains completely within one period, so nothing is lost); at most ``max_keys`` buckets
-    are kept, least recently used first out.
+    ``items`` are one or more ``limits`` rate limits (e.g. ``parse_many("20/minute")``); a
+    key is admitted while every one of them has room. With a Redis storage every replica
+    counts against the same windows (keys ``dockwise:limits/...`` with the window as TTL);
+    with memory storage the counts are this process's. When the shared storage fails,
+    counting goes on in memory (logged once) until it answers again: a Redis outage
+    makes the limits per-process, it never refuses or breaks an answer (the shared
+    storage is tried again ``SHARED_BACKOFF`` seconds after a failure).
     """
 
     def __init__(
         self,
-        max_rate: float,
-        period: float = 60.0,
-        *,
-        max_keys: int = 100_000,
-        timer: Callable[[], float] = time.monotonic,
+        items: list[RateLimitItem],
+        namespace: str,
+        storage: Storage | None = None,
     ) -> None:
-        if max_rate < 1 or period <= 0 or max_keys < 1:
-            raise ValueError("rate limits need max_rate >= 1, period > 0 and max_keys >= 1")
-        self.max_rate = max_rate
-        self.period = period
-        self._buckets: TTLCache[Hashable, AsyncLimiter] = TTLCache(
-            maxsize=max_keys, ttl=period, timer=timer
+        if not items:
+            raise ValueError("a rate limit needs at least one item")
+        self.items = items
+        self.namespace = namespace
+        self.storage = storage if storage is not None else MemoryStorage()
+        self._limiter = MovingWindowRateLimiter(self.storage)
+        self._local = MovingWindowRateLimiter(MemoryStorage())
+        self._shared_failed = False
+        self._shared_down_until = 0.0
+
+    async def _each(self, op: str, key: Hashable) -> bool:
+        ident = "/".join(str(part) for part in (key if isinstance(key, tuple) else (key,)))
+        resting = time.monotonic() < self._shared_down_until
+        limiter = self._local if resting else self._limiter
+        for item in self.items:
+            try:
+                ok = await getattr(limiter, op)(item, self.namespace, ident)
+                if self._shared_failed and limiter is self._limiter:
+                    self._shared_failed = False
+                    log.info("rate limits: shared storage answers again")
+            except StorageError as exc:
+                if not self._shared_failed:
+                    log.warning(
+                        "rate limits: shared storage failed (%s); counting in this process",
+                        type(exc.storage_error).__name__,
+                    )
+                    self._shared_failed = True
+                self._shared_down_until = time.monotonic() + SHARED_BACKOFF
+                limiter = self._local
+                ok = await getattr(limiter, op)(item, self.namespace, ident)
+            if not ok:
+                return False
+        return True
+
+    async def has_capacity(self, key: Hashable) -> bool:
+        """True when ``acquire`` would be admitted now (takes nothing)."""
+        return await self._each("test", key)
+
+    async def acquire(self, key: Hashable) -> bool:
+        """Take one unit from every window; False (nothing more taken) when one is full."""
+        return await self._each("hit", key)
+
+
+def parse_rate_limit(value: str, name: str) -> list[RateLimitItem]:
+    """``"20/minute"`` (or several, ``"20/minute;200/hour"``) as ``limits`` items.
+
+    Raises ``InvalidInput`` with one line naming the setting ``name`` when ``value`` is not
+    a rate limit in the ``limits`` notation (``N/second|minute|hour|day``, ``N per minute``).
+    """
+    try:
+        items = list(parse_many(value))
+    except ValueError:
+        items = []
+    if not items or any(item.amount < 1 for item in items):
+        raise InvalidInput(
+            f"{name}={value!r} is not a rate limit: use e.g. 20/minute (or 20/minute;200/hour)"
         )
+    return items
 
-    def __len__(self) -> int:
-        self._buckets.expire()
-        return len(self._buckets)
 
-    def _bucket(self, key: Hashable) -> AsyncLimiter:
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = AsyncLimiter(self.max_rate, self.period)
-        self._buckets[key] = bucket  # (re)insert: restarts its idle timer, marks it recent
-        return bucket
-
-    def has_capacity(self, key: Hashable) -> bool:
-        bucket = self._buckets.get(key)
-        return bucket is None or bool(bucket.has_capacity())
-
-    async def acquire_now(self, key: Hashable) -> None:
-        """Take one unit; the caller has just checked ``has_capacity`` (so this never waits)."""
-        await self._bucket(key).acquire()
+def rate_limit_storage(settings: Settings | None) -> Storage:
+    """Redis storage (``limits``' ``async+redis``) when ``DOCKWISE_REDIS_URL`` is set, else
+    memory. Redis errors surface as ``limits.errors.StorageError``."""
+    if settings is None or settings.redis_url is None:
+        return MemoryStorage()
+    url = settings.redis_url.get_secret_value()
+    scheme, sep, rest = url.partition("://")
+    if scheme not in {"redis", "rediss", "unix"} or not sep:
+        raise InvalidInput("DOCKWISE_REDIS_URL must start with redis://, rediss:// or unix://")
+    uri = f"async+redis+unix://{rest}" if scheme == "unix" else f"async+{url}"
+    return RedisStorage(
+        uri,
+        wrap_exceptions=True,
+        implementation="redispy",
+        key_prefix=RATE_LIMIT_PREFIX,
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+    )
 
 
 class ExplanationGate:
@@ -177,39 +242,53 @@ class ExplanationGate:
                 del self._per_user[user]
 
 
+Rate = float | str
+
+
+def _items(value: Rate, name: str) -> list[RateLimitItem]:
+    text = f"{value:g}/minute" if isinstance(value, int | float) else value
+    return parse_rate_limit(text, name)
+
+
 class Admission:
     """Every limit in one place; see the module docstring for how adapters use it.
 
-    Defaults: 10 questions a minute per user, 30 per channel, 4 image explanations a minute
-    per user; 2 explanations at once, 8 waiting (for at most ``settings.explain_timeout``
-    seconds), one running or waiting per user; buckets for at most 100,000 users and
-    channels each.
+    Rates come from ``settings`` (``DOCKWISE_RATE_LIMIT``, default 10/minute per user;
+    ``DOCKWISE_EXPLAIN_RATE_LIMIT``, default 4/minute per user) unless given here (a number
+    is per minute, a string is ``limits`` notation); 30 questions a minute per channel.
+    With ``DOCKWISE_REDIS_URL`` the counts are shared by every replica on that Redis.
+    2 explanations at once, 8 waiting (for at most ``settings.explain_timeout`` seconds),
+    one running or waiting per user (these bounds are per process).
+
+    Raises ``InvalidInput`` (one line naming the setting) for a rate that does not parse.
     """
 
     def __init__(
         self,
         settings: Settings | None = None,
         *,
-        questions_per_user: float = 10,
-        questions_per_channel: float = 30,
-        explanations_per_user: float = 4,
-        period: float = 60.0,
+        questions_per_user: Rate | None = None,
+        questions_per_channel: Rate = 30,
+        explanations_per_user: Rate | None = None,
         max_concurrent: int = 2,
         max_waiting: int = 8,
         per_user_concurrent: int = 1,
         max_queue_wait: float | None = None,
-        max_tracked: int = 100_000,
-        timer: Callable[[], float] = time.monotonic,
+        storage: Storage | None = None,
     ) -> None:
         if max_queue_wait is None and settings is not None:
             max_queue_wait = settings.explain_timeout
-        self.users = KeyedRateLimiter(questions_per_user, period, max_keys=max_tracked, timer=timer)
-        self.channels = KeyedRateLimiter(
-            questions_per_channel, period, max_keys=max_tracked, timer=timer
-        )
-        self.explainers = KeyedRateLimiter(
-            explanations_per_user, period, max_keys=max_tracked, timer=timer
-        )
+        if questions_per_user is None:
+            questions_per_user = settings.rate_limit if settings is not None else 10
+        if explanations_per_user is None:
+            explanations_per_user = settings.explain_rate_limit if settings is not None else 4
+        user_items = _items(questions_per_user, "DOCKWISE_RATE_LIMIT")
+        explain_items = _items(explanations_per_user, "DOCKWISE_EXPLAIN_RATE_LIMIT")
+        channel_items = _items(questions_per_channel, "channel rate limit")
+        self.storage = storage if storage is not None else rate_limit_storage(settings)
+        self.users = KeyedRateLimiter(user_items, "user", self.storage)
+        self.channels = KeyedRateLimiter(channel_items, "channel", self.storage)
+        self.explainers = KeyedRateLimiter(explain_items, "explain", self.storage)
         self.gate = ExplanationGate(
             max_concurrent,
             max_waiting,
@@ -218,12 +297,13 @@ class Admission:
         )
 
     async def _admit(self, *checks: tuple[KeyedRateLimiter, Hashable, str]) -> None:
-        # Check every bucket before taking from any, so a refusal costs the user nothing.
+        # Check every limit before taking from any, so a refusal costs the user nothing.
         for limiter, key, message in checks:
-            if not limiter.has_capacity(key):
+            if not await limiter.has_capacity(key):
                 raise RateLimited(message)
-        for limiter, key, _ in checks:
-            await limiter.acquire_now(key)
+        for limiter, key, message in checks:
+            if not await limiter.acquire(key):  # another replica took the last unit
+                raise RateLimited(message)
 
     @asynccontextmanager
     async def question(self, platform: str, user: str, channel: str | None) -> AsyncIterator[None]:
@@ -244,10 +324,11 @@ class Admission:
         and globally (the per-channel question bucket already covers the message itself).
         """
         key = (platform, user)
-        if not self.explainers.has_capacity(key):
+        if not await self.explainers.has_capacity(key):
             raise RateLimited(EXPLAIN_RATE_MESSAGE)
-        self.gate.check(key)  # refuse before taking from the bucket: Busy costs nothing
-        await self.explainers.acquire_now(key)
+        self.gate.check(key)  # refuse before taking from the budget: Busy costs nothing
+        if not await self.explainers.acquire(key):
+            raise RateLimited(EXPLAIN_RATE_MESSAGE)
         async with self.gate.slot(key):
             yield
 

@@ -31,6 +31,9 @@ async def serve(settings: Settings, engine: Engine | None = None) -> None:
     from bot.server import build_web_app
 
     Trust.from_settings(settings)  # a bad DOCKWISE_INSECURE_REGISTRIES fails now, not in chat
+    from bot.image.remote.transport import parse_mirrors
+
+    parse_mirrors(settings.registry_mirrors)  # so does a bad DOCKWISE_REGISTRY_MIRRORS
     engine = engine or Engine()
     checks: dict[str, Check] = {}
     background: list[Awaitable[object]] = []

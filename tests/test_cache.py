@@ -212,3 +212,126 @@ async def test_image_index_names_the_longest_seen_prefix(tmp_path: Path) -> None
     assert match is not None and match["confidence"] == "medium" and len(match["also"]) == 1
     assert await index.bases([c, a]) == []  # order matters: layers stack bottom up
     assert await index.bases([a]) == []  # a proper prefix only: an image is not its own base
+
+
+def _entry_bytes(key: str, media_type: str, body: bytes) -> int:
+    return len(key.encode()) + len(media_type.encode()) + len(body)
+
+
+def _stored_bytes(path: Path) -> int:
+    conn = sqlite3.connect(path / DB_NAME)
+    try:
+        layer = conn.execute(
+            "SELECT COALESCE(SUM(length(digest) + length(data)), 0) FROM layer_facts"
+        )
+        manifest = conn.execute(
+            "SELECT COALESCE(SUM(length(key) + length(media_type) + length(body)), 0)"
+            " FROM manifests"
+        )
+        return int(layer.fetchone()[0]) + int(manifest.fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def test_the_cache_cap_evicts_least_recently_used_entries(tmp_path: Path) -> None:
+    import os
+
+    body = {name: os.urandom(1000) for name in "abcd"}
+    one = _entry_bytes("manifest:r@a", "t", body["a"])
+    cap = 3 * one + one // 2  # room for three entries, not four
+    manifests = SqliteManifestCache(tmp_path, max_bytes=cap, touch_after=0)
+    for name in "abc":
+        await manifests.set(f"manifest:r@{name}", "t", body[name], None)
+    assert await manifests.get("manifest:r@a") == ("t", body["a"])  # a is now recent, b is not
+    await manifests.set("manifest:r@d", "t", body["d"], None)
+    assert await manifests.get("manifest:r@b") is None  # least recently used: evicted
+    for name in "acd":
+        assert await manifests.get(f"manifest:r@{name}") == ("t", body[name])
+    assert _stored_bytes(tmp_path) <= cap
+
+    # Layer facts share the file and the cap: a big one pushes out the oldest manifests.
+    layers = SqliteLayerCache(tmp_path, max_bytes=cap, touch_after=0)
+    await layers.put("sha256:big", {"blob": os.urandom(1200).hex()})
+    assert await layers.get("sha256:big") is not None
+    assert _stored_bytes(tmp_path) <= cap
+    assert await manifests.get("manifest:r@a") is None
+
+
+async def test_expired_tags_go_first_and_no_cap_keeps_everything(tmp_path: Path) -> None:
+    import os
+
+    unbounded = SqliteManifestCache(tmp_path / "all")
+    for n in range(20):
+        await unbounded.set(f"manifest:r@{n}", "t", os.urandom(1000), None)
+    assert all([await unbounded.get(f"manifest:r@{n}") for n in range(20)])
+
+    body = os.urandom(1000)
+    one = _entry_bytes("manifest:r@0", "t", body)
+    capped = SqliteManifestCache(tmp_path / "capped", max_bytes=2 * one + one // 2)
+    await capped.set("manifest:r@0", "t", body, None)  # oldest, content-addressed
+    await capped.set("manifest:r:tag", "t", body, 0)  # a tag that has expired already
+    await capped.set("manifest:r@1", "t", body, None)
+    assert await capped.get("manifest:r@0") == ("t", body)  # the expired tag went instead
+    assert await capped.get("manifest:r@1") == ("t", body)
+
+
+async def test_a_cache_file_from_before_the_cap_is_upgraded(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    conn.executescript(
+        """
+        CREATE TABLE layer_facts (digest TEXT PRIMARY KEY, data BLOB NOT NULL,
+                                  stored REAL NOT NULL);
+        CREATE TABLE manifests (key TEXT PRIMARY KEY, media_type TEXT NOT NULL, body BLOB NOT NULL,
+                                expires REAL);
+        """
+    )
+    conn.execute("INSERT INTO manifests VALUES ('manifest:r@old', 't', ?, NULL)", (b"x" * 500,))
+    conn.commit()
+    conn.close()
+    manifests = SqliteManifestCache(tmp_path, max_bytes=800)
+    assert await manifests.get("manifest:r@old") == ("t", b"x" * 500)
+    await manifests.set("manifest:r@new", "t", b"y" * 500, None)  # over the cap: old goes
+    assert await manifests.get("manifest:r@old") is None
+    assert await manifests.get("manifest:r@new") == ("t", b"y" * 500)
+
+
+def test_cache_max_bytes_setting() -> None:
+    assert Settings(_env_file=None).cache_max_bytes == 1 << 30
+    assert Settings(_env_file=None, DOCKWISE_CACHE_MAX_BYTES="0").cache_max_bytes == 0
+    with pytest.raises(ValueError, match="DOCKWISE_CACHE_MAX_BYTES"):
+        Settings(_env_file=None, DOCKWISE_CACHE_MAX_BYTES="-1")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("DOCKWISE_CACHE_MAX_BYTES", "-1", "DOCKWISE_CACHE_MAX_BYTES: Input should be greater"),
+        ("DOCKWISE_REGISTRY_MIRRORS", "docker.io=mirror", "DOCKWISE_REGISTRY_MIRRORS entry"),
+    ],
+)
+def test_a_bad_cache_or_mirror_setting_stops_serve_with_one_line(
+    tmp_path: Path, variable: str, value: str, said: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        variable: value,
+        "DOCKWISE_CACHE_DIR": str(tmp_path),
+        "SLACK_BOT_TOKEN": "xoxb-test",
+        "SLACK_SIGNING_SECRET": "s3cret",
+        "DOCKWISE_PORT": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("dockwise: error: ") and said in lines[0]

@@ -8,13 +8,23 @@ waits on the semaphore or is refused, so when the test resumes, the task is in t
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+import redis
 
 from bot.config import Settings
-from bot.errors import Busy, TimedOut
+from bot.engine import Asker, Engine
+from bot.errors import Busy, InvalidInput, TimedOut
+from bot.knowledge import KnowledgeBase
 from bot.limits import Admission, RateLimited, with_timeout
+from bot.reply import ReplyKind
+from tests.fixtures.redis import RedisServer
 
 USER_REFUSAL = "You're asking faster than I can answer: try again in a few seconds."
 BUSY = "I'm busy explaining other images: try again shortly."
@@ -222,39 +232,102 @@ async def test_with_timeout_passes_other_timeouts_through() -> None:
     assert not isinstance(caught.value, TimedOut)
 
 
-async def test_memory_is_bounded_with_100k_users() -> None:
-    admission = Admission(max_tracked=5_000, questions_per_user=1)
-    for n in range(100_000):
-        await ask(admission, f"user{n}", f"channel{n}")
-    assert len(admission.users) == 5_000
-    assert len(admission.channels) == 5_000
-    # The most recent users are the ones remembered: their buckets still count.
-    with pytest.raises(RateLimited, match="You're asking"):
-        await ask(admission, "user99999", "elsewhere")
-
-
-async def test_idle_buckets_are_forgotten() -> None:
-    now = [0.0]
-    admission = Admission(timer=lambda: now[0])
-    for n in range(1000):
-        await ask(admission, f"user{n}", f"C{n}")
-    assert len(admission.users) == 1000
-    now[0] += 59.0
-    assert len(admission.users) == 1000  # not idle for a whole period yet
-    now[0] += 2.0
-    await ask(admission, "fresh", "C2")
-    assert len(admission.users) == 1
-    assert len(admission.channels) == 1
-    await ask(admission, "user0", "C0")  # a forgotten user starts afresh
-
-
-async def test_an_active_user_is_not_forgotten() -> None:
-    now = [0.0]
-    admission = Admission(questions_per_user=2, timer=lambda: now[0])
+async def test_rates_come_from_the_settings() -> None:
+    admission = Admission(Settings(rate_limit="2/minute", explain_rate_limit="1 per hour"))
     await ask(admission, "alice")
-    now[0] = 50.0
-    await ask(admission, "alice")  # her bucket is full and was used 50 s into its period
-    now[0] = 70.0  # 70 s after she first asked, 20 s after she last asked
+    await ask(admission, "alice")
+    with pytest.raises(RateLimited, match="You're asking"):
+        await ask(admission, "alice")
+    async with admission.explanation("slack", "bob", "C"):
+        pass
+    with pytest.raises(RateLimited, match="explain a lot of images"):
+        async with admission.explanation("slack", "bob", "C"):
+            pass
+
+
+async def test_several_windows_in_one_setting_all_hold() -> None:
+    admission = Admission(Settings(rate_limit="5/minute;2/second"))
+    await ask(admission, "alice")
+    await ask(admission, "alice")
+    with pytest.raises(RateLimited):  # the per-second window is full first
+        await ask(admission, "alice")
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "value"),
+    [
+        ("DOCKWISE_RATE_LIMIT", "rate_limit", "lots"),
+        ("DOCKWISE_RATE_LIMIT", "rate_limit", "20/fortnight"),
+        ("DOCKWISE_EXPLAIN_RATE_LIMIT", "explain_rate_limit", "0/minute"),
+    ],
+)
+def test_a_bad_rate_is_one_clear_line(name: str, field: str, value: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        Admission(Settings.model_validate({field: value}))
+    message = str(caught.value)
+    assert message.startswith(f"{name}={value!r} is not a rate limit")
+    assert "20/minute" in message and "\n" not in message
+
+
+def test_a_bad_rate_stops_dockwise_serve_with_one_line(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DOCKWISE_RATE_LIMIT": "twenty a minute",
+        "DOCKWISE_CACHE_DIR": str(tmp_path),
+        "SLACK_BOT_TOKEN": "xoxb-test",
+        "SLACK_SIGNING_SECRET": "s3cret",
+        "DOCKWISE_PORT": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert "DOCKWISE_RATE_LIMIT='twenty a minute' is not a rate limit" in lines[-1]
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.services
+async def test_a_user_rate_limit_holds_across_engines_sharing_redis(
+    redis_server: RedisServer,
+) -> None:
+    settings = Settings(redis_url=redis_server.url, rate_limit="3/minute")
+    kb = KnowledgeBase.load()
+    one, two = (
+        Engine(knowledge=kb, admission=Admission(settings)),
+        Engine(knowledge=kb, admission=Admission(settings)),
+    )
+    user = f"U{uuid.uuid4().hex[:10]}"  # the session Redis is shared: a user of our own
+    asker = Asker("slack", user, f"C{user}")
+    answers = [
+        await engine.handle("what is a container?", asker=asker) for engine in (one, two, one)
+    ]
+    assert all(reply.kind is not ReplyKind.ERROR for reply in answers)
+    for engine in (two, one):
+        refused = await engine.handle("what is a container?", asker=asker)
+        assert refused.kind is ReplyKind.ERROR
+        assert USER_REFUSAL in refused.plain_text()
+    other = await two.handle("what is a container?", asker=Asker("slack", user + "x", f"C{user}"))
+    assert other.kind is not ReplyKind.ERROR
+    with redis.Redis.from_url(redis_server.url) as client:  # the window lives in Redis
+        (key,) = client.keys(f"dockwise:limits*/user/slack/{user}/*")
+        assert 0 < client.ttl(key) <= 60
+    for engine in (one, two):
+        await engine.aclose()
+
+
+@pytest.mark.services
+async def test_rate_limits_count_locally_while_redis_is_down(own_redis: RedisServer) -> None:
+    admission = Admission(Settings(redis_url=own_redis.url, rate_limit="2/minute"))
+    await ask(admission, "alice")
+    own_redis.stop()
+    await ask(admission, "alice")  # Redis down: answered, counted in this process
+    await ask(admission, "alice")
     with pytest.raises(RateLimited):
         await ask(admission, "alice")
 

@@ -8,6 +8,14 @@
 - ``SqliteImageIndex``: images explained before, by their layer chain, to name the base
   of an image that has no base-image label.
 
+With ``max_bytes`` (``DOCKWISE_CACHE_MAX_BYTES``) the entries of both tables together stay
+under that many bytes (keys and stored values): a write that goes over evicts expired
+tags, then the least recently used entries until 90% of the cap is left, in the same
+transaction. "Used" is the last read or write, recorded at most once a ``touch_after``
+(60 s) per entry, so hot entries do not turn every read into a write. Freed pages go back
+to the file system (``auto_vacuum=INCREMENTAL`` on new files). Files from older versions
+gain the size and use columns on first open.
+
 The database runs in WAL mode with a busy timeout, so several dockwise processes can
 share a cache dir; every write is one transaction (``INSERT OR REPLACE``). Each call opens
 its own short-lived connection in a worker thread: nothing blocks the event loop and no
@@ -54,6 +62,16 @@ CREATE TABLE IF NOT EXISTS seen_images (
 CREATE INDEX IF NOT EXISTS seen_images_chain ON seen_images (chain);
 """
 MAX_BASE_CANDIDATES = 20
+#: Columns added for the size cap (older files get them on first open).
+_LRU_COLUMNS = (("size", "INTEGER NOT NULL DEFAULT 0"), ("used", "REAL NOT NULL DEFAULT 0"))
+_SIZES = {
+    "layer_facts": "length(digest) + length(data)",
+    "manifests": "length(key) + length(media_type) + length(body)",
+}
+_KEYS = {"layer_facts": "digest", "manifests": "key"}
+#: Eviction frees down to this share of the cap, so not every write evicts.
+EVICT_TO = 0.9
+TOUCH_AFTER = 60.0
 
 
 class LayerFactsCache(Protocol):
@@ -66,20 +84,79 @@ class LayerFactsCache(Protocol):
 
 
 class _Db:
-    def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
+    def __init__(
+        self, path: Path, busy_timeout: float = 30.0, max_bytes: int | None = None
+    ) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
+        self.max_bytes = max_bytes
         self._ready = False
 
     def connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         if not self._ready:
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file only
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+            self._migrate(conn)
             self._ready = True
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        for table, size in _SIZES.items():
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            missing = [(name, decl) for name, decl in _LRU_COLUMNS if name not in have]
+            if not missing:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                for name, decl in missing:
+                    if name not in have:  # another process may have just added it
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+                conn.execute(
+                    f"UPDATE {table} SET size = {size}, used = ? WHERE size = 0",  # noqa: S608
+                    (time.time(),),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        for table in _SIZES:
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_used ON {table} (used)")
+
+    def evict(self, conn: sqlite3.Connection) -> int:
+        """Inside a write transaction: drop expired tags, then least recently used entries
+        while the entries exceed ``max_bytes`` (down to ``EVICT_TO`` of it). Returns how
+        many entries went."""
+        if self.max_bytes is None:
+            return 0
+        gone = conn.execute(
+            "DELETE FROM manifests WHERE expires IS NOT NULL AND expires <= ?", (time.time(),)
+        ).rowcount
+        (total,) = conn.execute(
+            "SELECT (SELECT COALESCE(SUM(size), 0) FROM layer_facts)"
+            " + (SELECT COALESCE(SUM(size), 0) FROM manifests)"
+        ).fetchone()
+        if total <= self.max_bytes:
+            return gone
+        goal = self.max_bytes * EVICT_TO
+        victims = conn.execute(
+            "SELECT 'layer_facts', digest, size, used FROM layer_facts"
+            " UNION ALL SELECT 'manifests', key, size, used FROM manifests"
+            " ORDER BY used ASC"
+        ).fetchall()
+        for table, key, size, _used in victims:
+            if total <= goal:
+                break
+            conn.execute(f"DELETE FROM {table} WHERE {_KEYS[table]} = ?", (key,))  # noqa: S608
+            total -= size
+            gone += 1
+        return gone
 
     def run(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         conn = self.connect()
@@ -89,6 +166,10 @@ class _Db:
                 conn.execute("BEGIN IMMEDIATE")
             rows = conn.execute(sql, params).fetchall()
             if write:
+                if self.evict(conn):
+                    conn.execute("COMMIT")
+                    conn.execute("PRAGMA incremental_vacuum")
+                    return rows
                 conn.execute("COMMIT")
             return rows
         except BaseException:
@@ -107,15 +188,20 @@ class _Db:
 
 
 class SqliteLayerCache:
-    """Layer facts by layer digest (``get``/``put`` of JSON-able dicts)."""
+    """Layer facts by layer digest (``get``/``put`` of JSON-able dicts); ``max_bytes``
+    caps the whole cache file's entries (see the module docstring)."""
 
-    def __init__(self, cache_dir: Path) -> None:
-        self._db = _Db(Path(cache_dir) / DB_NAME)
+    def __init__(
+        self, cache_dir: Path, max_bytes: int | None = None, touch_after: float = TOUCH_AFTER
+    ) -> None:
+        self._db = _Db(Path(cache_dir) / DB_NAME, max_bytes=max_bytes)
+        self.touch_after = touch_after
 
     async def get(self, digest: str) -> dict[str, Any] | None:
-        rows = await self._db.call("SELECT data FROM layer_facts WHERE digest = ?", digest)
+        rows = await self._db.call("SELECT data, used FROM layer_facts WHERE digest = ?", digest)
         if not rows:
             return None
+        await _touch(self._db, "layer_facts", digest, rows[0][1], self.touch_after)
         try:
             doc = json.loads(zlib.decompress(rows[0][0]))
         except (ValueError, zlib.error, TypeError):
@@ -124,11 +210,15 @@ class SqliteLayerCache:
 
     async def put(self, digest: str, facts: dict[str, Any]) -> None:
         data = zlib.compress(json.dumps(facts, separators=(",", ":")).encode(), 6)
+        now = time.time()
         await self._db.call(
-            "INSERT OR REPLACE INTO layer_facts (digest, data, stored) VALUES (?, ?, ?)",
+            "INSERT OR REPLACE INTO layer_facts (digest, data, stored, size, used)"
+            " VALUES (?, ?, ?, ?, ?)",
             digest,
             data,
-            time.time(),
+            now,
+            len(digest.encode()) + len(data),
+            now,
         )
 
 
@@ -137,28 +227,36 @@ class SqliteManifestCache:
     (content-addressed keys); otherwise it expires after ``ttl`` seconds (wall clock, so
     every process sharing the file agrees)."""
 
-    def __init__(self, cache_dir: Path) -> None:
-        self._db = _Db(Path(cache_dir) / DB_NAME)
+    def __init__(
+        self, cache_dir: Path, max_bytes: int | None = None, touch_after: float = TOUCH_AFTER
+    ) -> None:
+        self._db = _Db(Path(cache_dir) / DB_NAME, max_bytes=max_bytes)
+        self.touch_after = touch_after
 
     async def get(self, key: str) -> tuple[str, bytes] | None:
         rows = await self._db.call(
-            "SELECT media_type, body, expires FROM manifests WHERE key = ?", key
+            "SELECT media_type, body, expires, used FROM manifests WHERE key = ?", key
         )
         if not rows:
             return None
-        media_type, body, expires = rows[0]
+        media_type, body, expires, used = rows[0]
         if expires is not None and time.time() >= float(expires):
             return None
+        await _touch(self._db, "manifests", key, used, self.touch_after)
         return str(media_type), bytes(body)
 
     async def set(self, key: str, media_type: str, body: bytes, ttl: float | None) -> None:
-        expires = None if ttl is None else time.time() + ttl
+        now = time.time()
+        expires = None if ttl is None else now + ttl
         await self._db.call(
-            "INSERT OR REPLACE INTO manifests (key, media_type, body, expires) VALUES (?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO manifests (key, media_type, body, expires, size, used)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
             key,
             media_type,
             body,
             expires,
+            len(key.encode()) + len(media_type.encode()) + len(body),
+            now,
         )
 
 
@@ -210,6 +308,15 @@ class SqliteImageIndex:
             if rows:
                 return [SeenImage(str(r), str(d), int(n)) for r, d, n in rows]
         return []
+
+
+async def _touch(db: _Db, table: str, key: str, used: Any, touch_after: float) -> None:
+    """Record a read for LRU, at most once per ``touch_after`` seconds per entry."""
+    if db.max_bytes is None:
+        return
+    now = time.time()
+    if now - float(used or 0) >= touch_after:
+        await db.call(f"UPDATE {table} SET used = ? WHERE {_KEYS[table]} = ?", now, key)  # noqa: S608
 
 
 __all__ = [

@@ -137,9 +137,10 @@ class Explainer:
         self._owned: list[ImageSource] = []
         self._shared_caches: Caches | None = None
         cache_dir = self.settings.cache_dir
-        local_layers = layer_cache if layer_cache is not None else SqliteLayerCache(cache_dir)
+        cap = self.settings.cache_max_bytes or None
+        local_layers = layer_cache if layer_cache is not None else SqliteLayerCache(cache_dir, cap)
         local_manifests = (
-            manifest_cache if manifest_cache is not None else SqliteManifestCache(cache_dir)
+            manifest_cache if manifest_cache is not None else SqliteManifestCache(cache_dir, cap)
         )
         self.images = SqliteImageIndex(cache_dir)  # images explained here, for base matching
         self.layer_cache: LayerFactsCache = local_layers

@@ -578,11 +578,14 @@ def make_caches(
     waits for another's result) defaults to ``settings.explain_timeout``."""
     from bot.image.cache import SqliteLayerCache, SqliteManifestCache
 
+    cap = settings.cache_max_bytes or None
     layers_local: LayerFactsCache = (
-        local_layers if local_layers is not None else SqliteLayerCache(settings.cache_dir)
+        local_layers if local_layers is not None else SqliteLayerCache(settings.cache_dir, cap)
     )
     manifests_local: ManifestCache = (
-        local_manifests if local_manifests is not None else SqliteManifestCache(settings.cache_dir)
+        local_manifests
+        if local_manifests is not None
+        else SqliteManifestCache(settings.cache_dir, cap)
     )
     wait = settings.explain_timeout if wait_timeout is None else wait_timeout
     if settings.redis_url is None:

@@ -213,6 +213,7 @@ class SlackEmulator:
         self.not_member: set[str] = set()  # channels the bot is not in (posts: not_in_channel)
         self.views: dict[str, dict[str, Any]] = {}  # view id -> opened modal (+ "_open")
         self._submissions: dict[str, str] = {}  # envelope id -> view id submitted
+        self.failing: dict[str, list[str]] = {}  # method -> errors for its next calls
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -332,6 +333,10 @@ class SlackEmulator:
         if method == "apps.connections.open":
             await self._record("api", method, payload)
             return web.json_response({"ok": True, "url": f"ws://127.0.0.1:{self.port}/link"})
+        if self.failing.get(method):
+            injected = self.failing[method].pop(0)  # an injected failure: Slack having trouble
+            await self._record("api", method, payload, injected)
+            return web.json_response({"ok": False, "error": injected})
         if method in {"chat.postMessage", "chat.postEphemeral"}:
             error = "channel_not_found" if not payload.get("channel") else message_error(payload)
             if payload.get("channel") in self.not_member:
@@ -572,6 +577,10 @@ class SlackEmulator:
 
     async def wait_ack(self, envelope_id: str) -> Record:
         return await self.wait_for(lambda r: r.kind == "ack" and r.name == envelope_id)
+
+    def fail_next(self, method: str, count: int = 1, error: str = "fatal_error") -> None:
+        """The next ``count`` calls of Web API ``method`` answer ``{"ok": false, error}``."""
+        self.failing.setdefault(method, []).extend([error] * count)
 
     # --- HTTP mode ----------------------------------------------------------------------
 

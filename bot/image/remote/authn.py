@@ -44,7 +44,7 @@ class Authenticator:
         return f"Bearer {token}" if token else None
 
     def _token_key(self, target: Target) -> tuple[str, str, str]:
-        creds = self.credentials.for_registry(target.ref.domain)
+        creds = self.credentials.for_registry(target.login_domain)
         return (target.api_host, target.scope, creds.username if creds else "")
 
     async def login(self, target: Target, www_authenticate: str) -> None:
@@ -52,7 +52,7 @@ class Authenticator:
         ``Unauthorized`` (no usable method or login), ``ContentError`` (a broken token
         answer) or the transport's errors for the token service."""
         challenge = parse_challenge(www_authenticate)
-        domain = target.ref.domain
+        domain = target.login_domain  # a mirror gets its own login, never the registry's
         creds = await self.credentials.resolve(domain)
         if challenge is None or challenge.scheme not in ("basic", "bearer"):
             raise Unauthorized(f"registry {domain} asks for a login method dockwise cannot use")

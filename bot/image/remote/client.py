@@ -8,21 +8,30 @@ and every failure is worded by ``errors``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import aiohttp
 
-from bot.errors import ContentError, InvalidReference
+from bot.errors import ContentError, DockwiseError, ImageNotFound, InvalidReference
 from bot.image.auth import CredentialStore, load_credentials
 from bot.image.reference import Reference, validate_digest
 from bot.image.remote import errors
 from bot.image.remote.authn import Authenticator
-from bot.image.remote.transport import CHUNK, Target, Transport, human, read_limited
+from bot.image.remote.transport import (
+    CHUNK,
+    Target,
+    Transport,
+    human,
+    parse_mirrors,
+    read_limited,
+)
 from bot.netguard import IPAddress, Trust
 from bot.observability import BYTES_FETCHED, count_cache
 
@@ -40,6 +49,9 @@ DOCKER_SCHEMA1 = (
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MANIFEST_MAX = 4 * 1024 * 1024  # a manifest or index
 CONFIG_MAX = 8 * 1024 * 1024  # an image config
@@ -177,8 +189,14 @@ class RegistryClient:
         max_config_bytes: int = CONFIG_MAX,
         max_image_compressed_bytes: int = IMAGE_COMPRESSED_MAX,
         max_layers: int = MAX_LAYERS,
+        mirrors: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        """``insecure_registries``: ``DOCKWISE_INSECURE_REGISTRIES`` entries or the parsed
+        """``mirrors``: pull-through mirrors per registry domain (``parse_mirrors``), tried
+        first, without retries; on any failure but "not found" a mirror rests for
+        ``MIRROR_REST`` seconds, and the registry itself answers (dockerd's
+        ``registry-mirrors``).
+
+        ``insecure_registries``: ``DOCKWISE_INSECURE_REGISTRIES`` entries or the parsed
         ``Trust`` (which registries are plain HTTP; raises ``InvalidInput`` for a malformed
         entry). ``url_guard`` is called with every URL before it is requested (registry,
         token realm, redirect targets) and may raise ``bot.errors.Forbidden`` (SSRF policy);
@@ -201,6 +219,7 @@ class RegistryClient:
             backoff_max=backoff_max,
             max_retry_after=max_retry_after,
             user_agent=user_agent,
+            mirrors=mirrors,
         )
         self.auth = Authenticator(self.credentials, self.transport)
         self.url_guard = url_guard
@@ -217,6 +236,7 @@ class RegistryClient:
         kwargs.setdefault("max_manifest_bytes", settings.max_manifest_bytes)
         kwargs.setdefault("max_config_bytes", settings.max_config_bytes)
         kwargs.setdefault("max_image_compressed_bytes", settings.max_compressed_bytes)
+        kwargs.setdefault("mirrors", parse_mirrors(settings.registry_mirrors))
         return cls(
             credentials=load_credentials(settings.docker_config),
             insecure_registries=settings.insecure_registries,
@@ -236,7 +256,52 @@ class RegistryClient:
         """Where ``ref``'s registry is reached (see ``Transport.target``)."""
         return self.transport.target(ref, addresses)
 
+    # ----------------------------------------------------------------- mirrors
+
+    async def _fetch(self, ref: Reference, call: Callable[[Target], Awaitable[T]]) -> T:
+        """``call(target)`` on ``ref``'s mirrors in order (one attempt each), then on the
+        registry itself (with retries). A mirror's "not found" just moves on; any other
+        mirror failure also makes it rest (``Transport.mirror_failed``)."""
+        for target in self.transport.mirror_targets(ref):
+            try:
+                return await self.transport.with_retries(
+                    target.api_host, functools.partial(call, target), attempts=1
+                )
+            except DockwiseError as exc:
+                missing = isinstance(exc, ImageNotFound)  # a mirror may not have it yet
+                if not missing:
+                    self.transport.mirror_failed(target)
+                log.log(
+                    logging.INFO if missing else logging.WARNING,
+                    "registry mirror %s failed for %s (%s); asking %s",
+                    target.api_host,
+                    ref.name,
+                    type(exc).__name__,
+                    ref.domain,
+                )
+        target = await self.transport.resolve_target(ref)
+        return await self.transport.with_retries(target.api_host, lambda: call(target))
+
     # ----------------------------------------------------------------- API
+
+    async def head_digest(self, ref: Reference, tag: str) -> str | None:
+        """The digest ``tag`` points to now, from a HEAD request's ``Docker-Content-Digest``
+        (Docker Hub does not count HEAD against its pull limit); None when the registry
+        sends no usable digest. Raises what ``get_manifest`` raises."""
+
+        async def head(target: Target) -> str | None:
+            url = f"{target.base}/manifests/{tag}"
+            resp = await self.transport.open(
+                target, url, accept=ACCEPT, what="manifest", auth=self.auth, method="HEAD"
+            )
+            async with resp:
+                value = resp.headers.get("Docker-Content-Digest")
+            try:
+                return validate_digest(value) if value else None
+            except InvalidReference:
+                return None
+
+        return await self._fetch(ref, head)
 
     async def get_manifest(
         self, ref: Reference, reference: str | None = None, expected_digest: str | None = None
@@ -267,9 +332,24 @@ class RegistryClient:
                 if expected_digest:
                     verify(body, expected_digest, f"cached manifest of {ref}")
                 return parse_manifest(media_type, digest, body, ref)
-        url = f"{target.base}/manifests/{reference}"
+        if by_tag:
+            # HEAD the tag, then the manifest by digest: from the cache when it has it.
+            try:
+                head = await self.head_digest(ref, reference)
+            except ContentError:
+                head = None  # e.g. 405 for HEAD: the GET below tries
+            if head is not None:
+                try:
+                    manifest = await self.get_manifest(ref, head, expected_digest=head)
+                except ImageNotFound:  # moved and deleted since, or a lying HEAD: GET the tag
+                    pass
+                else:
+                    if self.cache is not None:
+                        await self.cache.set(key, manifest.media_type, manifest.body, self.tag_ttl)
+                    return manifest
 
-        async def fetch() -> tuple[bytes, str, str | None]:
+        async def fetch(target: Target) -> tuple[bytes, str, str | None]:
+            url = f"{target.base}/manifests/{reference}"
             resp = await self.transport.open(
                 target, url, accept=ACCEPT, what="manifest", auth=self.auth
             )
@@ -281,9 +361,7 @@ class RegistryClient:
                     resp.headers.get("Docker-Content-Digest"),
                 )
 
-        body, content_type, header_digest = await self.transport.with_retries(
-            target.api_host, fetch
-        )
+        body, content_type, header_digest = await self._fetch(ref, fetch)
         claimed = expected_digest or header_digest
         if claimed:
             digest = content_digest(claimed, f"the registry's answer for {ref}")
@@ -312,15 +390,16 @@ class RegistryClient:
             if hit is not None:
                 verify(hit[1], digest, f"cached blob {digest}")
                 return hit[1]
-        target = await self.transport.resolve_target(ref)
-        url = f"{target.base}/blobs/{digest}"
 
-        async def fetch() -> bytes:
+        async def fetch(target: Target) -> bytes:
+            url = f"{target.base}/blobs/{digest}"
             resp = await self.transport.open(target, url, what=f"blob {digest}", auth=self.auth)
             async with resp:
-                return await read_limited(resp, limit, label)
+                body = await read_limited(resp, limit, label)
+            verify(body, digest, f"blob {digest} of {ref}")  # a bad mirror: next one
+            return body
 
-        body = await self.transport.with_retries(target.api_host, fetch)
+        body = await self._fetch(ref, fetch)
         verify(body, digest, f"blob {digest} of {ref}")
         if self.cache is not None:
             await self.cache.set(key, "application/octet-stream", body, None)
@@ -333,12 +412,13 @@ class RegistryClient:
         chunk if the bytes do not match ``digest`` (or earlier if they exceed ``size``, or
         ``limit`` when the size is unknown)."""
         h = hasher(digest)
-        target = await self.transport.resolve_target(ref)
-        url = f"{target.base}/blobs/{digest}"
-        resp = await self.transport.with_retries(
-            target.api_host,
-            lambda: self.transport.open(target, url, what=f"layer {digest}", auth=self.auth),
-        )
+
+        async def open_blob(target: Target) -> tuple[Target, aiohttp.ClientResponse]:
+            url = f"{target.base}/blobs/{digest}"
+            resp = await self.transport.open(target, url, what=f"layer {digest}", auth=self.auth)
+            return target, resp
+
+        target, resp = await self._fetch(ref, open_blob)
         received = 0
         try:
             async for chunk in resp.content.iter_chunked(CHUNK):

@@ -13,7 +13,7 @@ import email.utils
 import socket
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -36,6 +36,41 @@ DOCKER_HUB_API = "registry-1.docker.io"
 MAX_REDIRECTS = 5
 CHUNK = 256 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: After a mirror fails, requests skip it (and go to the registry) for this many seconds.
+MIRROR_REST = 30.0
+
+
+def parse_mirrors(entries: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """``DOCKWISE_REGISTRY_MIRRORS`` entries (``docker.io=https://mirror.internal``; several
+    for one registry are tried in order) as registry domain -> mirror base URLs.
+
+    A mirror is ``http(s)://host[:port]`` serving the registry API at ``/v2/`` (dockerd's
+    ``registry-mirrors``). Raises ``InvalidInput`` with one line naming a malformed entry.
+    """
+    from bot.errors import InvalidInput
+
+    out: dict[str, list[str]] = {}
+    for entry in entries:
+        registry, sep, url = (part.strip() for part in entry.partition("="))
+        parts = urllib.parse.urlsplit(url)
+        if (
+            not sep
+            or not registry
+            or "/" in registry
+            or parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.username
+        ):
+            raise InvalidInput(
+                f"DOCKWISE_REGISTRY_MIRRORS entry {entry!r} is not REGISTRY=URL "
+                "(e.g. docker.io=https://mirror.internal)"
+            )
+        domain = registry.lower()
+        domain = "docker.io" if domain in ("index.docker.io", DOCKER_HUB_API) else domain
+        out.setdefault(domain, []).append(f"{parts.scheme}://{parts.netloc.lower()}")
+    return {registry: tuple(urls) for registry, urls in out.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +80,13 @@ class Target:
     ref: Reference
     scheme: str  # "https", or "http" for registries the insecure-registries policy names
     api_host: str  # host[:port] in URLs, lower case
+    mirror: bool = False  # a pull-through mirror of ref's registry (DOCKWISE_REGISTRY_MIRRORS)
+
+    @property
+    def login_domain(self) -> str:
+        """Whose credentials answer this target's challenges: the registry's, or for a
+        mirror the mirror host's own (the registry's login never goes to a mirror)."""
+        return self.api_host if self.mirror else self.ref.domain
 
     @property
     def scope(self) -> str:
@@ -113,8 +155,12 @@ class Transport:
         backoff_max: float = 10.0,
         max_retry_after: float = 30.0,
         user_agent: str = "dockwise/0.1",
+        mirrors: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        """``url_guard`` is called with every URL before it is requested (registry, token
+        """``mirrors``: registry domain -> pull-through mirror URLs, tried in order before
+        the registry (``parse_mirrors``).
+
+        ``url_guard`` is called with every URL before it is requested (registry, token
         realm, redirect targets) and may raise ``bot.errors.Forbidden`` (SSRF policy);
         ``connector_factory`` makes the session's connector (e.g. an address-checking one)."""
         self.trust = trust
@@ -134,6 +180,8 @@ class Transport:
         self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
         self._addresses: dict[str, list[IPAddress]] = {}  # registry host -> DNS answers
+        self.mirrors = {k: tuple(v) for k, v in (mirrors or {}).items()}
+        self._mirror_down: dict[str, float] = {}  # mirror host -> skipped until (monotonic)
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -162,6 +210,23 @@ class Transport:
         plain = self.trust.registry_plain_http(domain, addresses)
         return Target(ref, "http" if plain else "https", api_host)
 
+    def mirror_targets(self, ref: Reference) -> list[Target]:
+        """The mirrors configured for ``ref``'s registry that are not resting after a
+        failure, in order."""
+        now = time.monotonic()
+        targets = []
+        for url in self.mirrors.get(ref.domain.lower(), ()):
+            parts = urllib.parse.urlsplit(url)
+            host = parts.netloc.lower()
+            if self._mirror_down.get(host, 0.0) > now:
+                continue
+            targets.append(Target(ref, parts.scheme, host, mirror=True))
+        return targets
+
+    def mirror_failed(self, target: Target) -> None:
+        """Skip ``target``'s mirror for ``MIRROR_REST`` seconds (the registry serves)."""
+        self._mirror_down[target.api_host] = time.monotonic() + MIRROR_REST
+
     async def resolve_target(self, ref: Reference) -> Target:
         """``target`` that also resolves a registry name when listed address ranges may
         cover it (as dockerd does for its insecure-registries CIDRs); a name that does not
@@ -183,11 +248,14 @@ class Transport:
 
     # ----------------------------------------------------------------- retries
 
-    async def with_retries(self, host: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def with_retries(
+        self, host: str, call: Callable[[], Awaitable[T]], attempts: int | None = None
+    ) -> T:
         """Run ``call`` again after ``Transient`` failures (backoff, or the server's
-        ``Retry-After``), at most ``max_attempts`` times; then ``errors.gave_up``."""
+        ``Retry-After``), at most ``attempts`` (default ``max_attempts``) times; then
+        ``errors.gave_up``."""
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts),
+            stop=stop_after_attempt(attempts or self.max_attempts),
             wait=self._wait,
             retry=retry_if_exception_type(Transient),
             reraise=True,
@@ -218,11 +286,19 @@ class Transport:
     # ----------------------------------------------------------------- requests
 
     async def open(
-        self, target: Target, url: str, *, what: str, auth: Authenticator, accept: str | None = None
+        self,
+        target: Target,
+        url: str,
+        *,
+        what: str,
+        auth: Authenticator,
+        accept: str | None = None,
+        method: str = "GET",
     ) -> aiohttp.ClientResponse:
-        """GET ``url`` answering auth challenges (through ``auth``) and following redirects
-        by hand. Returns a 2xx response (caller releases it); raises ``Transient`` for
-        failures worth a retry and ``bot.errors`` exceptions for the rest."""
+        """GET (or ``method``, e.g. HEAD) ``url`` answering auth challenges (through
+        ``auth``) and following redirects by hand. Returns a 2xx response (caller
+        releases it); raises ``Transient`` for failures worth a retry and ``bot.errors``
+        exceptions for the rest."""
         session = self.session()
         authenticated = False
         redirects = 0
@@ -243,7 +319,9 @@ class Transport:
                 if self.url_guard is not None:
                     self.url_guard(current)
                 with errors.translated("registry", host):
-                    resp = await session.get(current, headers=headers, allow_redirects=False)
+                    resp = await session.request(
+                        method, current, headers=headers, allow_redirects=False
+                    )
             except Forbidden as exc:
                 if on_registry and redirects == 0:  # the registry itself, not a redirect
                     raise errors.how_to_allow(exc, target.ref.domain) from None
@@ -278,7 +356,7 @@ class Transport:
                     body,
                     what,
                     had_auth=authenticated or bool(sent_auth),
-                    has_login=auth.has_login(target.ref.domain),
+                    has_login=auth.has_login(target.login_domain),
                 )
             if status != 200 and status != 206:
                 resp.release()
