@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import aiohttp
 
-from bot.errors import ContentError, DockwiseError, ImageNotFound, InvalidReference
+from bot.errors import ContentError, DockwiseError, Forbidden, ImageNotFound, InvalidReference
 from bot.image.auth import CredentialStore, load_credentials
 from bot.image.reference import Reference, validate_digest
 from bot.image.remote import errors
@@ -322,7 +322,10 @@ class RegistryClient:
         if self.url_guard is not None:
             # Before the cache too: a manifest cached while a registry was allowed must not
             # be served once the policy refuses it (every later read starts here).
-            self.url_guard(f"{target.base}/manifests/{reference}")
+            try:
+                self.url_guard(f"{target.base}/manifests/{reference}")
+            except Forbidden as exc:
+                raise errors.how_to_allow(exc, ref.domain) from None
         if self.cache is not None:
             hit = await self.cache.get(key)
             count_cache("manifest", hit is not None)
