@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Coroutine
 from typing import Annotated, Any, Literal, NoReturn, cast
 
 import typer
@@ -49,6 +50,24 @@ def answer_json(reply: Reply) -> dict[str, Any]:
 
 def _print_json(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def _run_or_fail(work: Coroutine[Any, Any, Reply]) -> Reply:
+    """Run ``work``; a DockwiseError becomes one line on stderr and exit 1."""
+    try:
+        return asyncio.run(work)
+    except DockwiseError as exc:
+        fail(str(exc))
+
+
+def _print_reply_data(reply: Reply, as_json: bool) -> None:
+    """``--json``: the reply's structured payload; otherwise the terminal rendering."""
+    from adapters.terminal import render_text
+
+    if as_json:
+        _print_json(reply.data or {})
+    else:
+        typer.echo(render_text(reply, color=sys.stdout.isatty()))
 
 
 def _load_engine() -> Engine:
@@ -249,7 +268,6 @@ def dockerfile(
     ] = True,
 ) -> None:
     """Explain a Dockerfile: stages, the final image, and findings (hadolint + dockwise)."""
-    from adapters.terminal import render_text
     from bot.dockerfile_explain import explain_dockerfile, parse_dockerfile
     from bot.image.explain import Explainer
     from bot.image.facts import ImageFacts
@@ -280,14 +298,7 @@ def dockerfile(
             if explainer is not None:
                 await explainer.aclose()
 
-    try:
-        reply = asyncio.run(run())
-    except DockwiseError as exc:
-        fail(str(exc))
-    if as_json:
-        _print_json(reply.data or {})
-    else:
-        typer.echo(render_text(reply, color=sys.stdout.isatty()))
+    _print_reply_data(_run_or_fail(run()), as_json)
 
 
 @app.command()
@@ -303,7 +314,6 @@ def compare(
     ] = None,
 ) -> None:
     """Compare two images side by side: user space, packages, sizes, shared layers."""
-    from adapters.terminal import render_text
     from bot.image.compare import compare_images
     from bot.image.explain import Explainer
 
@@ -321,14 +331,7 @@ def compare(
         finally:
             await explainer.aclose()
 
-    try:
-        reply = asyncio.run(run())
-    except DockwiseError as exc:
-        fail(str(exc))
-    if as_json:
-        _print_json(reply.data or {})
-    else:
-        typer.echo(render_text(reply, color=sys.stdout.isatty()))
+    _print_reply_data(_run_or_fail(run()), as_json)
 
 
 @app.command()
