@@ -15,6 +15,11 @@ An adapter (modelled on errbot's ``backends/base.py``: one module per platform) 
   platform's limits (buttons from ``Reply.actions`` included);
 - ``setup(web_app)`` (check credentials, add HTTP routes before the server starts),
   ``run()`` (serve until cancelled), ``ready()`` and ``stop()``;
+- ``role``: which part of the bot this process is (``dockwise serve --role``), set by
+  ``serve`` before ``setup``: ``"all"`` (everything in one process, the default), ``"web"``
+  (HTTP endpoints only: Slack HTTP mode, Discord HTTP interactions), ``"gateway"``
+  (long-lived connections only: Discord gateway, Slack Socket Mode) or ``"worker"``
+  (no listener: the adapter only posts results). ``setup``/``run`` consult it;
 - optionally ``register_cli(app)``: commands of its own added to the ``dockwise`` CLI
   (typer), e.g. a command printing the URL that installs the bot.
 
@@ -30,7 +35,7 @@ import asyncio
 import contextlib
 import importlib
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic_settings import BaseSettings
 
@@ -44,6 +49,11 @@ if TYPE_CHECKING:
     from bot.reply import Reply
 
 
+#: The ``dockwise serve --role`` values.
+Role = Literal["all", "web", "worker", "gateway"]
+ROLES: tuple[Role, ...] = ("all", "web", "worker", "gateway")
+
+
 class ChatAdapter(ABC):
     """One chat platform. Subclasses set ``name`` and ``how_to_configure`` and implement
     ``configured``, ``render`` and ``run``."""
@@ -51,6 +61,7 @@ class ChatAdapter(ABC):
     name: ClassVar[str]
     how_to_configure: ClassVar[str]
     settings_model: ClassVar[type[BaseSettings]] = Settings
+    role: Role = "all"
 
     def __init__(self, engine: Engine, settings: Any) -> None:
         self.engine = engine
