@@ -17,8 +17,8 @@ An adapter (modelled on errbot's ``backends/base.py``: one module per platform) 
   ``run()`` (serve until cancelled), ``ready()`` and ``stop()``;
 - ``role``: which part of the bot this process is (``dockwise serve --role``), set by
   ``serve`` before ``setup``: ``"all"`` (everything in one process, the default), ``"web"``
-  (HTTP endpoints only: Slack HTTP mode, Discord HTTP interactions), ``"gateway"``
-  (long-lived connections only: Discord gateway, Slack Socket Mode) or ``"worker"``
+  (only the HTTP endpoints a platform calls: events, interactions), ``"gateway"``
+  (only long-lived connections a platform keeps open: websockets) or ``"worker"``
   (no listener: the adapter only posts results). ``setup``/``run`` consult it;
 - optionally ``register_cli(app)``: commands of its own added to the ``dockwise`` CLI
   (typer), e.g. a command printing the URL that installs the bot.

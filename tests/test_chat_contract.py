@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,9 @@ async def test_a_third_platform_is_one_module_and_one_line() -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
-            for _ in range(200):  # until the server is up (or serve failed)
+            deadline = time.monotonic() + 60
+            while True:  # until the server is up (or serve failed), within a deadline
+                assert time.monotonic() < deadline, "serve did not come up within 60 s"
                 if task.done():
                     task.result()
                 try:
