@@ -75,7 +75,7 @@ TOUCH_AFTER = 60.0
 
 
 class LayerFactsCache(Protocol):
-    """Layer facts (``LayerScan.to_dict()``) by layer digest; bot.image.redis_cache has
+    """Layer facts (``LayerScan.to_dict()``) by layer digest; bot.cache.redis has
     Redis-backed ones with the same interface."""
 
     async def get(self, digest: str) -> dict[str, Any] | None: ...
