@@ -1,5 +1,7 @@
 """Every cache and "run once, share the result" helper of dockwise, in one package.
 
+- ``bot.cache.base``: the interfaces, ``ManifestCache`` and ``LayerFactsCache``.
+- ``bot.cache.memory``: ``MemoryManifestCache``, process-local (tests, the CLI).
 - ``bot.cache.sqlite``: the local persistent caches in one SQLite file (layer facts,
   manifests, the index of images seen), capped by ``DOCKWISE_CACHE_MAX_BYTES`` with LRU
   eviction.

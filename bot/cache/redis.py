@@ -14,9 +14,9 @@ cache meanwhile; after the backoff the next call tries Redis again.
 Pieces (``make_caches(settings)`` builds the right set):
 
 - ``RedisBackend``: the client (own connection pool), key namespace, health/backoff.
-- ``RedisManifestCache`` / ``FallbackManifestCache``: ``bot.image.registry.ManifestCache``.
+- ``RedisManifestCache`` / ``FallbackManifestCache``: ``bot.cache.base.ManifestCache``.
 - ``RedisLayerFactsCache`` / ``FallbackLayerFactsCache``: layer facts by layer digest,
-  ``bot.cache.sqlite.LayerFactsCache`` like the local ``SqliteLayerCache``.
+  ``bot.cache.base.LayerFactsCache`` like the local ``SqliteLayerCache``.
 - ``SingleFlight``: ``fetch_once(key, produce)`` and ``async with flight.lock(key)``.
 - ``redis_ping(settings)``: for the readiness probe.
 """
@@ -40,10 +40,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import LockError, RedisError
 
+from bot.cache.base import LayerFactsCache, ManifestCache
 from bot.cache.share import Shared
-from bot.cache.sqlite import LayerFactsCache
 from bot.errors import InvalidInput
-from bot.image.registry import ManifestCache
 
 if TYPE_CHECKING:
     from bot.config import Settings

@@ -22,9 +22,9 @@ import platform as host_platform
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from bot.cache.base import LayerFactsCache
 from bot.cache.share import Shared
 from bot.cache.sqlite import (
-    LayerFactsCache,
     SeenImage,
     SqliteImageIndex,
     SqliteLayerCache,
@@ -43,8 +43,8 @@ from bot.progress import ExplainProgress, ProgressCallback
 from bot.reply import Reply
 
 if TYPE_CHECKING:
+    from bot.cache.base import ManifestCache
     from bot.cache.redis import Caches
-    from bot.image.registry import ManifestCache
 
 log = logging.getLogger(__name__)
 
