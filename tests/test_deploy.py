@@ -705,3 +705,25 @@ def test_kubernetes_readme_covers_the_topology() -> None:
     top = (DEPLOY / "README.md").read_text()
     for needle in ("--profile scale", "--role web", "/discord/interactions"):
         assert needle in top, needle
+
+
+def _redis_args(args: list[str]) -> dict[str, str]:
+    pairs = [a for a in args if a != "redis-server"]
+    return {pairs[i].removeprefix("--"): pairs[i + 1] for i in range(0, len(pairs), 2)}
+
+
+def test_redis_is_bounded_and_evicts_only_keys_with_a_ttl() -> None:
+    """Every cache/claim/limit key has a TTL (tests/test_redis_ttls.py); volatile-lru
+    evicts only those when maxmemory is reached, never the job queue's TTL-less lists."""
+    redis = _container(_workloads()["dockwise-redis"])
+    k8s = _redis_args(redis["args"])
+    assert k8s["maxmemory-policy"] == "volatile-lru"
+    assert _bytes(k8s["maxmemory"].replace("mb", "Mi")) < _bytes(
+        redis["resources"]["limits"]["memory"]
+    )
+    service = _compose()["services"]["redis"]
+    compose = _redis_args(service["command"])
+    assert compose["maxmemory-policy"] == "volatile-lru"
+    assert _bytes(compose["maxmemory"].replace("mb", "Mi")) < _bytes(
+        service["mem_limit"].replace("m", "Mi")
+    )
