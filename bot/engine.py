@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 from bot.actions import UNCOVERED_SUBJECT, VOTES, split_value, with_actions
+from bot.cache.share import Shared
 from bot.errors import DockwiseError, InvalidInput
 from bot.intent import (
     CompareIntent,
@@ -139,7 +139,8 @@ class Engine:
             knowledge = KnowledgeBase.load()
         self.knowledge = knowledge
         self._retrieval_thread = ThreadPoolExecutor(1, thread_name_prefix="dockwise-retrieval")
-        self._explaining: dict[tuple[str, str, str], asyncio.Future[Reply]] = {}
+        # one explanation per (image, source, platform) in flight, shared by its askers
+        self._explaining: Shared[tuple[str, str, str], Reply] = Shared("explain")
         self._recent: OrderedDict[str, Reply] = OrderedDict()  # image ref -> its reply
         self._recent_by_team: dict[str, OrderedDict[str, None]] = {}
         self._explainer = explainer
@@ -197,18 +198,6 @@ class Engine:
             )
             return with_actions(reply, self.knowledge)
 
-    async def _share(self, key: tuple[str, str, str], work: Awaitable[Reply]) -> Reply:
-        """Run ``work`` as the one in-flight explanation for ``key`` while it lasts."""
-        task = asyncio.ensure_future(work)
-        self._explaining[key] = task
-        try:
-            return await asyncio.shield(task)
-        finally:
-            if task.done():
-                self._explaining.pop(key, None)
-            else:  # our caller was cancelled: leave it to finish for the others
-                task.add_done_callback(lambda _t: self._explaining.pop(key, None))
-
     async def _answer(self, question: str) -> Reply:
         """Retrieval is CPU work (a few ms): run it on one worker thread so a burst of
         questions never stalls the event loop (chat platforms want acks within 3 s). One thread,
@@ -255,18 +244,17 @@ class Engine:
                         )
 
                 key = (ref, source, str(platform))
-                running = self._explaining.get(key)
-                if running is not None:
+                if key in self._explaining:
                     # The same image is being explained for someone else: share that
                     # result instead of taking (or being refused) a slot of our own.
-                    reply = await asyncio.shield(running)
+                    reply = await self._explaining.join(key)
                 elif asker.platform == LOCAL.platform:
-                    reply = await self._share(key, work())
+                    reply = await self._explaining.run(key, work)
                 else:
                     async with self.admission.explanation(
                         asker.platform, asker.user, asker.channel
                     ):
-                        reply = await self._share(key, work())
+                        reply = await self._explaining.run(key, work)
             except DockwiseError as exc:
                 log.info("explanation failed", platform=asker.platform, reason=exc.kind)
                 return error_reply(str(exc), title=title)

@@ -56,7 +56,7 @@ async def serve(settings: Settings, engine: Engine | None = None) -> None:
         checks[adapter.name] = adapter_ready
 
     if settings.redis_url is not None:
-        from bot.image.redis_cache import redis_ping
+        from bot.cache.redis import redis_ping
 
         async def cache_ready() -> bool:
             return await redis_ping(settings)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.cache.sqlite import DB_NAME, SqliteLayerCache, SqliteManifestCache
 from bot.config import Settings
 from bot.errors import TimedOut
-from bot.image.cache import DB_NAME, SqliteLayerCache, SqliteManifestCache
 from bot.image.explain import Explainer
 from bot.image.reference import parse_reference
 from tests.fixtures.image_layers import (
@@ -190,7 +190,7 @@ def test_several_processes_share_one_cache_file(tmp_path: Path) -> None:
 
 
 async def test_image_index_names_the_longest_seen_prefix(tmp_path: Path) -> None:
-    from bot.image.cache import SqliteImageIndex
+    from bot.cache.sqlite import SqliteImageIndex
     from bot.image.explain import base_match
 
     index = SqliteImageIndex(tmp_path)

@@ -28,9 +28,9 @@ from aiohttp import web
 
 from adapters.discord import DiscordSettings, build_discord_client
 from adapters.slack import SlackSettings, run_slack
+from bot.cache.sqlite import DB_NAME
 from bot.config import Settings
 from bot.engine import Asker, Engine
-from bot.image.cache import DB_NAME
 from bot.image.explain import Explainer
 from bot.image.source import Platform
 from bot.knowledge import KnowledgeBase

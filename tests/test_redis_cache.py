@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from bot.config import Settings
-from bot.image.redis_cache import (
+from bot.cache.redis import (
     FOREVER_TTL,
     Caches,
     MemoryLayerFactsCache,
@@ -28,6 +27,7 @@ from bot.image.redis_cache import (
     make_caches,
     redis_ping,
 )
+from bot.config import Settings
 from bot.image.registry import MemoryManifestCache
 from tests.fixtures.redis import RedisServer, unique_namespace
 
@@ -164,7 +164,7 @@ async def test_layer_facts_computed_once_across_replicas(replicas, redis_server)
 
 
 async def test_sqlite_is_the_default_local_cache(tmp_path):
-    from bot.image.cache import SqliteLayerCache, SqliteManifestCache
+    from bot.cache.sqlite import SqliteLayerCache, SqliteManifestCache
 
     caches = make_caches(settings_for(None, tmp_path))
     digest = "sha256:" + "f" * 64
@@ -310,7 +310,7 @@ async def test_holder_keeps_lock_alive_while_working(replicas, redis_server):
 CRASHING_HOLDER = textwrap.dedent(
     """
     import asyncio, sys
-    from bot.image.redis_cache import RedisBackend, SingleFlight
+    from bot.cache.redis import RedisBackend, SingleFlight
 
     async def main() -> None:
         flight = SingleFlight(RedisBackend(sys.argv[1], namespace=sys.argv[2]), lock_timeout=1.0)
@@ -414,7 +414,7 @@ def _outage_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 async def test_redis_dying_mid_run_falls_back_and_recovers(own_redis, tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="bot.image.redis_cache")
+    caplog.set_level(logging.WARNING, logger="bot.cache.redis")
     settings = settings_for(own_redis.url, tmp_path)
     local_layers = MemoryLayerFactsCache()
     a = make_caches(settings, local_layers=local_layers, backoff=0.2)

@@ -3,7 +3,7 @@
 1. Resolve the reference with a source: ``docker`` (the local engine), ``registry``, or
    ``auto`` (the engine when it has the image, else the registry; no engine is normal).
 2. Scan every filesystem layer once (bot.image.layers), at most two at a time, each layer's
-   scan cached by digest in SQLite (bot.image.cache): a layer shared with an image analysed
+   scan cached by digest in SQLite (bot.cache.sqlite): a layer shared with an image analysed
    before, by this process or another one using the same cache dir, is not downloaded again.
 3. Stack the scans into facts (bot.image.analysis), add advice and text (bot.image.render).
 
@@ -19,19 +19,20 @@ import contextlib
 import copy
 import logging
 import platform as host_platform
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from bot.config import Settings, get_settings
-from bot.errors import ContentError, ImageNotFound, InvalidInput, Unreachable
-from bot.image.analysis import image_facts
-from bot.image.cache import (
-    LayerFactsCache,
+from bot.cache.base import LayerFactsCache
+from bot.cache.share import Shared
+from bot.cache.sqlite import (
     SeenImage,
     SqliteImageIndex,
     SqliteLayerCache,
     SqliteManifestCache,
 )
+from bot.config import Settings, get_settings
+from bot.errors import ContentError, ImageNotFound, InvalidInput, Unreachable
+from bot.image.analysis import image_facts
 from bot.image.facts import ImageFacts
 from bot.image.layers import ByteBudget, LayerScan, ScanLimits, scan_layer
 from bot.image.render import finish, human, render
@@ -42,8 +43,8 @@ from bot.progress import ExplainProgress, ProgressCallback
 from bot.reply import Reply
 
 if TYPE_CHECKING:
-    from bot.image.redis_cache import Caches
-    from bot.image.registry import ManifestCache
+    from bot.cache.base import ManifestCache
+    from bot.cache.redis import Caches
 
 log = logging.getLogger(__name__)
 
@@ -52,49 +53,10 @@ SourceChoice = Literal["auto", "registry", "docker"]
 MAX_PARALLEL_LAYERS = 2
 _MACHINES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
-T = TypeVar("T")
-
 
 def default_platform() -> Platform:
     """linux on this machine's architecture (amd64 when unknown)."""
     return Platform("linux", _MACHINES.get(host_platform.machine().lower(), "amd64"))
-
-
-class _Flights:
-    """In-process single-flight: one task per key, awaited shielded so one caller giving up
-    does not cancel the others; when the last caller gives up, the task is cancelled (a
-    stuck download does not outlive every request that wanted it)."""
-
-    def __init__(self) -> None:
-        self._tasks: dict[str, tuple[asyncio.Task[Any], list[int]]] = {}
-
-    async def run(self, key: str, make: Callable[[], Awaitable[T]]) -> T:
-        entry = self._tasks.get(key)
-        if entry is None:
-
-            async def runner() -> T:
-                return await make()
-
-            task = asyncio.create_task(runner(), name=f"dockwise {key[:80]}")
-            entry = (task, [0])
-            self._tasks[key] = entry
-            task.add_done_callback(lambda done: self._forget(key, done))
-        task, waiters = entry
-        waiters[0] += 1
-        try:
-            result: T = await asyncio.shield(task)
-            return result
-        finally:
-            waiters[0] -= 1
-            if waiters[0] == 0 and not task.done():
-                task.cancel()
-
-    def _forget(self, key: str, task: asyncio.Task[Any]) -> None:
-        entry = self._tasks.get(key)
-        if entry is not None and entry[0] is task:
-            del self._tasks[key]
-        if not task.cancelled():
-            task.exception()  # mark retrieved even when every waiter went away
 
 
 def _diff_ids(resolved: ResolvedImage) -> list[str]:
@@ -146,16 +108,17 @@ class Explainer:
         self.layer_cache: LayerFactsCache = local_layers
         self.manifest_cache: ManifestCache = local_manifests
         if self.settings.redis_url is not None and layer_cache is None:
-            from bot.image.redis_cache import make_caches
+            from bot.cache.redis import make_caches
 
             caches = make_caches(
                 self.settings, local_layers=local_layers, local_manifests=local_manifests
             )
             self.layer_cache, self.manifest_cache = caches.layers, caches.manifests
             self._shared_caches = caches
-        self._resolves = _Flights()
-        self._images = _Flights()
-        self._layers = _Flights()
+        # one resolve / analysis / layer scan per key; cancelled when nobody waits any more
+        self._resolves: Shared[str, ResolvedImage] = Shared("resolve", cancel_when_abandoned=True)
+        self._images: Shared[str, ImageFacts] = Shared("analyse", cancel_when_abandoned=True)
+        self._layers: Shared[str, LayerScan] = Shared("scan", cancel_when_abandoned=True)
         self._slots: asyncio.Semaphore | None = None
 
     # ----------------------------------------------------------------- sources
@@ -268,7 +231,7 @@ class Explainer:
     def _layer_lock(self, digest: str) -> contextlib.AbstractAsyncContextManager[object]:
         if self._shared_caches is None:
             return contextlib.nullcontext()
-        from bot.image.redis_cache import layer_key
+        from bot.cache.redis import layer_key
 
         return self._shared_caches.flight.lock(layer_key(digest))
 

@@ -12,13 +12,14 @@ import functools
 import hashlib
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
+from bot.cache.base import ManifestCache as ManifestCache
+from bot.cache.memory import MemoryManifestCache as MemoryManifestCache
 from bot.errors import ContentError, DockwiseError, Forbidden, ImageNotFound, InvalidReference
 from bot.image.auth import CredentialStore, load_credentials
 from bot.image.reference import Reference, validate_digest
@@ -63,35 +64,7 @@ _HASHES = {"sha256", "sha384", "sha512"}
 # --------------------------------------------------------------------------- cache seam
 
 
-class ManifestCache(Protocol):
-    """Where fetched manifests and configs may be kept. Keys are ``manifest:NAME@DIGEST``
-    and ``blob:NAME@DIGEST`` (``ttl`` None: content-addressed, keep forever) or
-    ``manifest:NAME:TAG`` (``ttl`` seconds: tags move). NAME is e.g. docker.io/library/x."""
-
-    async def get(self, key: str) -> tuple[str, bytes] | None: ...
-
-    async def set(self, key: str, media_type: str, body: bytes, ttl: float | None) -> None: ...
-
-
-class MemoryManifestCache:
-    """A process-local ``ManifestCache`` (no size bound; for tests and the CLI)."""
-
-    def __init__(self) -> None:
-        self._items: dict[str, tuple[str, bytes, float | None]] = {}
-
-    async def get(self, key: str) -> tuple[str, bytes] | None:
-        item = self._items.get(key)
-        if item is None:
-            return None
-        media_type, body, expires = item
-        if expires is not None and time.monotonic() >= expires:
-            del self._items[key]
-            return None
-        return media_type, body
-
-    async def set(self, key: str, media_type: str, body: bytes, ttl: float | None) -> None:
-        expires = None if ttl is None else time.monotonic() + ttl
-        self._items[key] = (media_type, body, expires)
+# ManifestCache and MemoryManifestCache live in bot.cache (re-exported here).
 
 
 # --------------------------------------------------------------------------- content

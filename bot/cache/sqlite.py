@@ -34,7 +34,9 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+
+from bot.cache.base import LayerFactsCache
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +74,6 @@ _KEYS = {"layer_facts": "digest", "manifests": "key"}
 #: Eviction frees down to this share of the cap, so not every write evicts.
 EVICT_TO = 0.9
 TOUCH_AFTER = 60.0
-
-
-class LayerFactsCache(Protocol):
-    """Layer facts (``LayerScan.to_dict()``) by layer digest; bot.image.redis_cache has
-    Redis-backed ones with the same interface."""
-
-    async def get(self, digest: str) -> dict[str, Any] | None: ...
-
-    async def put(self, digest: str, facts: dict[str, Any]) -> None: ...
 
 
 class _Db:
@@ -223,7 +216,7 @@ class SqliteLayerCache:
 
 
 class SqliteManifestCache:
-    """``bot.image.registry.ManifestCache`` on disk. ``ttl`` None keeps an entry forever
+    """``bot.cache.base.ManifestCache`` on disk. ``ttl`` None keeps an entry forever
     (content-addressed keys); otherwise it expires after ``ttl`` seconds (wall clock, so
     every process sharing the file agrees)."""
 

@@ -14,9 +14,9 @@ cache meanwhile; after the backoff the next call tries Redis again.
 Pieces (``make_caches(settings)`` builds the right set):
 
 - ``RedisBackend``: the client (own connection pool), key namespace, health/backoff.
-- ``RedisManifestCache`` / ``FallbackManifestCache``: ``bot.image.registry.ManifestCache``.
+- ``RedisManifestCache`` / ``FallbackManifestCache``: ``bot.cache.base.ManifestCache``.
 - ``RedisLayerFactsCache`` / ``FallbackLayerFactsCache``: layer facts by layer digest,
-  ``bot.image.cache.LayerFactsCache`` like the local ``SqliteLayerCache``.
+  ``bot.cache.base.LayerFactsCache`` like the local ``SqliteLayerCache``.
 - ``SingleFlight``: ``fetch_once(key, produce)`` and ``async with flight.lock(key)``.
 - ``redis_ping(settings)``: for the readiness probe.
 """
@@ -40,9 +40,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import LockError, RedisError
 
+from bot.cache.base import LayerFactsCache, ManifestCache
+from bot.cache.share import Shared
 from bot.errors import InvalidInput
-from bot.image.cache import LayerFactsCache
-from bot.image.registry import ManifestCache
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -383,7 +383,7 @@ class SingleFlight:
         self.lock_timeout = lock_timeout
         self.wait_timeout = wait_timeout
         self.poll_interval = poll_interval
-        self._inflight: dict[str, asyncio.Task[bytes]] = {}
+        self._inflight: Shared[str, bytes] = Shared("fetch_once")
         self._local_locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def fetch_once(
@@ -392,19 +392,8 @@ class SingleFlight:
         """The value of ``key``: read from Redis, or produced once and stored there.
         ``ttl`` (seconds) bounds how long the stored result lives; None: until
         ``DEFAULT_RESULT_TTL`` passes (callers keep lasting results in their caches)."""
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.create_task(self._fetch(key, produce, ttl), name=f"fetch_once {key}")
-            self._inflight[key] = task
-            task.add_done_callback(lambda done: self._forget(key, done))
-        # shield: one caller giving up does not cancel the others' shared attempt
-        return await asyncio.shield(task)
-
-    def _forget(self, key: str, task: asyncio.Task[bytes]) -> None:
-        if self._inflight.get(key) is task:
-            del self._inflight[key]
-        if not task.cancelled():
-            task.exception()  # retrieved: no "never retrieved" warning if nobody awaits
+        # one caller giving up does not cancel the others' shared attempt
+        return await self._inflight.run(key, lambda: self._fetch(key, produce, ttl))
 
     async def _fetch(
         self, key: str, produce: Callable[[], Awaitable[bytes]], ttl: float | None
@@ -574,9 +563,9 @@ def make_caches(
     to the local caches; without, the local caches and an in-process single-flight.
 
     ``local_layers`` / ``local_manifests`` default to the SQLite caches of
-    ``bot.image.cache`` in ``settings.cache_dir``. ``wait_timeout`` (how long a replica
+    ``bot.cache.sqlite`` in ``settings.cache_dir``. ``wait_timeout`` (how long a replica
     waits for another's result) defaults to ``settings.explain_timeout``."""
-    from bot.image.cache import SqliteLayerCache, SqliteManifestCache
+    from bot.cache.sqlite import SqliteLayerCache, SqliteManifestCache
 
     cap = settings.cache_max_bytes or None
     layers_local: LayerFactsCache = (
