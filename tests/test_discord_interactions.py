@@ -223,6 +223,24 @@ async def test_a_slow_answer_is_deferred_then_edited_in(
     assert [c.method for c in webhook_calls(emu)] == ["PATCH"]
 
 
+async def test_a_rate_limited_edit_is_retried(
+    emu: DiscordEmulator, engine: Engine, knowledge: KnowledgeBase
+) -> None:
+    emu.rate_limit_webhooks = 2
+    async with serving(emu, engine) as adapter:
+        assert adapter.interactions is not None
+        adapter.interactions.inline_deadline = 0
+        asked = await emu.slash_command("ask", {"question": QUESTION})
+        answer = await first_shown(emu, asked)
+    expected = await Engine(knowledge=knowledge).handle(QUESTION)
+    assert answer["embeds"][0]["title"] == expected.title
+    assert [(c.method, c.status) for c in webhook_calls(emu)] == [
+        ("PATCH", 429),
+        ("PATCH", 429),
+        ("PATCH", 200),
+    ]
+
+
 async def test_image_explanation_is_deferred_with_progress_then_edited(
     emu: DiscordEmulator, engine: Engine, explainer: StagedExplainer
 ) -> None:
@@ -355,7 +373,10 @@ async def test_bad_input_gets_a_private_one_line_error(
 
 
 async def test_secrets_never_reach_the_logs(
-    emu: DiscordEmulator, engine: Engine, caplog: pytest.LogCaptureFixture
+    emu: DiscordEmulator,
+    engine: Engine,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     caplog.set_level(logging.DEBUG)
     async with serving(emu, engine):
@@ -365,7 +386,8 @@ async def test_secrets_never_reach_the_logs(
         _, body = ask_body(emu)
         await emu.post_signed(body, signature=secrets.token_hex(64))  # refused: logged
     assert "refused an interaction request (bad signature)" in caplog.text
-    logged = caplog.text + "".join(str(r.args) for r in caplog.records)
+    out, err = capsys.readouterr()  # structlog's own lines
+    logged = caplog.text + "".join(str(r.args) for r in caplog.records) + out + err
     for secret in (emu.token, asked.token, explained.token):
         assert secret not in logged
 

@@ -327,6 +327,8 @@ class DiscordEmulator:
         self.signing_key = SigningKey.generate()
         self.response_timeout = 3.0  # Discord's limit for the initial response
         self.deliveries: list[Delivery] = []
+        # The next this many webhook calls are refused with 429 and retry_after 0.
+        self.rate_limit_webhooks = 0
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -511,6 +513,13 @@ class DiscordEmulator:
             waiting = next((i for i in self.interactions.values() if i.token == token), None)
             if waiting is not None and waiting.pending:
                 await self.wait_for(lambda: not waiting.pending)
+            if self.rate_limit_webhooks > 0:
+                self.rate_limit_webhooks -= 1
+                limited = {"message": "You are being rate limited.", "retry_after": 0.0}
+                call = Call(request.method, request.path[len(API_PREFIX) :], {}, None, {})
+                call.status, call.response = 429, {**limited, "global": False}
+                self.calls.append(call)
+                return web.json_response(call.response, status=429)
         body: Any = None
         if request.can_read_body:
             raw = await request.read()
