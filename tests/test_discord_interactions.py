@@ -293,6 +293,26 @@ async def test_registry_image_explained_over_http(
     assert "Debian" in shown_text([shown])
 
 
+async def test_a_huge_explanation_is_split_over_the_original_and_followups(
+    emu: DiscordEmulator, knowledge: KnowledgeBase
+) -> None:
+    from tests.test_discord import ScriptedExplainer, assert_complete, huge_reply, text_of
+
+    engine = Engine(knowledge=knowledge, explainer=cast(Any, ScriptedExplainer(huge_reply)))
+    expected = huge_reply("big/image:1")
+    async with serving(emu, engine):
+        interaction = await emu.slash_command("image-explain", {"image": "big/image:1"})
+        await emu.wait_for(lambda: "END-OF-REPLY" in text_of(emu.shown(interaction)))
+    messages = emu.shown(interaction)
+    assert interaction.original is not None and len(messages) > 1
+    assert messages[0]["id"] == interaction.original["id"]  # the deferred response, edited
+    assert messages[0]["embeds"][0]["title"] == expected.title
+    assert_complete(expected, messages)
+    sends = [c for c in webhook_calls(emu) if c.body and "embeds" in c.body]
+    assert [c.method for c in sends] == ["PATCH"] + ["POST"] * (len(messages) - 1)
+    assert all(c.status == 200 for c in sends)  # Discord accepted every message
+
+
 async def test_buttons_answer_like_the_gateway(
     emu: DiscordEmulator, engine: Engine, knowledge: KnowledgeBase
 ) -> None:

@@ -795,8 +795,10 @@ class DiscordEmulator:
                 interaction.acknowledged == 5
                 and not interaction.followups
                 and not interaction.original_deleted
+                and interaction.original.get("flags", 0) & 128
             ):
-                # The first follow-up after a "thinking" defer replaces the loading message.
+                # The first follow-up after a "thinking" defer replaces the loading message
+                # (once the original was edited, it is no longer loading: a new message).
                 message = self._bot_message(interaction.channel_id, payload, webhook=True)
                 message["id"] = interaction.original["id"]
                 message["type"] = 20
