@@ -23,6 +23,10 @@ pods keep mentions and DMs. Spec: Discord's developer docs, "Receiving and Respo
 * Errors the asker caused are private (flag 64): an immediate ephemeral response, or,
   after a deferral, the public placeholder deleted and an ephemeral follow-up.
 
+``InteractionFollowups`` is the webhook side on its own (no public key or bot token): what
+a worker process needs to answer a deferred interaction from its ``Context``
+(application id, interaction token, asker).
+
 The endpoint only translates: answers come from :class:`bot.engine.Engine` and are
 rendered by :mod:`adapters.discord_embeds`, exactly as on the gateway. Request bodies and
 interaction tokens are never logged.
@@ -239,6 +243,100 @@ async def compute(work: Callable[[], Awaitable[Reply]]) -> Reply:
         return error_reply(FAILURE_MESSAGE)
 
 
+class InteractionFollowups:
+    """Sends on interactions' webhooks (``{api_url}/webhooks/{application}/{token}``): what
+    answers a deferred interaction later, here or in a worker process (no bot token or
+    public key needed; a token lasts 15 minutes). ``api_url`` is the REST base
+    (``DOCKWISE_DISCORD_API_URL``, default Discord's v10 API)."""
+
+    def __init__(self, api_url: str | None = None) -> None:
+        self.api_url = (api_url or DEFAULT_API_URL).rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def finish(self, ctx: Context, reply: Reply) -> None:
+        """Send a deferred reply: its first message replaces the original response, the
+        rest are follow-ups; an error deletes the original and goes privately. If Discord
+        refuses the embeds before any is shown, the reply is sent as plain text."""
+        if reply.kind is ReplyKind.ERROR:
+            with contextlib.suppress(WebhookError):
+                await self.delete_original(ctx)
+            first = (render_reply(reply) or [RenderedMessage()])[0]
+            try:
+                await self.followup(ctx, message_payload(first, flags=EPHEMERAL))
+            except WebhookError as exc:
+                log.warning("Discord refused a private reply (%s)", exc)
+            return
+        sent = 0
+        try:
+            for rendered in render_reply(reply):
+                payload = message_payload(rendered)
+                if sent == 0:
+                    await self.edit_original(ctx, {"content": "", **payload})
+                else:
+                    await self.followup(ctx, payload)
+                sent += 1
+            if sent:
+                return
+        except WebhookError as exc:
+            log.warning("Discord refused a reply embed (%s)", exc)
+            if sent:
+                return  # part of the answer is out; a plain repeat would duplicate it
+        try:
+            for index, content in enumerate(render_plain(reply)):
+                plain = {"content": content, "allowed_mentions": NO_MENTIONS}
+                if index == 0:
+                    await self.edit_original(ctx, {**plain, "embeds": [], "components": []})
+                else:
+                    await self.followup(ctx, plain)
+        except WebhookError as exc:
+            log.warning("Discord refused a plain reply (%s)", exc)
+
+    async def edit_original(self, ctx: Context, payload: dict[str, Any]) -> None:
+        await self._webhook(ctx, "PATCH", "/messages/@original", payload)
+
+    async def delete_original(self, ctx: Context) -> None:
+        await self._webhook(ctx, "DELETE", "/messages/@original", None)
+
+    async def followup(self, ctx: Context, payload: dict[str, Any]) -> None:
+        await self._webhook(ctx, "POST", "", payload)
+
+    async def _webhook(
+        self, ctx: Context, method: str, tail: str, payload: dict[str, Any] | None
+    ) -> None:
+        """One call on the interaction's webhook (no bot token needed); waits out 429s.
+        Raises ``WebhookError`` (status and Discord's message; never the URL, which holds
+        the interaction token)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        url = f"{self.api_url}/webhooks/{ctx.application_id}/{ctx.token}{tail}"
+        for attempt in range(RATE_LIMIT_RETRIES + 1):
+            try:
+                async with self._session.request(method, url, json=payload) as response:
+                    if response.status < 400:
+                        return
+                    text = await response.text()
+                    try:
+                        error = json.loads(text)
+                    except ValueError:
+                        error = {}
+                    if not isinstance(error, dict):
+                        error = {}
+                    if response.status == 429 and attempt < RATE_LIMIT_RETRIES:
+                        wait = float(error.get("retry_after") or 1.0)
+                        await asyncio.sleep(min(max(wait, 0.0), RETRY_AFTER_MAX))
+                        continue
+                    message = str(error.get("message") or response.reason or "error")[:200]
+                    raise WebhookError(response.status, message)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise WebhookError(0, type(exc).__name__) from None
+        raise WebhookError(429, "still rate limited")
+
+
 class DiscordInteractions:
     """The ``POST /discord/interactions`` endpoint for one application.
 
@@ -258,12 +356,11 @@ class DiscordInteractions:
         self.engine = engine
         self.key = verify_key(public_key)
         self.application_id = application_id
-        self.api_url = (api_url or DEFAULT_API_URL).rstrip("/")
+        self.followups = InteractionFollowups(api_url)
         self.inline_deadline = INLINE_DEADLINE
         self.max_skew: float = MAX_SKEW
         self.progress_min_interval = 1.0
         self.progress_heartbeat = 2.0
-        self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def mount(self, app: web.Application) -> None:
@@ -278,9 +375,7 @@ class DiscordInteractions:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.followups.close()
 
     async def drain(self) -> None:
         """Wait for every follow-up started so far (tests, shutdown)."""
@@ -451,7 +546,7 @@ class DiscordInteractions:
         if task not in done:
 
             async def later() -> None:
-                await self._finish(ctx, await task)
+                await self.followups.finish(ctx, await task)
 
             return Answer({"type": DEFERRED_CHANNEL_MESSAGE}, after=later)
         reply = task.result()
@@ -464,7 +559,7 @@ class DiscordInteractions:
 
         async def more() -> None:
             for rendered in rest:
-                await self._followup(ctx, message_payload(rendered))
+                await self.followups.followup(ctx, message_payload(rendered))
 
         return Answer(
             {"type": CHANNEL_MESSAGE, "data": message_payload(first)},
@@ -480,7 +575,9 @@ class DiscordInteractions:
 
         async def run() -> None:
             async def show(line: str) -> None:
-                await self._edit_original(ctx, {"content": line, "allowed_mentions": NO_MENTIONS})
+                await self.followups.edit_original(
+                    ctx, {"content": line, "allowed_mentions": NO_MENTIONS}
+                )
 
             relay = ProgressRelay(
                 show,
@@ -493,95 +590,17 @@ class DiscordInteractions:
                 )
             finally:
                 await relay.close()
-            await self._finish(ctx, reply)
+            await self.followups.finish(ctx, reply)
 
         return Answer({"type": DEFERRED_CHANNEL_MESSAGE}, after=run)
-
-    async def _finish(self, ctx: Context, reply: Reply) -> None:
-        """Send a deferred reply: its first message replaces the original response, the
-        rest are follow-ups; an error deletes the original and goes privately. If Discord
-        refuses the embeds before any is shown, the reply is sent as plain text."""
-        if reply.kind is ReplyKind.ERROR:
-            with contextlib.suppress(WebhookError):
-                await self._delete_original(ctx)
-            first = (render_reply(reply) or [RenderedMessage()])[0]
-            try:
-                await self._followup(ctx, message_payload(first, flags=EPHEMERAL))
-            except WebhookError as exc:
-                log.warning("Discord refused a private reply (%s)", exc)
-            return
-        sent = 0
-        try:
-            for rendered in render_reply(reply):
-                payload = message_payload(rendered)
-                if sent == 0:
-                    await self._edit_original(ctx, {"content": "", **payload})
-                else:
-                    await self._followup(ctx, payload)
-                sent += 1
-            if sent:
-                return
-        except WebhookError as exc:
-            log.warning("Discord refused a reply embed (%s)", exc)
-            if sent:
-                return  # part of the answer is out; a plain repeat would duplicate it
-        try:
-            for index, content in enumerate(render_plain(reply)):
-                plain = {"content": content, "allowed_mentions": NO_MENTIONS}
-                if index == 0:
-                    await self._edit_original(ctx, {**plain, "embeds": [], "components": []})
-                else:
-                    await self._followup(ctx, plain)
-        except WebhookError as exc:
-            log.warning("Discord refused a plain reply (%s)", exc)
-
-    # -- the interaction webhook --------------------------------------------------------------
-
-    async def _edit_original(self, ctx: Context, payload: dict[str, Any]) -> None:
-        await self._webhook(ctx, "PATCH", "/messages/@original", payload)
-
-    async def _delete_original(self, ctx: Context) -> None:
-        await self._webhook(ctx, "DELETE", "/messages/@original", None)
-
-    async def _followup(self, ctx: Context, payload: dict[str, Any]) -> None:
-        await self._webhook(ctx, "POST", "", payload)
-
-    async def _webhook(
-        self, ctx: Context, method: str, tail: str, payload: dict[str, Any] | None
-    ) -> None:
-        """One call on the interaction's webhook (no bot token needed); waits out 429s.
-        Raises ``WebhookError`` (status and Discord's message; never the URL, which holds
-        the interaction token)."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        url = f"{self.api_url}/webhooks/{ctx.application_id}/{ctx.token}{tail}"
-        for attempt in range(RATE_LIMIT_RETRIES + 1):
-            try:
-                async with self._session.request(method, url, json=payload) as response:
-                    if response.status < 400:
-                        return
-                    text = await response.text()
-                    try:
-                        error = json.loads(text)
-                    except ValueError:
-                        error = {}
-                    if not isinstance(error, dict):
-                        error = {}
-                    if response.status == 429 and attempt < RATE_LIMIT_RETRIES:
-                        wait = float(error.get("retry_after") or 1.0)
-                        await asyncio.sleep(min(max(wait, 0.0), RETRY_AFTER_MAX))
-                        continue
-                    message = str(error.get("message") or response.reason or "error")[:200]
-                    raise WebhookError(response.status, message)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise WebhookError(0, type(exc).__name__) from None
-        raise WebhookError(429, "still rate limited")
 
 
 __all__ = [
     "INTERACTIONS_PATH",
     "MODAL_CUSTOM_ID",
+    "Context",
     "DiscordInteractions",
+    "InteractionFollowups",
     "SignatureError",
     "verify_key",
     "verify_signature",
