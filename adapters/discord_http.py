@@ -413,13 +413,20 @@ class DiscordInteractions:
             return web.json_response({"type": PONG})
         token = payload.get("token")
         if kind not in (APPLICATION_COMMAND, MESSAGE_COMPONENT, AUTOCOMPLETE, MODAL_SUBMIT):
-            return web.json_response({"error": f"unknown interaction type {kind!r}"}, status=400)
+            unknown = f"unknown interaction type {str(kind)[:20]}"
+            return web.json_response({"error": unknown}, status=400)
         if not isinstance(token, str) or not (app_id or self.application_id):
             return web.json_response({"error": "the interaction has no token"}, status=400)
         context = Context(app_id or str(self.application_id), token, asker_of(payload))
         raw_data = payload.get("data")
         data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
-        answer = await self._answer(int(kind), data, payload, context)
+        try:
+            answer = await self._answer(int(kind), data, payload, context)
+        except Exception:  # a payload shape we did not expect: answer, don't crash
+            from adapters.discord import FAILURE_MESSAGE
+
+            log.exception("discord: could not handle an interaction of type %s", kind)
+            answer = private(error_reply(FAILURE_MESSAGE))
         response = web.json_response(answer.body)
         if answer.after is not None:
             acked = _Acked()

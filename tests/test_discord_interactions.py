@@ -182,11 +182,21 @@ async def test_a_stale_timestamp_gets_401(emu: DiscordEmulator, engine: Engine) 
 
 
 async def test_unknown_types_and_non_json_get_400(emu: DiscordEmulator, engine: Engine) -> None:
+    odd = {  # signed, but shaped unlike anything Discord sends
+        "type": 2,
+        "id": "1",
+        "token": "itoken-odd",
+        "application_id": emu.application_id,
+        "data": {"name": "Explain image", "type": 3, "resolved": ["not", "a", "map"]},
+    }
     async with serving(emu, engine):
         unknown = json.dumps({"type": 99, "id": "1", "application_id": emu.application_id})
         status_unknown, _ = await emu.post_signed(unknown.encode())
         status_garbage, _ = await emu.post_signed(b"not json at all")
+        status_odd, answer = await emu.post_signed(json.dumps(odd).encode())
     assert (status_unknown, status_garbage) == (400, 400)
+    assert status_odd == 200 and answer["type"] == 4  # a private apology, not a 500
+    assert answer["data"]["flags"] == EPHEMERAL
 
 
 # --- commands --------------------------------------------------------------------------------
