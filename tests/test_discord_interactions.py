@@ -467,3 +467,14 @@ async def test_gateway_shards_from_settings(emu: DiscordEmulator, engine: Engine
     for count, ids in ((2, "2"), (None, "0"), (2, "one")):
         with pytest.raises(InvalidInput, match="DISCORD_SHARD"):
             shard_ids(settings_for(emu, discord_shard_count=count, discord_shard_ids=ids))
+
+
+async def test_the_all_role_runs_the_gateway_and_the_endpoint(
+    emu: DiscordEmulator, engine: Engine
+) -> None:
+    async with serving(emu, engine, role="all") as adapter:
+        await emu.wait_ready()  # the gateway, which registered the commands
+        assert adapter.gateway and adapter.interactions is not None
+        asked = await emu.slash_command("ask", {"question": QUESTION})  # over HTTP
+        pong = await emu.ping()
+    assert asked.acknowledged == 4 and pong.response == {"type": 1}
