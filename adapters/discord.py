@@ -10,6 +10,12 @@
 
 The adapter only translates: every answer comes from :class:`bot.engine.Engine`.
 
+* With ``DISCORD_PUBLIC_KEY`` (and ``DISCORD_APPLICATION_ID``), the same commands are also
+  served over HTTP at ``POST /discord/interactions`` (:mod:`adapters.discord_http`) in
+  the ``all`` and ``web`` roles; the gateway runs in the ``all`` and ``gateway`` roles when
+  ``DISCORD_TOKEN`` is set, on ``DISCORD_SHARD_COUNT`` shards (``DISCORD_SHARD_IDS``: the
+  ones this process runs).
+
 * Errors the asker caused are private: an ephemeral (flag 64) follow-up, the public
   "thinking"/placeholder response deleted first.
 * ``/image-explain`` answers "Inspecting IMAGE …" at once, edits that response with the
@@ -36,7 +42,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import aiohttp
 import discord
@@ -62,6 +68,9 @@ from bot.errors import DockwiseError, InvalidInput, Unauthorized, Unreachable
 from bot.links import find_image_reference
 from bot.progress import ExplainProgress, ProgressRelay
 from bot.reply import ACTION_FEEDBACK, Reply, ReplyKind
+
+if TYPE_CHECKING:
+    from adapters.discord_http import DiscordInteractions
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +142,18 @@ class DiscordSettings(BaseSettings):
     discord_api_url: str | None = Field(None, validation_alias="DOCKWISE_DISCORD_API_URL")
     discord_gateway_url: str | None = Field(None, validation_alias="DOCKWISE_DISCORD_GATEWAY_URL")
     discord_shard_count: int | None = Field(None, validation_alias="DISCORD_SHARD_COUNT")
+    #: Which of the ``DISCORD_SHARD_COUNT`` shards this process runs: ``"0,1"`` (default: all).
+    discord_shard_ids: str | None = Field(None, validation_alias="DISCORD_SHARD_IDS")
+    #: The application's Ed25519 public key (hex): enables ``POST /discord/interactions``.
+    discord_public_key: str | None = Field(None, validation_alias="DISCORD_PUBLIC_KEY")
+    discord_application_id: str | None = Field(None, validation_alias="DISCORD_APPLICATION_ID")
 
     @property
     def discord_enabled(self) -> bool:
-        return self.discord_token is not None
+        """A bot token (gateway), or HTTP interactions (public key and application id)."""
+        return self.discord_token is not None or (
+            self.discord_public_key is not None and self.discord_application_id is not None
+        )
 
 
 def invite_url(application_id: int) -> str:
@@ -514,12 +531,40 @@ def _asker(user_id: int, channel_id: int | None, guild_id: int | None = None) ->
     )
 
 
+def shard_ids(settings: DiscordSettings) -> list[int] | None:
+    """``DISCORD_SHARD_IDS`` (``"0,2"``) as a list, or None for every shard. Raises
+    ``InvalidInput`` unless each id is a whole number below ``DISCORD_SHARD_COUNT``."""
+    raw = settings.discord_shard_ids
+    if raw is None or not raw.strip():
+        return None
+    count = settings.discord_shard_count
+    if count is None:
+        raise InvalidInput("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT (the total shards).")
+    try:
+        ids = sorted({int(part) for part in raw.split(",") if part.strip()})
+    except ValueError:
+        raise InvalidInput(
+            f"DISCORD_SHARD_IDS must be a comma list of shard numbers like 0,1 (got {raw[:40]!r})."
+        ) from None
+    if not ids or ids[0] < 0 or ids[-1] >= count:
+        raise InvalidInput(f"DISCORD_SHARD_IDS must be numbers from 0 to {count - 1}.")
+    return ids
+
+
 def build_discord_client(engine: Engine, settings: DiscordSettings) -> DockwiseClient:
-    """The bot client for these settings: sharded when ``DISCORD_SHARD_COUNT`` is set."""
+    """The bot client for these settings: sharded when ``DISCORD_SHARD_COUNT`` is set (all
+    its shards, or only ``DISCORD_SHARD_IDS``)."""
     if settings.discord_shard_count is not None:
         if settings.discord_shard_count < 1:
             raise InvalidInput("DISCORD_SHARD_COUNT must be at least 1.")
-        return DockwiseShardedClient(engine, settings, shard_count=settings.discord_shard_count)
+        return DockwiseShardedClient(
+            engine,
+            settings,
+            shard_count=settings.discord_shard_count,
+            shard_ids=shard_ids(settings),
+        )
+    if settings.discord_shard_ids:
+        shard_ids(settings)  # raises: ids without a count
     return DockwiseClient(engine, settings)
 
 
@@ -543,7 +588,15 @@ class DiscordPlatform(ChatAdapter):
 
     name = "discord"
     settings_model = DiscordSettings
-    how_to_configure = "for Discord set DISCORD_TOKEN"
+    how_to_configure = (
+        "for Discord set DISCORD_TOKEN (gateway) and/or DISCORD_PUBLIC_KEY and "
+        "DISCORD_APPLICATION_ID (HTTP interactions)"
+    )
+
+    def __init__(self, engine: Engine, settings: Any) -> None:
+        super().__init__(engine, settings)
+        self.interactions: DiscordInteractions | None = None
+        self.gateway = False
 
     @classmethod
     def configured(cls, settings: Any) -> bool:
@@ -557,13 +610,65 @@ class DiscordPlatform(ChatAdapter):
         return [message.to_dict() for message in render_reply(reply)]
 
     async def setup(self, web_app: Any) -> None:
-        _token(self.settings)  # a missing token fails before anything starts
+        """Roles ``all``/``web`` mount ``POST /discord/interactions`` when
+        ``DISCORD_PUBLIC_KEY`` is set; roles ``all``/``gateway`` run the gateway client
+        when ``DISCORD_TOKEN`` is set. Raises ``InvalidInput`` for an empty token, a
+        malformed public key or a ``gateway`` role without a token."""
+        settings: DiscordSettings = self.settings
+        if settings.discord_token is not None:
+            _token(settings)  # an empty token fails before anything starts
+        self.gateway = self.role in ("all", "gateway") and settings.discord_token is not None
+        if self.role == "gateway" and not self.gateway:
+            raise InvalidInput("the gateway role needs DISCORD_TOKEN (the bot token).")
+        if self.role in ("all", "web") and settings.discord_public_key is not None:
+            from adapters.discord_http import DiscordInteractions
+
+            self.interactions = DiscordInteractions(
+                self.engine,
+                public_key=settings.discord_public_key,
+                application_id=settings.discord_application_id,
+                api_url=settings.discord_api_url,
+            )
+            self.interactions.mount(web_app)
+        elif self.role == "web":
+            log.info("discord: DISCORD_PUBLIC_KEY is not set, so this web role has no Discord")
+        if self.gateway:  # bad shard settings fail before anything starts
+            if settings.discord_shard_count is not None and settings.discord_shard_count < 1:
+                raise InvalidInput("DISCORD_SHARD_COUNT must be at least 1.")
+            shard_ids(settings)
 
     async def run(self) -> None:
-        await run_discord(self.engine, self.settings)
+        """The gateway client (roles ``all``/``gateway``); otherwise HTTP interactions
+        only: with a token, the slash commands are registered once, then it waits."""
+        if self.gateway:
+            await run_discord(self.engine, self.settings)
+            return
+        if self.interactions is not None and self.settings.discord_token is not None:
+            await sync_commands(self.engine, self.settings)
+        await asyncio.Event().wait()  # serve HTTP until cancelled
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self.interactions is not None:
+            await self.interactions.close()
 
 
 ADAPTER = DiscordPlatform
+
+
+async def sync_commands(engine: Engine, settings: DiscordSettings) -> None:
+    """Register the slash commands without a gateway connection (log in over REST, which
+    runs ``setup_hook``, then close): what a web-only deployment does at start. Failures
+    are logged, not raised: interactions for already registered commands still work."""
+    client = DockwiseClient(engine, settings)
+    try:
+        await client.login(_token(settings))
+    except discord.LoginFailure:
+        log.warning("Discord rejected DISCORD_TOKEN: slash commands were not registered")
+    except (discord.HTTPException, OSError, aiohttp.ClientError) as exc:
+        log.warning("could not register slash commands: %s", type(exc).__name__)
+    finally:
+        await client.close()
 
 
 async def fetch_application_id(settings: DiscordSettings) -> int:

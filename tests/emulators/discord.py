@@ -12,6 +12,14 @@ interaction acknowledgement) and answers violations with a 400 and Discord's err
 so a reply the real Discord would reject fails here too. Everything is recorded in
 ``calls`` (every REST request, in order) and ``messages`` (every accepted message).
 
+With ``interactions_url`` set (the bot's Interactions Endpoint URL), interactions are not
+dispatched on the gateway but POSTed there like Discord's outgoing webhooks: signed with
+the emulator's own Ed25519 key (``public_key`` is its hex public half) over
+``X-Signature-Timestamp`` + the raw body, answered within ``response_timeout`` seconds,
+the HTTP response taken as the interaction callback (validated as above) and recorded in
+``deliveries``. Webhook calls for an interaction wait until its callback is in, as on
+Discord, where the callback comes first.
+
 Written from Discord's public API documentation; it does not import discord.py, so tests
 do not check the adapter against the library it uses.
 """
@@ -28,7 +36,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import aiohttp
 from aiohttp import WSMsgType, web
+from nacl.signing import SigningKey
 
 API_PREFIX = "/api/v10"
 HEARTBEAT_INTERVAL_MS = 3_600_000  # an hour: tests never depend on heartbeat timing
@@ -85,6 +95,17 @@ class Interaction:
     modal: dict[str, Any] | None = None  # the modal a type-9 callback opened
     choices: list[dict[str, Any]] | None = None  # an autocomplete's answer
     original_deleted: bool = False
+    pending: bool = False  # sent to the Interactions Endpoint URL, no response yet
+
+
+@dataclass
+class Delivery:
+    """One interaction POSTed to the bot's Interactions Endpoint URL, and its outcome."""
+
+    payload: dict[str, Any]
+    status: int = 0  # 0: no response within response_timeout
+    response: Any = None
+    error: str | None = None  # why Discord would show "This interaction failed"
 
 
 @dataclass
@@ -301,6 +322,13 @@ class DiscordEmulator:
         self.interactions: dict[str, Interaction] = {}
         # False: the bot lacks Embed Links in the channel, so Discord drops its embeds.
         self.embed_links = True
+        # HTTP interactions: where to POST them (None: the gateway), signed with this key.
+        self.interactions_url: str | None = None
+        self.signing_key = SigningKey.generate()
+        self.response_timeout = 3.0  # Discord's limit for the initial response
+        self.deliveries: list[Delivery] = []
+        # The next this many webhook calls are refused with 429 and retry_after 0.
+        self.rate_limit_webhooks = 0
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -479,6 +507,19 @@ class DiscordEmulator:
     # -- REST ----------------------------------------------------------------------------
 
     async def _rest(self, request: web.Request) -> web.StreamResponse:
+        parts = request.path[len(API_PREFIX) :].strip("/").split("/")
+        if parts[:1] == ["webhooks"] and len(parts) >= 3:
+            token = parts[2]
+            waiting = next((i for i in self.interactions.values() if i.token == token), None)
+            if waiting is not None and waiting.pending:
+                await self.wait_for(lambda: not waiting.pending)
+            if self.rate_limit_webhooks > 0:
+                self.rate_limit_webhooks -= 1
+                limited = {"message": "You are being rate limited.", "retry_after": 0.0}
+                call = Call(request.method, request.path[len(API_PREFIX) :], {}, None, {})
+                call.status, call.response = 429, {**limited, "global": False}
+                self.calls.append(call)
+                return web.json_response(call.response, status=429)
         body: Any = None
         if request.can_read_body:
             raw = await request.read()
@@ -754,8 +795,10 @@ class DiscordEmulator:
                 interaction.acknowledged == 5
                 and not interaction.followups
                 and not interaction.original_deleted
+                and interaction.original.get("flags", 0) & 128
             ):
-                # The first follow-up after a "thinking" defer replaces the loading message.
+                # The first follow-up after a "thinking" defer replaces the loading message
+                # (once the original was edited, it is no longer loading: a new message).
                 message = self._bot_message(interaction.channel_id, payload, webhook=True)
                 message["id"] = interaction.original["id"]
                 message["type"] = 20
@@ -864,7 +907,11 @@ class DiscordEmulator:
         )
 
     async def dispatch(self, event: str, data: dict[str, Any], guild_id: str | None) -> None:
-        """Send a dispatch to the identified session that owns ``guild_id`` (DMs: shard 0)."""
+        """Send a dispatch to the identified session that owns ``guild_id`` (DMs: shard 0);
+        interactions go to ``interactions_url`` instead when it is set."""
+        if event == "INTERACTION_CREATE" and self.interactions_url is not None:
+            await self.post_interaction(data)
+            return
         targets = [
             s
             for s in self.sessions
@@ -875,6 +922,93 @@ class DiscordEmulator:
         if not targets:
             raise AssertionError("no identified gateway session to dispatch to")
         await self._dispatch(targets[-1], event, data)
+
+    # -- HTTP interactions (outgoing webhooks) -------------------------------------------
+
+    @property
+    def public_key(self) -> str:
+        """The application's public key as the developer portal shows it (hex)."""
+        return self.signing_key.verify_key.encode().hex()
+
+    def sign(self, timestamp: str, body: bytes) -> str:
+        """Discord's ``X-Signature-Ed25519``: Ed25519 over timestamp + body, hex."""
+        return self.signing_key.sign(timestamp.encode() + body).signature.hex()
+
+    async def post_signed(
+        self,
+        body: bytes,
+        *,
+        timestamp: str | None = None,
+        signature: str | None = None,
+        sign: bool = True,
+    ) -> tuple[int, Any]:
+        """POST ``body`` to ``interactions_url`` with Discord's signature headers (the
+        given ``timestamp``/``signature`` replace the honest ones; ``sign=False`` sends
+        none). Returns (status, JSON or text); status 0 when no answer came within
+        ``response_timeout`` seconds."""
+        assert self.interactions_url is not None, "set interactions_url first"
+        stamp = timestamp if timestamp is not None else str(int(datetime.now(UTC).timestamp()))
+        headers = {"Content-Type": "application/json", "User-Agent": "Discord-Interactions/1.0"}
+        if sign:
+            headers["X-Signature-Timestamp"] = stamp
+            headers["X-Signature-Ed25519"] = signature or self.sign(stamp, body)
+        timeout = aiohttp.ClientTimeout(total=self.response_timeout)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.post(self.interactions_url, data=body, headers=headers) as response,
+            ):
+                text = await response.text()
+                try:
+                    return response.status, json.loads(text)
+                except ValueError:
+                    return response.status, text
+        except TimeoutError:
+            return 0, None
+
+    async def post_interaction(self, payload: dict[str, Any]) -> Delivery:
+        """Send ``payload`` as Discord does and apply the response as its callback."""
+        delivery = Delivery(payload=payload)
+        interaction = self.interactions.get(str(payload.get("id")))
+        if interaction is not None:
+            interaction.pending = True
+        try:
+            delivery.status, delivery.response = await self.post_signed(
+                json.dumps(payload).encode()
+            )
+            if delivery.status == 0:
+                delivery.error = f"no response within {self.response_timeout} s"
+            elif delivery.status != 200 or not isinstance(delivery.response, dict):
+                delivery.error = f"HTTP {delivery.status}"
+            elif interaction is not None:
+                call = Call("POST", "(response)", {}, delivery.response, {})
+                try:
+                    call.status, call.response = self._interaction_callback(
+                        interaction.id, interaction.token, call
+                    )
+                except DiscordError as exc:
+                    delivery.error = exc.message
+                    call.status, call.response = exc.status, exc.body()
+                self.calls.append(call)
+            elif payload.get("type") != 1 or delivery.response != {"type": 1}:
+                delivery.error = "not a PONG"
+        finally:
+            if interaction is not None:
+                interaction.pending = False
+            self.deliveries.append(delivery)
+            await self._notify()
+        return delivery
+
+    async def ping(self) -> Delivery:
+        """Discord's PING (type 1), as sent when the endpoint URL is saved."""
+        payload = {
+            "id": self.new_id(),
+            "application_id": self.application_id,
+            "type": 1,
+            "token": "itoken-" + secrets.token_hex(16),
+            "version": 1,
+        }
+        return await self.post_interaction(payload)
 
     # -- what tests inject ---------------------------------------------------------------
 
