@@ -45,8 +45,6 @@ PENDING_SETTINGS = frozenset(
         "DOCKWISE_DATABASE_URL",  # Slack OAuth installation/state stores (SQLAlchemy)
         "SLACK_CLIENT_ID",
         "SLACK_CLIENT_SECRET",
-        "DISCORD_PUBLIC_KEY",  # POST /discord/interactions (Ed25519)
-        "DISCORD_SHARD_IDS",  # the shards one gateway pod runs
     }
 )
 
