@@ -31,11 +31,21 @@ business logic.
 Modes: Socket Mode when ``SLACK_APP_TOKEN`` is set, else HTTP mode (Events API and slash
 commands at ``POST /slack/events``, signature and 5-minute replay checks on).
 ``DOCKWISE_SLACK_API_URL`` points the Web API (and ``apps.connections.open``) elsewhere.
+
+Workspaces: one (``SLACK_BOT_TOKEN``), or any number through bolt's OAuth flow when
+``SLACK_CLIENT_ID`` and ``SLACK_CLIENT_SECRET`` are set without a bot token
+(``adapters.slack_oauth``): ``GET /slack/install`` sends the installer to Slack's consent
+page (``DOCKWISE_SLACK_AUTHORIZE_URL``, default Slack's), ``GET /slack/oauth_redirect``
+takes the code back and stores the workspace's bot token (with its refresh token when
+token rotation is on) on ``DOCKWISE_DATABASE_URL``. Each request then runs with its
+workspace's token (rotated by bolt before it expires); ``tokens_revoked`` and
+``app_uninstalled`` delete the workspace's tokens, so its later events are not answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import re
 import time
@@ -52,24 +62,41 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.oauth.async_callback_options import (
+    AsyncCallbackOptions,
+    AsyncFailureArgs,
+    AsyncSuccessArgs,
+)
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackTokenRotationError
+from slack_sdk.oauth.token_rotation.async_rotator import AsyncTokenRotator
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
+from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.slack_blocks import escape, render_blocks, render_messages, render_text
 from adapters.slack_dockerfile import register as register_dockerfile_modal
+from adapters.slack_oauth import (
+    INSTALL_PATH,
+    REDIRECT_PATH,
+    SCOPES,
+    SlackStores,
+    default_database_url,
+)
 from bot.chat import ChatAdapter
 from bot.config import get_settings
 from bot.deliveries import Claim, Ledger, Seen, make_ledger
 from bot.engine import Asker, Engine
 from bot.errors import InvalidInput, Unauthorized, Unreachable
 from bot.links import IMAGE_LINK_HOSTS, find_image_reference, image_from_url
+from bot.observability import register_secrets_from
 from bot.progress import ExplainProgress, ProgressCallback, ProgressRelay
 from bot.reply import Reply, ReplyKind
 
@@ -102,11 +129,34 @@ class SlackSettings(BaseSettings):
     slack_app_token: SecretStr | None = Field(None, validation_alias="SLACK_APP_TOKEN")
     slack_signing_secret: SecretStr | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")
     slack_api_url: str | None = Field(None, validation_alias="DOCKWISE_SLACK_API_URL")
+    # OAuth mode (many workspaces): the app's credentials, where installs are kept
+    slack_client_id: str | None = Field(None, validation_alias="SLACK_CLIENT_ID")
+    slack_client_secret: SecretStr | None = Field(None, validation_alias="SLACK_CLIENT_SECRET")
+    #: The public https://HOST/slack/oauth_redirect (Slack's first Redirect URL if unset).
+    slack_redirect_uri: str | None = Field(None, validation_alias="SLACK_REDIRECT_URI")
+    #: Slack's consent page (default https://slack.com/oauth/v2/authorize).
+    slack_authorize_url: str | None = Field(None, validation_alias="DOCKWISE_SLACK_AUTHORIZE_URL")
+    #: Installations: SQLite (default: slack.db in DOCKWISE_CACHE_DIR) or PostgreSQL.
+    database_url: SecretStr | None = Field(None, validation_alias="DOCKWISE_DATABASE_URL")
+    #: Refresh a rotating bot token this many minutes before it expires (bolt's default).
+    slack_token_rotation_minutes: int = Field(
+        120, ge=1, validation_alias="DOCKWISE_SLACK_TOKEN_ROTATION_MINUTES"
+    )
+
+    @property
+    def oauth_enabled(self) -> bool:
+        """Many workspaces: client id and secret set, and no single bot token."""
+        return (
+            self.slack_bot_token is None
+            and self.slack_client_id is not None
+            and self.slack_client_secret is not None
+        )
 
     @property
     def slack_enabled(self) -> bool:
-        """A bot token plus an app token (Socket Mode) or a signing secret (HTTP mode)."""
-        return self.slack_bot_token is not None and (
+        """A bot token (or OAuth client credentials) plus an app token (Socket Mode) or a
+        signing secret (HTTP mode)."""
+        return (self.slack_bot_token is not None or self.oauth_enabled) and (
             self.slack_app_token is not None or self.slack_signing_secret is not None
         )
 
@@ -123,6 +173,19 @@ FRIENDLY_ERROR = (
     "Sorry, something went wrong on my side while answering that. Please try again in a moment."
 )
 SHORTCUT = "explain_image_in_message"
+NOT_INSTALLED = "dockwise is no longer installed in this workspace. Ask an admin to add it again."
+#: Why an installation failed, by bolt's failure reason: the page the installer sees.
+INSTALL_FAILURES = {
+    "access_denied": "The installation was cancelled in Slack. Nothing was installed.",
+    "invalid_browser": "This install link was started in another browser (or its cookie "
+    "expired). Start again from the install link in this browser.",
+    "invalid_state": "This install link expired or was already used. Start again from the "
+    "install link.",
+    "missing_code": "Slack sent no authorization code. Start again from the install link.",
+    "invalid_code": "Slack did not accept the authorization code (it expired, was used, "
+    "or the app's client id / secret are wrong). Start again from the install link.",
+    "storage_error": "dockwise could not save the installation. Please try again later.",
+}
 ACTION_PATTERN = re.compile(r"^dockwise_(?:full_article|ask|section|feedback)(?:_\w+)?$")
 NO_IMAGE_IN_MESSAGE = (
     "I found no image reference in that message (like `python:3.12-slim`, "
@@ -301,29 +364,42 @@ class SlackAdapter:
         self, engine: Engine, settings: SlackSettings, *, ledger: Ledger | None = None
     ) -> None:
         token = _secret(settings.slack_bot_token)
-        if not token:
-            raise InvalidInput("SLACK_BOT_TOKEN is not set: the Slack adapter needs a bot token")
+        if not token and not settings.oauth_enabled:
+            raise InvalidInput(
+                "SLACK_BOT_TOKEN is not set: the Slack adapter needs a bot token (one "
+                "workspace) or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (installs by OAuth)"
+            )
         self.engine = engine
         self.settings = settings
         # Shared across replicas through DOCKWISE_REDIS_URL (the shared settings).
         self.ledger = ledger if ledger is not None else make_ledger(get_settings())
         self.answered = SeenEvents()
-        secrets = [token, _secret(settings.slack_app_token), _secret(settings.slack_signing_secret)]
+        secrets = [
+            token,
+            _secret(settings.slack_app_token),
+            _secret(settings.slack_signing_secret),
+            _secret(settings.slack_client_secret) if settings.oauth_enabled else None,
+        ]
         bolt_logger = logging.getLogger("dockwise.slack.bolt")
         for logger in (log, bolt_logger):
             _redact_on(logger, [s for s in secrets if s])
+        register_secrets_from(settings)  # and in every handler's output (tokens, URLs)
         self.gates = _AckGates()
         base_url = _api_base_url(settings)
-        client = (
-            AsyncWebClient(token=token, base_url=base_url)
-            if base_url
-            else AsyncWebClient(token=token)
-        )
-        self.app = AsyncApp(
-            client=client,
-            signing_secret=_secret(settings.slack_signing_secret) or "",
-            logger=bolt_logger,
-        )
+        client = AsyncWebClient(token=token, base_url=base_url) if base_url else None
+        if client is None:
+            client = AsyncWebClient(token=token)
+        #: OAuth mode: the installation and state stores (None with a single bot token).
+        self.stores: SlackStores | None = None
+        self._rotator: AsyncTokenRotator | None = None
+        if token:
+            self.app = AsyncApp(
+                client=client,
+                signing_secret=_secret(settings.slack_signing_secret) or "",
+                logger=bolt_logger,
+            )
+        else:
+            self.app = self._oauth_app(client, bolt_logger)
         self.progress_min_interval = PROGRESS_MIN_INTERVAL
         self.progress_heartbeat = PROGRESS_HEARTBEAT
         self.app.use(self._skip_duplicates)
@@ -335,7 +411,64 @@ class SlackAdapter:
         self.app.shortcut(SHORTCUT)(self._on_shortcut)
         self.app.event("app_home_opened")(self._on_home_opened)
         self.app.event("link_shared")(self._on_link_shared)
+        if self.stores is not None:
+            self.app.event("tokens_revoked")(self._on_tokens_revoked)
+            self.app.event("app_uninstalled")(self._on_app_uninstalled)
         self.app.error(self._on_error)
+
+    def _oauth_app(self, client: AsyncWebClient, bolt_logger: logging.Logger) -> AsyncApp:
+        """The bolt app for many workspaces: the OAuth flow on the SQL stores, tokens found
+        per request (bot tokens only), rotated through ``client`` (so through
+        ``DOCKWISE_SLACK_API_URL`` too) before they expire."""
+        settings = self.settings
+        client_id = str(settings.slack_client_id)
+        client_secret = _secret(settings.slack_client_secret) or ""
+        url = _secret(settings.database_url) or default_database_url(get_settings().cache_dir)
+        self.stores = stores = SlackStores(url, client_id, logger=bolt_logger)
+        minutes = settings.slack_token_rotation_minutes
+        self._rotator = AsyncTokenRotator(
+            client_id=client_id, client_secret=client_secret, client=client
+        )
+        oauth = AsyncOAuthSettings(
+            client_id=client_id,
+            client_secret=client_secret,
+            scopes=list(SCOPES),
+            user_scopes=[],
+            redirect_uri=settings.slack_redirect_uri,
+            install_path=INSTALL_PATH,
+            redirect_uri_path=REDIRECT_PATH,
+            install_page_rendering_enabled=False,  # straight to Slack's consent page
+            authorization_url=settings.slack_authorize_url,
+            installation_store=stores.installations,
+            installation_store_bot_only=True,
+            token_rotation_expiration_minutes=minutes,
+            state_store=stores.states,
+            callback_options=AsyncCallbackOptions(
+                success=self._installed, failure=self._install_failed
+            ),
+            logger=bolt_logger,
+        )
+        # bolt's default authorize would rotate tokens through slack.com whatever the API
+        # URL: this one shares the app's client.
+        authorize = AsyncInstallationStoreAuthorize(
+            logger=bolt_logger,
+            installation_store=stores.installations,
+            client_id=client_id,
+            client_secret=client_secret,
+            token_rotation_expiration_minutes=minutes,
+            bot_only=True,
+            client=client,
+        )
+        return AsyncApp(
+            client=client,
+            signing_secret=_secret(settings.slack_signing_secret) or "",
+            logger=bolt_logger,
+            authorize=authorize,  # type: ignore[arg-type] # an AsyncAuthorize is accepted
+            installation_store=stores.installations,
+            installation_store_bot_only=True,
+            oauth_settings=oauth,
+            user_facing_authorize_error_message=NOT_INSTALLED,
+        )
 
     # --- middleware ---------------------------------------------------------------------
 
@@ -432,6 +565,53 @@ class SlackAdapter:
             await self._answer(
                 event, client, context.bot_user_id, str(thread_ts) if thread_ts else None, claim
             )
+
+    async def _on_tokens_revoked(self, event: dict[str, Any], context: AsyncBoltContext) -> None:
+        """``tokens_revoked``: forget the revoked tokens (bolt's listener), so the
+        workspace's later events get no answer until it installs again."""
+        async with self._claimed(context) as claim:
+            await self.app.default_tokens_revoked_event_listener()(event=event, context=context)
+            log.info("slack: tokens revoked in team %s, deleted", context.team_id)
+            await _done(claim)
+
+    async def _on_app_uninstalled(self, context: AsyncBoltContext) -> None:
+        """``app_uninstalled``: delete everything stored for the workspace (bolt's listener)."""
+        async with self._claimed(context) as claim:
+            await self.app.default_app_uninstalled_event_listener()(context=context)
+            log.info("slack: uninstalled from team %s, installation deleted", context.team_id)
+            await _done(claim)
+
+    async def _installed(self, args: AsyncSuccessArgs) -> BoltResponse:
+        installation = args.installation
+        log.info(
+            "slack: installed in team %s (%s)%s",
+            installation.team_id,
+            installation.team_name or "?",
+            ", rotating token" if installation.bot_refresh_token else "",
+        )
+        return await args.default.success(args)
+
+    async def _install_failed(self, args: AsyncFailureArgs) -> BoltResponse:
+        """A page saying in one sentence why the installation failed (nothing is stored)."""
+        reason = args.reason
+        text = INSTALL_FAILURES.get(reason, f"The installation failed ({reason}).")
+        log.warning("slack: an installation failed (%s)", reason)
+        install = html.escape(args.settings.install_path)
+        page = (
+            "<!doctype html><html><head><meta charset='utf-8'><title>dockwise: "
+            "installation failed</title></head><body><h1>dockwise was not installed</h1>"
+            f"<p>{html.escape(text)}</p><p><a href='{install}'>Install again</a></p>"
+            "</body></html>"
+        )
+        status = args.suggested_status_code
+        return BoltResponse(
+            status=status if 400 <= status < 600 else 400,
+            body=page,
+            headers={
+                "Content-Type": "text/html; charset=utf-8",
+                "Set-Cookie": [args.settings.state_utils.build_set_cookie_for_deletion()],
+            },
+        )
 
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
         log.error(
@@ -800,12 +980,66 @@ class SlackAdapter:
         finally:
             self.gates.release(trigger)
 
+    async def handle_oauth(self, request: web.Request) -> web.StreamResponse:
+        """The aiohttp handler for ``GET /slack/install`` (a redirect to Slack's consent
+        page, ``?team=T…`` preselects a workspace) and ``GET /slack/oauth_redirect`` (the
+        code exchanged for the workspace's token, then Slack's success or a failure page)."""
+        flow = self.app.oauth_flow
+        if flow is None:
+            raise web.HTTPNotFound()
+        bolt_request = await to_bolt_request(request)
+        if request.path == flow.install_path:
+            bolt_response = await flow.handle_installation(bolt_request)
+        else:
+            bolt_response = await flow.handle_callback(bolt_request)
+        return await to_aiohttp_response(bolt_response)
+
     async def check_credentials(self) -> None:
-        """Ask Slack who we are (auth.test): a wrong token or URL fails here, in one line."""
+        """Ask Slack who we are (auth.test): a wrong token or URL fails here, in one line.
+        OAuth mode: create the installation tables (an unusable DOCKWISE_DATABASE_URL fails
+        here) and check that the Web API answers (api.test)."""
+        if self.stores is not None:
+            await self.stores.create_tables()
+            await self._call(self.app.client.api_test(), "Slack's api.test failed ({code})")
+            return
         await self._call(
             self.app.client.auth_test(),
             "Slack refused SLACK_BOT_TOKEN ({code}): check the bot token (xoxb-…)",
         )
+
+    async def bot_token(self, team_id: str | None, enterprise_id: str | None = None) -> str | None:
+        """The bot token to call the Web API for a workspace (``team_id``, or the org's
+        ``enterprise_id`` for an org-wide install): the single ``SLACK_BOT_TOKEN``, or in
+        OAuth mode the installation's token, refreshed first (and saved) when token
+        rotation is on and it expires within DOCKWISE_SLACK_TOKEN_ROTATION_MINUTES.
+        None when the workspace has no installation (never installed, uninstalled,
+        revoked) or its refresh was refused. Raises Unreachable when the database fails."""
+        if self.stores is None:
+            return _secret(self.settings.slack_bot_token)
+        store = self.stores.installations
+        try:
+            bot = await store.async_find_bot(enterprise_id=enterprise_id, team_id=team_id)
+        except SQLAlchemyError as exc:
+            raise Unreachable(f"Cannot read Slack installations ({type(exc).__name__})") from None
+        if bot is None:
+            return None
+        if bot.bot_refresh_token and self._rotator is not None:
+            try:
+                refreshed = await self._rotator.perform_bot_token_rotation(
+                    bot=bot, minutes_before_expiration=self.settings.slack_token_rotation_minutes
+                )
+            except SlackTokenRotationError as exc:
+                log.error("slack: token refresh for team %s refused: %s", team_id, _describe(exc))
+                return None
+            if refreshed is not None:
+                await store.async_save_bot(refreshed)
+                bot = refreshed
+        return bot.bot_token
+
+    async def aclose(self) -> None:
+        """Release the installation database's connections (OAuth mode)."""
+        if self.stores is not None:
+            await self.stores.aclose()
 
     async def open_socket_url(self, app_token: str) -> str:
         """apps.connections.open: the websocket URL for Socket Mode (checks the app token)."""
@@ -943,8 +1177,9 @@ class SlackPlatform(ChatAdapter):
     name = "slack"
     settings_model = SlackSettings
     how_to_configure = (
-        "for Slack set SLACK_BOT_TOKEN plus SLACK_APP_TOKEN (Socket Mode) or "
-        "SLACK_SIGNING_SECRET (HTTP mode)"
+        "for Slack set SLACK_BOT_TOKEN (or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET for "
+        "installs by OAuth) plus SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET "
+        "(HTTP mode)"
     )
 
     def __init__(
@@ -973,6 +1208,22 @@ class SlackPlatform(ChatAdapter):
         await self.adapter.check_credentials()
         if not self.socket_mode and web_app is not None:
             web_app.router.add_post(EVENTS_PATH, self.adapter.handle_http)
+        if self.settings.oauth_enabled:
+            if web_app is None:
+                log.warning("slack: OAuth mode without an HTTP server: no %s", INSTALL_PATH)
+            else:
+                web_app.router.add_get(INSTALL_PATH, self.adapter.handle_oauth)
+                web_app.router.add_get(REDIRECT_PATH, self.adapter.handle_oauth)
+                log.info("slack: OAuth mode, install at %s", INSTALL_PATH)
+
+    async def bot_token(self, team_id: str | None, enterprise_id: str | None = None) -> str | None:
+        """The workspace's bot token (``SlackAdapter.bot_token``): for posting from a job
+        worker outside bolt's request context."""
+        return await self.adapter.bot_token(team_id, enterprise_id)
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self.adapter.aclose()
 
     async def run(self) -> None:
         if not self.socket_mode:
