@@ -402,6 +402,8 @@ class SlackAdapter:
             self.app = self._oauth_app(client, bolt_logger)
         self.progress_min_interval = PROGRESS_MIN_INTERVAL
         self.progress_heartbeat = PROGRESS_HEARTBEAT
+        if self.stores is not None:
+            self.app.use(self._forget_revoked)
         self.app.use(self._skip_duplicates)
         self.app.command(COMMAND)(self._on_command)
         register_dockerfile_modal(self)  # /dockerfile-explain and its modal
@@ -411,9 +413,6 @@ class SlackAdapter:
         self.app.shortcut(SHORTCUT)(self._on_shortcut)
         self.app.event("app_home_opened")(self._on_home_opened)
         self.app.event("link_shared")(self._on_link_shared)
-        if self.stores is not None:
-            self.app.event("tokens_revoked")(self._on_tokens_revoked)
-            self.app.event("app_uninstalled")(self._on_app_uninstalled)
         self.app.error(self._on_error)
 
     def _oauth_app(self, client: AsyncWebClient, bolt_logger: logging.Logger) -> AsyncApp:
@@ -491,6 +490,32 @@ class SlackAdapter:
         await next()
         return None
 
+    async def _forget_revoked(
+        self, req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[None]]
+    ) -> BoltResponse | None:
+        """``tokens_revoked`` / ``app_uninstalled`` (OAuth mode): delete the revoked tokens
+        or the whole installation with bolt's listeners before acknowledging, so the
+        workspace's next event finds nothing; a database failure answers 500 and Slack
+        retries (deleting twice is harmless)."""
+        body = req.body if isinstance(req.body, dict) else {}
+        event = body.get("event") if body.get("type") == "event_callback" else None
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind not in {"tokens_revoked", "app_uninstalled"}:
+            await next()
+            return None
+        context = req.context
+        try:
+            if kind == "tokens_revoked":
+                forget = self.app.default_tokens_revoked_event_listener()
+                await forget(event=event, context=context)
+            else:
+                await self.app.default_app_uninstalled_event_listener()(context=context)
+        except SQLAlchemyError as exc:
+            log.error("slack: could not forget team %s (%s)", context.team_id, _describe(exc))
+            return BoltResponse(status=500, body="")
+        log.info("slack: %s in team %s, its tokens are deleted", kind, context.team_id)
+        return BoltResponse(status=200, body="")
+
     @asynccontextmanager
     async def _claimed(self, context: AsyncBoltContext) -> AsyncIterator[Claim | None]:
         """The delivery's claim (None for requests without an event id), renewed while the
@@ -565,21 +590,6 @@ class SlackAdapter:
             await self._answer(
                 event, client, context.bot_user_id, str(thread_ts) if thread_ts else None, claim
             )
-
-    async def _on_tokens_revoked(self, event: dict[str, Any], context: AsyncBoltContext) -> None:
-        """``tokens_revoked``: forget the revoked tokens (bolt's listener), so the
-        workspace's later events get no answer until it installs again."""
-        async with self._claimed(context) as claim:
-            await self.app.default_tokens_revoked_event_listener()(event=event, context=context)
-            log.info("slack: tokens revoked in team %s, deleted", context.team_id)
-            await _done(claim)
-
-    async def _on_app_uninstalled(self, context: AsyncBoltContext) -> None:
-        """``app_uninstalled``: delete everything stored for the workspace (bolt's listener)."""
-        async with self._claimed(context) as claim:
-            await self.app.default_app_uninstalled_event_listener()(context=context)
-            log.info("slack: uninstalled from team %s, installation deleted", context.team_id)
-            await _done(claim)
 
     async def _installed(self, args: AsyncSuccessArgs) -> BoltResponse:
         installation = args.installation

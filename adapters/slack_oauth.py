@@ -126,12 +126,20 @@ class SlackStores:
 
     ``url``: a database URL as ``DOCKWISE_DATABASE_URL`` takes it (see the module doc);
     ``client_id``: the Slack app's client id (rows are kept per app). Raises InvalidInput
-    for an unsupported URL. Nothing connects until ``create_tables``."""
+    for an unsupported URL, Unreachable when a SQLite file's directory cannot be made.
+    Nothing connects until ``create_tables``."""
 
     def __init__(self, url: str, client_id: str, *, logger: logging.Logger | None = None) -> None:
         target = async_database_url(url)
         if target.get_backend_name() == "sqlite" and target.database not in (None, "", ":memory:"):
-            Path(str(target.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(str(target.database)).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise Unreachable(
+                    f"Cannot use the Slack installation database: {folder} is not a "
+                    f"directory it can create ({type(exc).__name__})"
+                ) from None
         self.backend = target.get_backend_name()
         self.engine: AsyncEngine = create_async_engine(target, pool_pre_ping=True)
         logger = logger or log
