@@ -402,8 +402,7 @@ class SlackAdapter:
             self.app = self._oauth_app(client, bolt_logger)
         self.progress_min_interval = PROGRESS_MIN_INTERVAL
         self.progress_heartbeat = PROGRESS_HEARTBEAT
-        if self.stores is not None:
-            self.app.use(self._forget_revoked)
+        self.app.use(self._forget_revoked)
         self.app.use(self._skip_duplicates)
         self.app.command(COMMAND)(self._on_command)
         register_dockerfile_modal(self)  # /dockerfile-explain and its modal
@@ -493,10 +492,11 @@ class SlackAdapter:
     async def _forget_revoked(
         self, req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[None]]
     ) -> BoltResponse | None:
-        """``tokens_revoked`` / ``app_uninstalled`` (OAuth mode): delete the revoked tokens
+        """``tokens_revoked`` / ``app_uninstalled``: in OAuth mode delete the revoked tokens
         or the whole installation with bolt's listeners before acknowledging, so the
         workspace's next event finds nothing; a database failure answers 500 and Slack
-        retries (deleting twice is harmless)."""
+        retries (deleting twice is harmless). With a single bot token: logged, nothing to
+        delete (the token simply stops working)."""
         body = req.body if isinstance(req.body, dict) else {}
         event = body.get("event") if body.get("type") == "event_callback" else None
         kind = event.get("type") if isinstance(event, dict) else None
@@ -504,6 +504,9 @@ class SlackAdapter:
             await next()
             return None
         context = req.context
+        if self.stores is None:
+            log.warning("slack: %s in team %s (SLACK_BOT_TOKEN)", kind, context.team_id)
+            return BoltResponse(status=200, body="")
         try:
             if kind == "tokens_revoked":
                 forget = self.app.default_tokens_revoked_event_listener()

@@ -389,9 +389,11 @@ async def test_secrets_never_reach_the_logs(
 # --- configuration --------------------------------------------------------------------------------
 
 
-def test_scopes_are_the_manifest_s_bot_scopes() -> None:
+def test_scopes_and_events_are_the_manifest_s() -> None:
     manifest = yaml.safe_load(MANIFEST.read_text())
     assert list(SCOPES) == manifest["oauth_config"]["scopes"]["bot"]
+    events = manifest["settings"]["event_subscriptions"]["bot_events"]
+    assert {"app_uninstalled", "tokens_revoked"} <= set(events)
 
 
 def test_modes_and_configured() -> None:
@@ -432,6 +434,24 @@ async def test_single_token_mode_has_no_install_routes_and_no_store(
     paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
     assert paths == {"/slack/events"}
     assert [r.name for r in emulator.api_calls("auth.test")] == ["auth.test"]
+    # tokens_revoked / app_uninstalled are acknowledged (nothing stored to delete), and
+    # questions are answered as before.
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    events = f"http://127.0.0.1:{port}/slack/events"
+    try:
+        for event in (
+            {"type": "tokens_revoked", "tokens": {"bot": ["U1"]}},
+            {"type": "app_uninstalled"},
+        ):
+            assert (await emulator.http_event(events, event)).data["status"] == 200
+        await emulator.http_event(events, emulator.mention(QUESTION))
+        posts = await emulator.wait_post("C0GENERAL")
+        assert posts[0].ok and WHY_BASE_IMAGE_TITLE in " ".join(block_texts(posts))
+    finally:
+        await runner.cleanup()
 
 
 def test_database_urls() -> None:
