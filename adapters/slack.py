@@ -57,6 +57,7 @@ from urllib.parse import parse_qs
 
 import aiohttp
 from aiohttp import web
+from cachetools import LRUCache
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
@@ -220,6 +221,8 @@ RESPONSE_URL_PROGRESS_UPDATES = 1
 #: How long the explanation waits for the ack to be on its way to Slack (ordering only).
 ACK_GATE_TIMEOUT = 3.0
 SEEN_EVENTS_MAX = 2048
+#: OAuth mode: how many tokens' auth.test results (bot user id, team) are kept.
+AUTHORIZE_CACHE_SIZE = 4096
 #: Where the middleware leaves a delivery's ``bot.deliveries.Claim`` in bolt's context.
 CLAIM = "dockwise_claim"
 SEEN_EVENTS_TTL = 3600.0
@@ -455,8 +458,11 @@ class SlackAdapter:
             client_secret=client_secret,
             token_rotation_expiration_minutes=minutes,
             bot_only=True,
+            cache_enabled=True,  # auth.test once per token, not once per event
             client=client,
         )
+        # bolt keeps every token's auth.test result; rotation makes new tokens twice a day
+        authorize.authorize_result_cache = LRUCache(AUTHORIZE_CACHE_SIZE)  # type: ignore[assignment]
         return AsyncApp(
             client=client,
             signing_secret=_secret(settings.slack_signing_secret) or "",

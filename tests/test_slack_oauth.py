@@ -211,6 +211,12 @@ async def test_two_workspaces_install_and_each_is_answered_with_its_own_token(
         posts = await emulator.wait_post(channel)
         assert [p.data["_team"] for p in posts] == [team]
         assert posts[0].ok and WHY_BASE_IMAGE_TITLE in " ".join(block_texts(posts))
+    # Asked again: answered with the same token, which bolt checked once (auth.test at the
+    # install and at the first event), not on every event.
+    await oauth_bot.ask(ACME, "C0ACME")
+    assert (await emulator.wait_post("C0ACME", 2))[1].data["_team"] == ACME
+    checks = [r.data["_team"] for r in emulator.api_calls("auth.test")]
+    assert sorted(checks) == [ACME, ACME, BETA, BETA]
     # The mention of each team's own bot user was recognised (the question was understood)
     # and nothing was refused anywhere.
     assert not emulator.refused()
