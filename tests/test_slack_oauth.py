@@ -43,6 +43,7 @@ from adapters.slack_oauth import SCOPES, SlackStores, async_database_url
 from bot.engine import Engine
 from bot.errors import InvalidInput, Unreachable
 from tests.emulators.slack import (
+    APP_TOKEN,
     BOT_TOKEN,
     CLIENT_SECRET,
     SIGNING_SECRET,
@@ -362,6 +363,43 @@ async def test_an_expiring_token_is_refreshed_before_it_is_used(oauth_bot: OAuth
     assert (await emulator.wait_post("C0BETA"))[0].ok
     refreshes = [r for r in emulator.api_calls("oauth.v2.access") if r.data.get("_team") == BETA]
     assert [r.data.get("grant_type") for r in refreshes] == [None]  # the install only
+
+
+# --- Socket Mode ---------------------------------------------------------------------------------
+
+
+async def test_socket_mode_with_installs_by_oauth(
+    emulator: SlackEmulator, knowledge_engine: Engine, tmp_path: Path
+) -> None:
+    """Events over Socket Mode, installs on the serve app's HTTP routes (``dockwise serve``
+    passes its web app to ``setup``)."""
+    app = web.Application()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    emulator.redirect_url = f"{base}/slack/oauth_redirect"
+    settings = oauth_settings(
+        emulator, f"sqlite:///{tmp_path / 'slack.db'}", slack_app_token=APP_TOKEN
+    )
+    platform = SlackPlatform(knowledge_engine, settings)
+    await platform.setup(app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    bot = OAuthBot(emulator, platform.adapter, base)
+    task = platform.start()
+    try:
+        await emulator.wait_socket()
+        assert (await bot.install(BETA))[0] == 200
+        await emulator.socket_event(
+            emulator.mention(QUESTION, channel="C0B", team_id=BETA), team_id=BETA
+        )
+        posts = await emulator.wait_post("C0B")
+        assert posts[0].ok and posts[0].data["_team"] == BETA
+        assert await platform.bot_token(BETA) == emulator.tokens_of(BETA)[-1]
+        assert not task.done() and not emulator.refused()
+    finally:
+        await platform.stop()
+        await runner.cleanup()
 
 
 # --- secrets ------------------------------------------------------------------------------------

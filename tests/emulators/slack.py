@@ -702,9 +702,15 @@ class SlackEmulator:
         return str(envelope["envelope_id"])
 
     async def socket_event(
-        self, event: dict[str, Any], *, event_id: str | None = None, retry_attempt: int = 0
+        self,
+        event: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        retry_attempt: int = 0,
+        team_id: str = TEAM_ID,
     ) -> str:
         """Deliver an Events API event over Socket Mode; returns the envelope id."""
+        bot_user_id = self.workspaces[team_id].bot_user_id
         return await self._send_envelope(
             {
                 "envelope_id": uuid.uuid4().hex,
@@ -712,7 +718,7 @@ class SlackEmulator:
                 "accepts_response_payload": False,
                 "retry_attempt": retry_attempt,
                 "retry_reason": "timeout" if retry_attempt else "",
-                "payload": event_callback(event, event_id or new_event_id()),
+                "payload": event_callback(event, event_id or new_event_id(), team_id, bot_user_id),
             }
         )
 
