@@ -52,10 +52,11 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 import aiohttp
+import typer
 from aiohttp import web
 from cachetools import LRUCache
 from pydantic import Field, SecretStr
@@ -1211,6 +1212,10 @@ class SlackPlatform(ChatAdapter):
     def configured(cls, settings: Any) -> bool:
         return isinstance(settings, SlackSettings) and settings.slack_enabled
 
+    @classmethod
+    def register_cli(cls, app: typer.Typer) -> None:
+        app.command("slack-install-url")(slack_install_url)
+
     def render(self, reply: Reply) -> list[dict[str, Any]]:
         return render_messages(reply)
 
@@ -1261,6 +1266,39 @@ class SlackPlatform(ChatAdapter):
 
 
 ADAPTER = SlackPlatform
+
+
+def install_url(settings: SlackSettings, base_url: str | None = None) -> str:
+    """The public ``https://HOST/slack/install`` link that installs the bot in a workspace
+    (OAuth mode): ``base_url`` + ``/slack/install``, or derived from SLACK_REDIRECT_URI.
+    Raises InvalidInput in single-token mode or when neither is known."""
+    if not settings.oauth_enabled:
+        raise InvalidInput(
+            "installs by OAuth need SLACK_CLIENT_ID and SLACK_CLIENT_SECRET and no "
+            "SLACK_BOT_TOKEN (with a bot token dockwise serves that one workspace)"
+        )
+    base = base_url
+    redirect = settings.slack_redirect_uri
+    if base is None and redirect and redirect.rstrip("/").endswith(REDIRECT_PATH):
+        base = redirect.rstrip("/")[: -len(REDIRECT_PATH)]
+    if not base:
+        raise InvalidInput("set SLACK_REDIRECT_URI or pass --base-url https://YOUR-HOST")
+    return base.rstrip("/") + INSTALL_PATH
+
+
+def slack_install_url(
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="Where dockwise is reachable, e.g. https://dockwise.example.com."),
+    ] = None,
+) -> None:
+    """Print the link that installs the Slack bot in a workspace (installs by OAuth)."""
+    from bot.cli import fail
+
+    try:
+        typer.echo(install_url(SlackSettings(), base_url))
+    except InvalidInput as exc:
+        fail(str(exc), code=2)
 
 
 async def run_slack(

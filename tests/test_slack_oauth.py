@@ -498,6 +498,37 @@ async def test_single_token_mode_has_no_install_routes_and_no_store(
         await runner.cleanup()
 
 
+def test_install_url_command(tmp_path: Path) -> None:
+    """``dockwise slack-install-url``: the link to share, from --base-url or the redirect
+    URL; a clear one-line refusal in single-token mode."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_"))}
+    env.update(PYTHONPATH=str(ROOT), HOME=str(tmp_path))
+    env.update(SLACK_CLIENT_ID="1.2", SLACK_CLIENT_SECRET=CLIENT_SECRET)
+
+    def dockwise(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bot", "slack-install-url", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**env, **extra},
+            timeout=120,
+        )
+
+    given = dockwise("--base-url", "https://dw.example/")
+    assert (given.returncode, given.stdout) == (0, "https://dw.example/slack/install\n")
+    derived = dockwise(SLACK_REDIRECT_URI="https://dw.example/x/slack/oauth_redirect")
+    assert (derived.returncode, derived.stdout) == (0, "https://dw.example/x/slack/install\n")
+    single = dockwise(SLACK_BOT_TOKEN=BOT_TOKEN)
+    assert single.returncode == 2 and single.stderr.startswith("dockwise: error: installs by")
+    assert len(single.stderr.strip().splitlines()) == 1 and "one workspace" in single.stderr
+    assert CLIENT_SECRET not in given.stderr + derived.stderr + single.stderr
+
+
 def test_database_urls() -> None:
     assert async_database_url("sqlite:////var/cache/dockwise/slack.db").drivername == (
         "sqlite+aiosqlite"
