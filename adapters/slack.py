@@ -64,7 +64,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
-from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.oauth.async_callback_options import (
@@ -90,6 +89,7 @@ from adapters.slack_oauth import (
     REDIRECT_PATH,
     SCOPES,
     SlackStores,
+    StoreAuthorize,
     default_database_url,
 )
 from bot.chat import ChatAdapter
@@ -452,7 +452,7 @@ class SlackAdapter:
         )
         # bolt's default authorize would rotate tokens through slack.com whatever the API
         # URL: this one shares the app's client.
-        authorize = AsyncInstallationStoreAuthorize(
+        authorize = StoreAuthorize(
             logger=bolt_logger,
             installation_store=stores.installations,
             client_id=client_id,

@@ -19,8 +19,12 @@ client id, so several Slack apps can share one database.
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
 from slack_bolt.error import BoltError
 from slack_sdk.oauth.installation_store.models.bot import Bot
 from slack_sdk.oauth.installation_store.models.installation import Installation
@@ -39,6 +43,7 @@ __all__ = [
     "STATE_EXPIRATION_SECONDS",
     "InstallationStore",
     "SlackStores",
+    "StoreAuthorize",
     "async_database_url",
     "default_database_url",
 ]
@@ -104,9 +109,32 @@ def _why(exc: BaseException) -> str:
     return f"{type(original).__name__}: {first}" if first else type(original).__name__
 
 
+#: Why the last installation lookup in this task failed (None: it did not).
+_lookup_failure: ContextVar[str | None] = ContextVar("slack_lookup_failure", default=None)
+
+
 class InstallationStore(AsyncSQLAlchemyInstallationStore):
     """slack_sdk's asyncio SQLAlchemy installation store; a failed write becomes bolt's
-    ``BoltError`` (the OAuth flow then shows its "storage_error" page instead of a 500)."""
+    ``BoltError`` (the OAuth flow then shows its "storage_error" page instead of a 500),
+    a failed lookup is noted for ``StoreAuthorize`` (bolt would take it for "not
+    installed")."""
+
+    async def async_find_bot(
+        self,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        is_enterprise_install: bool | None = False,
+    ) -> Bot | None:
+        try:
+            return await super().async_find_bot(
+                enterprise_id=enterprise_id,
+                team_id=team_id,
+                is_enterprise_install=is_enterprise_install,
+            )
+        except SQLAlchemyError as exc:
+            _lookup_failure.set(_why(exc))
+            raise
 
     async def async_save(self, installation: Installation) -> None:
         try:
@@ -119,6 +147,23 @@ class InstallationStore(AsyncSQLAlchemyInstallationStore):
             await super().async_save_bot(bot)
         except SQLAlchemyError as exc:
             raise BoltError(f"could not save the bot token ({_why(exc)})") from None
+
+
+class StoreAuthorize(AsyncInstallationStoreAuthorize):
+    """bolt's installation-store authorize (bot tokens, rotation), except that a database
+    failure raises Unreachable: bolt then answers 500 and Slack delivers the request again,
+    instead of the workspace being told the app is no longer installed."""
+
+    async def __call__(self, **kwargs: Any) -> AuthorizeResult | None:
+        reset = _lookup_failure.set(None)
+        try:
+            result = await super().__call__(**kwargs)
+            failure = _lookup_failure.get()
+        finally:
+            _lookup_failure.reset(reset)
+        if result is None and failure is not None:
+            raise Unreachable(f"Cannot read Slack installations ({failure})")
+        return result
 
 
 class SlackStores:

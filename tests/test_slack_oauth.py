@@ -329,6 +329,41 @@ async def test_tokens_revoked_and_app_uninstalled_forget_the_workspace(
     assert await oauth_bot.adapter.bot_token(ACME) == emulator.tokens_of(ACME)[-1]
 
 
+async def test_a_database_failure_is_retried_not_taken_for_an_uninstall(
+    oauth_bot: OAuthBot,
+) -> None:
+    """The bots table is unreadable (renamed away): the event gets a 500, so Slack delivers
+    it again, and nobody is told the app is gone; once the table is back, the retry is
+    answered."""
+    emulator = oauth_bot.emulator
+    stores = oauth_bot.adapter.stores
+    assert stores is not None and (await oauth_bot.install(ACME))[0] == 200
+    event = emulator.mention(QUESTION, channel="C0ACME", team_id=ACME)
+
+    async def rename(old: str, new: str) -> None:
+        async with stores.engine.begin() as conn:
+            await conn.execute(sqlalchemy.text(f"ALTER TABLE {old} RENAME TO {new}"))
+
+    await rename("slack_bots", "slack_bots_away")
+    try:
+        first = await emulator.http_event(oauth_bot.events, event, event_id="EvDB1", team_id=ACME)
+        assert first.data["status"] == 500 and NOT_INSTALLED not in first.data["body"]
+        with pytest.raises(Unreachable, match="Cannot read Slack installations"):
+            await oauth_bot.adapter.bot_token(ACME)
+    finally:
+        await rename("slack_bots_away", "slack_bots")
+    retry = await emulator.http_event(
+        oauth_bot.events,
+        event,
+        event_id="EvDB1",
+        team_id=ACME,
+        headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_error"},
+    )
+    assert retry.data["status"] == 200
+    posts = await emulator.wait_post("C0ACME")
+    assert len(posts) == 1 and posts[0].ok and posts[0].data["_team"] == ACME
+
+
 # --- token rotation ------------------------------------------------------------------------------
 
 
