@@ -66,6 +66,7 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.error import BoltError
 from slack_bolt.oauth.async_callback_options import (
     AsyncCallbackOptions,
     AsyncFailureArgs,
@@ -390,9 +391,11 @@ class SlackAdapter:
         register_secrets_from(settings)  # and in every handler's output (tokens, URLs)
         self.gates = _AckGates()
         base_url = _api_base_url(settings)
-        client = AsyncWebClient(token=token, base_url=base_url) if base_url else None
-        if client is None:
-            client = AsyncWebClient(token=token)
+        client = (
+            AsyncWebClient(token=token, base_url=base_url)
+            if base_url
+            else AsyncWebClient(token=token)
+        )
         #: OAuth mode: the installation and state stores (None with a single bot token).
         self.stores: SlackStores | None = None
         self._rotator: AsyncTokenRotator | None = None
@@ -512,7 +515,7 @@ class SlackAdapter:
             return None
         context = req.context
         if self.stores is None:
-            log.warning("slack: %s in team %s (SLACK_BOT_TOKEN)", kind, context.team_id)
+            log.warning("slack: %s in team %s: SLACK_BOT_TOKEN is void", kind, context.team_id)
             return BoltResponse(status=200, body="")
         try:
             if kind == "tokens_revoked":
@@ -615,7 +618,11 @@ class SlackAdapter:
         """A page saying in one sentence why the installation failed (nothing is stored)."""
         reason = args.reason
         text = INSTALL_FAILURES.get(reason, f"The installation failed ({reason}).")
-        log.warning("slack: an installation failed (%s)", reason)
+        log.warning(
+            "slack: an installation failed (%s)%s",
+            reason,
+            f": {args.error}" if args.error is not None else "",
+        )
         install = html.escape(args.settings.install_path)
         page = (
             "<!doctype html><html><head><meta charset='utf-8'><title>dockwise: "
@@ -1052,7 +1059,10 @@ class SlackAdapter:
                 log.error("slack: token refresh for team %s refused: %s", team_id, _describe(exc))
                 return None
             if refreshed is not None:
-                await store.async_save_bot(refreshed)
+                try:
+                    await store.async_save_bot(refreshed)
+                except BoltError as exc:  # the new token works; the next call refreshes again
+                    log.error("slack: keeping the refreshed token failed: %s", exc)
                 bot = refreshed
         return bot.bot_token
 
