@@ -1015,10 +1015,17 @@ class SlackAdapter:
         if flow is None:
             raise web.HTTPNotFound()
         bolt_request = await to_bolt_request(request)
-        if request.path == flow.install_path:
-            bolt_response = await flow.handle_installation(bolt_request)
-        else:
-            bolt_response = await flow.handle_callback(bolt_request)
+        try:
+            if request.path == flow.install_path:
+                bolt_response = await flow.handle_installation(bolt_request)
+            else:
+                bolt_response = await flow.handle_callback(bolt_request)
+        except SQLAlchemyError as exc:  # issuing a state needs the database
+            log.error("slack: install page failed: %s", _describe(exc))
+            return web.Response(
+                status=503,
+                text="dockwise cannot reach its database right now: try again in a minute.",
+            )
         return await to_aiohttp_response(bolt_response)
 
     async def check_credentials(self) -> None:

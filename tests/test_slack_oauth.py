@@ -344,6 +344,13 @@ async def test_a_database_failure_is_retried_not_taken_for_an_uninstall(
         async with stores.engine.begin() as conn:
             await conn.execute(sqlalchemy.text(f"ALTER TABLE {old} RENAME TO {new}"))
 
+    await rename("slack_oauth_states", "slack_oauth_states_away")
+    try:  # no install link can be issued: a clear 503, no traceback page
+        install = f"{oauth_bot.base}/slack/install"
+        async with oauth_bot.browser() as browser, browser.get(install) as page:
+            assert page.status == 503 and "try again" in await page.text()
+    finally:
+        await rename("slack_oauth_states_away", "slack_oauth_states")
     await rename("slack_bots", "slack_bots_away")
     try:
         first = await emulator.http_event(oauth_bot.events, event, event_id="EvDB1", team_id=ACME)
