@@ -31,22 +31,34 @@ business logic.
 Modes: Socket Mode when ``SLACK_APP_TOKEN`` is set, else HTTP mode (Events API and slash
 commands at ``POST /slack/events``, signature and 5-minute replay checks on).
 ``DOCKWISE_SLACK_API_URL`` points the Web API (and ``apps.connections.open``) elsewhere.
+
+Workspaces: one (``SLACK_BOT_TOKEN``), or any number through bolt's OAuth flow when
+``SLACK_CLIENT_ID`` and ``SLACK_CLIENT_SECRET`` are set without a bot token
+(``adapters.slack_oauth``): ``GET /slack/install`` sends the installer to Slack's consent
+page (``DOCKWISE_SLACK_AUTHORIZE_URL``, default Slack's), ``GET /slack/oauth_redirect``
+takes the code back and stores the workspace's bot token (with its refresh token when
+token rotation is on) on ``DOCKWISE_DATABASE_URL``. Each request then runs with its
+workspace's token (rotated by bolt before it expires); ``tokens_revoked`` and
+``app_uninstalled`` delete the workspace's tokens, so its later events are not answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 import aiohttp
+import typer
 from aiohttp import web
+from cachetools import LRUCache
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
@@ -54,22 +66,40 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.error import BoltError
+from slack_bolt.oauth.async_callback_options import (
+    AsyncCallbackOptions,
+    AsyncFailureArgs,
+    AsyncSuccessArgs,
+)
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackTokenRotationError
+from slack_sdk.oauth.token_rotation.async_rotator import AsyncTokenRotator
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
+from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.slack_blocks import escape, render_blocks, render_messages, render_text
 from adapters.slack_dockerfile import register as register_dockerfile_modal
+from adapters.slack_oauth import (
+    INSTALL_PATH,
+    REDIRECT_PATH,
+    SCOPES,
+    SlackStores,
+    StoreAuthorize,
+    default_database_url,
+)
 from bot.chat import ChatAdapter
 from bot.config import get_settings
 from bot.deliveries import Claim, Ledger, Seen, make_ledger
 from bot.engine import Asker, Engine
 from bot.errors import InvalidInput, Unauthorized, Unreachable
 from bot.links import IMAGE_LINK_HOSTS, find_image_reference, image_from_url
+from bot.observability import register_secrets_from
 from bot.progress import ExplainProgress, ProgressCallback, ProgressRelay
 from bot.reply import Reply, ReplyKind
 
@@ -102,11 +132,34 @@ class SlackSettings(BaseSettings):
     slack_app_token: SecretStr | None = Field(None, validation_alias="SLACK_APP_TOKEN")
     slack_signing_secret: SecretStr | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")
     slack_api_url: str | None = Field(None, validation_alias="DOCKWISE_SLACK_API_URL")
+    # OAuth mode (many workspaces): the app's credentials, where installs are kept
+    slack_client_id: str | None = Field(None, validation_alias="SLACK_CLIENT_ID")
+    slack_client_secret: SecretStr | None = Field(None, validation_alias="SLACK_CLIENT_SECRET")
+    #: The public https://HOST/slack/oauth_redirect (Slack's first Redirect URL if unset).
+    slack_redirect_uri: str | None = Field(None, validation_alias="SLACK_REDIRECT_URI")
+    #: Slack's consent page (default https://slack.com/oauth/v2/authorize).
+    slack_authorize_url: str | None = Field(None, validation_alias="DOCKWISE_SLACK_AUTHORIZE_URL")
+    #: Installations: SQLite (default: slack.db in DOCKWISE_CACHE_DIR) or PostgreSQL.
+    database_url: SecretStr | None = Field(None, validation_alias="DOCKWISE_DATABASE_URL")
+    #: Refresh a rotating bot token this many minutes before it expires (bolt's default).
+    slack_token_rotation_minutes: int = Field(
+        120, ge=1, validation_alias="DOCKWISE_SLACK_TOKEN_ROTATION_MINUTES"
+    )
+
+    @property
+    def oauth_enabled(self) -> bool:
+        """Many workspaces: client id and secret set, and no single bot token."""
+        return (
+            self.slack_bot_token is None
+            and self.slack_client_id is not None
+            and self.slack_client_secret is not None
+        )
 
     @property
     def slack_enabled(self) -> bool:
-        """A bot token plus an app token (Socket Mode) or a signing secret (HTTP mode)."""
-        return self.slack_bot_token is not None and (
+        """A bot token (or OAuth client credentials) plus an app token (Socket Mode) or a
+        signing secret (HTTP mode)."""
+        return (self.slack_bot_token is not None or self.oauth_enabled) and (
             self.slack_app_token is not None or self.slack_signing_secret is not None
         )
 
@@ -123,6 +176,19 @@ FRIENDLY_ERROR = (
     "Sorry, something went wrong on my side while answering that. Please try again in a moment."
 )
 SHORTCUT = "explain_image_in_message"
+NOT_INSTALLED = "dockwise is no longer installed in this workspace. Ask an admin to add it again."
+#: Why an installation failed, by bolt's failure reason: the page the installer sees.
+INSTALL_FAILURES = {
+    "access_denied": "The installation was cancelled in Slack. Nothing was installed.",
+    "invalid_browser": "This install link was started in another browser (or its cookie "
+    "expired). Start again from the install link in this browser.",
+    "invalid_state": "This install link expired or was already used. Start again from the "
+    "install link.",
+    "missing_code": "Slack sent no authorization code. Start again from the install link.",
+    "invalid_code": "Slack did not accept the authorization code (it expired, was used, "
+    "or the app's client id / secret are wrong). Start again from the install link.",
+    "storage_error": "dockwise could not save the installation. Please try again later.",
+}
 ACTION_PATTERN = re.compile(r"^dockwise_(?:full_article|ask|section|feedback)(?:_\w+)?$")
 NO_IMAGE_IN_MESSAGE = (
     "I found no image reference in that message (like `python:3.12-slim`, "
@@ -157,6 +223,8 @@ RESPONSE_URL_PROGRESS_UPDATES = 1
 #: How long the explanation waits for the ack to be on its way to Slack (ordering only).
 ACK_GATE_TIMEOUT = 3.0
 SEEN_EVENTS_MAX = 2048
+#: OAuth mode: how many tokens' auth.test results (bot user id, team) are kept.
+AUTHORIZE_CACHE_SIZE = 4096
 #: Where the middleware leaves a delivery's ``bot.deliveries.Claim`` in bolt's context.
 CLAIM = "dockwise_claim"
 SEEN_EVENTS_TTL = 3600.0
@@ -301,17 +369,26 @@ class SlackAdapter:
         self, engine: Engine, settings: SlackSettings, *, ledger: Ledger | None = None
     ) -> None:
         token = _secret(settings.slack_bot_token)
-        if not token:
-            raise InvalidInput("SLACK_BOT_TOKEN is not set: the Slack adapter needs a bot token")
+        if not token and not settings.oauth_enabled:
+            raise InvalidInput(
+                "SLACK_BOT_TOKEN is not set: the Slack adapter needs a bot token (one "
+                "workspace) or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (installs by OAuth)"
+            )
         self.engine = engine
         self.settings = settings
         # Shared across replicas through DOCKWISE_REDIS_URL (the shared settings).
         self.ledger = ledger if ledger is not None else make_ledger(get_settings())
         self.answered = SeenEvents()
-        secrets = [token, _secret(settings.slack_app_token), _secret(settings.slack_signing_secret)]
+        secrets = [
+            token,
+            _secret(settings.slack_app_token),
+            _secret(settings.slack_signing_secret),
+            _secret(settings.slack_client_secret) if settings.oauth_enabled else None,
+        ]
         bolt_logger = logging.getLogger("dockwise.slack.bolt")
         for logger in (log, bolt_logger):
             _redact_on(logger, [s for s in secrets if s])
+        register_secrets_from(settings)  # and in every handler's output (tokens, URLs)
         self.gates = _AckGates()
         base_url = _api_base_url(settings)
         client = (
@@ -319,13 +396,20 @@ class SlackAdapter:
             if base_url
             else AsyncWebClient(token=token)
         )
-        self.app = AsyncApp(
-            client=client,
-            signing_secret=_secret(settings.slack_signing_secret) or "",
-            logger=bolt_logger,
-        )
+        #: OAuth mode: the installation and state stores (None with a single bot token).
+        self.stores: SlackStores | None = None
+        self._rotator: AsyncTokenRotator | None = None
+        if token:
+            self.app = AsyncApp(
+                client=client,
+                signing_secret=_secret(settings.slack_signing_secret) or "",
+                logger=bolt_logger,
+            )
+        else:
+            self.app = self._oauth_app(client, bolt_logger)
         self.progress_min_interval = PROGRESS_MIN_INTERVAL
         self.progress_heartbeat = PROGRESS_HEARTBEAT
+        self.app.use(self._forget_revoked)
         self.app.use(self._skip_duplicates)
         self.app.command(COMMAND)(self._on_command)
         register_dockerfile_modal(self)  # /dockerfile-explain and its modal
@@ -336,6 +420,63 @@ class SlackAdapter:
         self.app.event("app_home_opened")(self._on_home_opened)
         self.app.event("link_shared")(self._on_link_shared)
         self.app.error(self._on_error)
+
+    def _oauth_app(self, client: AsyncWebClient, bolt_logger: logging.Logger) -> AsyncApp:
+        """The bolt app for many workspaces: the OAuth flow on the SQL stores, tokens found
+        per request (bot tokens only), rotated through ``client`` (so through
+        ``DOCKWISE_SLACK_API_URL`` too) before they expire."""
+        settings = self.settings
+        client_id = str(settings.slack_client_id)
+        client_secret = _secret(settings.slack_client_secret) or ""
+        url = _secret(settings.database_url) or default_database_url(get_settings().cache_dir)
+        self.stores = stores = SlackStores(url, client_id, logger=bolt_logger)
+        minutes = settings.slack_token_rotation_minutes
+        self._rotator = AsyncTokenRotator(
+            client_id=client_id, client_secret=client_secret, client=client
+        )
+        oauth = AsyncOAuthSettings(
+            client_id=client_id,
+            client_secret=client_secret,
+            scopes=list(SCOPES),
+            user_scopes=[],
+            redirect_uri=settings.slack_redirect_uri,
+            install_path=INSTALL_PATH,
+            redirect_uri_path=REDIRECT_PATH,
+            install_page_rendering_enabled=False,  # straight to Slack's consent page
+            authorization_url=settings.slack_authorize_url,
+            installation_store=stores.installations,
+            installation_store_bot_only=True,
+            token_rotation_expiration_minutes=minutes,
+            state_store=stores.states,
+            callback_options=AsyncCallbackOptions(
+                success=self._installed, failure=self._install_failed
+            ),
+            logger=bolt_logger,
+        )
+        # bolt's default authorize would rotate tokens through slack.com whatever the API
+        # URL: this one shares the app's client.
+        authorize = StoreAuthorize(
+            logger=bolt_logger,
+            installation_store=stores.installations,
+            client_id=client_id,
+            client_secret=client_secret,
+            token_rotation_expiration_minutes=minutes,
+            bot_only=True,
+            cache_enabled=True,  # auth.test once per token, not once per event
+            client=client,
+        )
+        # bolt keeps every token's auth.test result; rotation makes new tokens twice a day
+        authorize.authorize_result_cache = LRUCache(AUTHORIZE_CACHE_SIZE)  # type: ignore[assignment]
+        return AsyncApp(
+            client=client,
+            signing_secret=_secret(settings.slack_signing_secret) or "",
+            logger=bolt_logger,
+            authorize=authorize,  # type: ignore[arg-type] # an AsyncAuthorize is accepted
+            installation_store=stores.installations,
+            installation_store_bot_only=True,
+            oauth_settings=oauth,
+            user_facing_authorize_error_message=NOT_INSTALLED,
+        )
 
     # --- middleware ---------------------------------------------------------------------
 
@@ -357,6 +498,36 @@ class SlackAdapter:
             req.context[CLAIM] = claim
         await next()
         return None
+
+    async def _forget_revoked(
+        self, req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[None]]
+    ) -> BoltResponse | None:
+        """``tokens_revoked`` / ``app_uninstalled``: in OAuth mode delete the revoked tokens
+        or the whole installation with bolt's listeners before acknowledging, so the
+        workspace's next event finds nothing; a database failure answers 500 and Slack
+        retries (deleting twice is harmless). With a single bot token: logged, nothing to
+        delete (the token simply stops working)."""
+        body = req.body if isinstance(req.body, dict) else {}
+        event = body.get("event") if body.get("type") == "event_callback" else None
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind not in {"tokens_revoked", "app_uninstalled"}:
+            await next()
+            return None
+        context = req.context
+        if self.stores is None:
+            log.warning("slack: %s in team %s: SLACK_BOT_TOKEN is void", kind, context.team_id)
+            return BoltResponse(status=200, body="")
+        try:
+            if kind == "tokens_revoked":
+                forget = self.app.default_tokens_revoked_event_listener()
+                await forget(event=event, context=context)
+            else:
+                await self.app.default_app_uninstalled_event_listener()(context=context)
+        except SQLAlchemyError as exc:
+            log.error("slack: could not forget team %s (%s)", context.team_id, _describe(exc))
+            return BoltResponse(status=500, body="")
+        log.info("slack: %s in team %s, its tokens are deleted", kind, context.team_id)
+        return BoltResponse(status=200, body="")
 
     @asynccontextmanager
     async def _claimed(self, context: AsyncBoltContext) -> AsyncIterator[Claim | None]:
@@ -432,6 +603,42 @@ class SlackAdapter:
             await self._answer(
                 event, client, context.bot_user_id, str(thread_ts) if thread_ts else None, claim
             )
+
+    async def _installed(self, args: AsyncSuccessArgs) -> BoltResponse:
+        installation = args.installation
+        log.info(
+            "slack: installed in team %s (%s)%s",
+            installation.team_id,
+            installation.team_name or "?",
+            ", rotating token" if installation.bot_refresh_token else "",
+        )
+        return await args.default.success(args)
+
+    async def _install_failed(self, args: AsyncFailureArgs) -> BoltResponse:
+        """A page saying in one sentence why the installation failed (nothing is stored)."""
+        reason = args.reason
+        text = INSTALL_FAILURES.get(reason, f"The installation failed ({reason}).")
+        log.warning(
+            "slack: an installation failed (%s)%s",
+            reason,
+            f": {args.error}" if args.error is not None else "",
+        )
+        install = html.escape(args.settings.install_path)
+        page = (
+            "<!doctype html><html><head><meta charset='utf-8'><title>dockwise: "
+            "installation failed</title></head><body><h1>dockwise was not installed</h1>"
+            f"<p>{html.escape(text)}</p><p><a href='{install}'>Install again</a></p>"
+            "</body></html>"
+        )
+        status = args.suggested_status_code
+        return BoltResponse(
+            status=status if 400 <= status < 600 else 400,
+            body=page,
+            headers={
+                "Content-Type": "text/html; charset=utf-8",
+                "Set-Cookie": [args.settings.state_utils.build_set_cookie_for_deletion()],
+            },
+        )
 
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
         log.error(
@@ -800,12 +1007,76 @@ class SlackAdapter:
         finally:
             self.gates.release(trigger)
 
+    async def handle_oauth(self, request: web.Request) -> web.StreamResponse:
+        """The aiohttp handler for ``GET /slack/install`` (a redirect to Slack's consent
+        page, ``?team=T…`` preselects a workspace) and ``GET /slack/oauth_redirect`` (the
+        code exchanged for the workspace's token, then Slack's success or a failure page)."""
+        flow = self.app.oauth_flow
+        if flow is None:
+            raise web.HTTPNotFound()
+        bolt_request = await to_bolt_request(request)
+        try:
+            if request.path == flow.install_path:
+                bolt_response = await flow.handle_installation(bolt_request)
+            else:
+                bolt_response = await flow.handle_callback(bolt_request)
+        except SQLAlchemyError as exc:  # issuing a state needs the database
+            log.error("slack: install page failed: %s", _describe(exc))
+            return web.Response(
+                status=503,
+                text="dockwise cannot reach its database right now: try again in a minute.",
+            )
+        return await to_aiohttp_response(bolt_response)
+
     async def check_credentials(self) -> None:
-        """Ask Slack who we are (auth.test): a wrong token or URL fails here, in one line."""
+        """Ask Slack who we are (auth.test): a wrong token or URL fails here, in one line.
+        OAuth mode: create the installation tables (an unusable DOCKWISE_DATABASE_URL fails
+        here) and check that the Web API answers (api.test)."""
+        if self.stores is not None:
+            await self.stores.create_tables()
+            await self._call(self.app.client.api_test(), "Slack's api.test failed ({code})")
+            return
         await self._call(
             self.app.client.auth_test(),
             "Slack refused SLACK_BOT_TOKEN ({code}): check the bot token (xoxb-…)",
         )
+
+    async def bot_token(self, team_id: str | None, enterprise_id: str | None = None) -> str | None:
+        """The bot token to call the Web API for a workspace (``team_id``, or the org's
+        ``enterprise_id`` for an org-wide install): the single ``SLACK_BOT_TOKEN``, or in
+        OAuth mode the installation's token, refreshed first (and saved) when token
+        rotation is on and it expires within DOCKWISE_SLACK_TOKEN_ROTATION_MINUTES.
+        None when the workspace has no installation (never installed, uninstalled,
+        revoked) or its refresh was refused. Raises Unreachable when the database fails."""
+        if self.stores is None:
+            return _secret(self.settings.slack_bot_token)
+        store = self.stores.installations
+        try:
+            bot = await store.async_find_bot(enterprise_id=enterprise_id, team_id=team_id)
+        except SQLAlchemyError as exc:
+            raise Unreachable(f"Cannot read Slack installations ({type(exc).__name__})") from None
+        if bot is None:
+            return None
+        if bot.bot_refresh_token and self._rotator is not None:
+            try:
+                refreshed = await self._rotator.perform_bot_token_rotation(
+                    bot=bot, minutes_before_expiration=self.settings.slack_token_rotation_minutes
+                )
+            except SlackTokenRotationError as exc:
+                log.error("slack: token refresh for team %s refused: %s", team_id, _describe(exc))
+                return None
+            if refreshed is not None:
+                try:
+                    await store.async_save_bot(refreshed)
+                except BoltError as exc:  # the new token works; the next call refreshes again
+                    log.error("slack: keeping the refreshed token failed: %s", exc)
+                bot = refreshed
+        return bot.bot_token
+
+    async def aclose(self) -> None:
+        """Release the installation database's connections (OAuth mode)."""
+        if self.stores is not None:
+            await self.stores.aclose()
 
     async def open_socket_url(self, app_token: str) -> str:
         """apps.connections.open: the websocket URL for Socket Mode (checks the app token)."""
@@ -943,8 +1214,9 @@ class SlackPlatform(ChatAdapter):
     name = "slack"
     settings_model = SlackSettings
     how_to_configure = (
-        "for Slack set SLACK_BOT_TOKEN plus SLACK_APP_TOKEN (Socket Mode) or "
-        "SLACK_SIGNING_SECRET (HTTP mode)"
+        "for Slack set SLACK_BOT_TOKEN (or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET for "
+        "installs by OAuth) plus SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET "
+        "(HTTP mode)"
     )
 
     def __init__(
@@ -956,6 +1228,10 @@ class SlackPlatform(ChatAdapter):
     @classmethod
     def configured(cls, settings: Any) -> bool:
         return isinstance(settings, SlackSettings) and settings.slack_enabled
+
+    @classmethod
+    def register_cli(cls, app: typer.Typer) -> None:
+        app.command("slack-install-url")(slack_install_url)
 
     def render(self, reply: Reply) -> list[dict[str, Any]]:
         return render_messages(reply)
@@ -973,6 +1249,22 @@ class SlackPlatform(ChatAdapter):
         await self.adapter.check_credentials()
         if not self.socket_mode and web_app is not None:
             web_app.router.add_post(EVENTS_PATH, self.adapter.handle_http)
+        if self.settings.oauth_enabled:
+            if web_app is None:
+                log.warning("slack: OAuth mode without an HTTP server: no %s", INSTALL_PATH)
+            else:
+                web_app.router.add_get(INSTALL_PATH, self.adapter.handle_oauth)
+                web_app.router.add_get(REDIRECT_PATH, self.adapter.handle_oauth)
+                log.info("slack: OAuth mode, install at %s", INSTALL_PATH)
+
+    async def bot_token(self, team_id: str | None, enterprise_id: str | None = None) -> str | None:
+        """The workspace's bot token (``SlackAdapter.bot_token``): for posting from a job
+        worker outside bolt's request context."""
+        return await self.adapter.bot_token(team_id, enterprise_id)
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self.adapter.aclose()
 
     async def run(self) -> None:
         if not self.socket_mode:
@@ -991,6 +1283,39 @@ class SlackPlatform(ChatAdapter):
 
 
 ADAPTER = SlackPlatform
+
+
+def install_url(settings: SlackSettings, base_url: str | None = None) -> str:
+    """The public ``https://HOST/slack/install`` link that installs the bot in a workspace
+    (OAuth mode): ``base_url`` + ``/slack/install``, or derived from SLACK_REDIRECT_URI.
+    Raises InvalidInput in single-token mode or when neither is known."""
+    if not settings.oauth_enabled:
+        raise InvalidInput(
+            "installs by OAuth need SLACK_CLIENT_ID and SLACK_CLIENT_SECRET and no "
+            "SLACK_BOT_TOKEN (with a bot token dockwise serves that one workspace)"
+        )
+    base = base_url
+    redirect = settings.slack_redirect_uri
+    if base is None and redirect and redirect.rstrip("/").endswith(REDIRECT_PATH):
+        base = redirect.rstrip("/")[: -len(REDIRECT_PATH)]
+    if not base:
+        raise InvalidInput("set SLACK_REDIRECT_URI or pass --base-url https://YOUR-HOST")
+    return base.rstrip("/") + INSTALL_PATH
+
+
+def slack_install_url(
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="Where dockwise is reachable, e.g. https://dockwise.example.com."),
+    ] = None,
+) -> None:
+    """Print the link that installs the Slack bot in a workspace (installs by OAuth)."""
+    from bot.cli import fail
+
+    try:
+        typer.echo(install_url(SlackSettings(), base_url))
+    except InvalidInput as exc:
+        fail(str(exc), code=2)
 
 
 async def run_slack(

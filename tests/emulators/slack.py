@@ -24,6 +24,16 @@ honest:
   "errors"`` naming its input blocks, keeps it open showing the errors.
 - A client for HTTP mode that signs requests (``v0`` HMAC-SHA256 of ``v0:{ts}:{body}``)
   and records the bot's HTTP responses (a slash command's ack is the response body).
+- Workspaces and installs (OAuth v2, as Slack does it): ``GET /oauth/v2/authorize`` (the
+  consent page: checks ``client_id``, ``scope`` and that ``redirect_uri`` is the app's
+  registered Redirect URL, then redirects the browser there with ``code`` and ``state``,
+  or ``error=access_denied``); ``oauth.v2.access`` (HTTP Basic or form client
+  credentials) exchanges a code, once and within 10 minutes, for the workspace's bot token
+  (``team``, ``bot_user_id``, ``scope``; with ``token_rotation`` on also ``refresh_token``
+  and ``expires_in``) and, with ``grant_type=refresh_token``, refreshes it. Every token
+  belongs to one workspace: ``auth.test`` answers for its workspace, and expired or
+  revoked tokens answer ``token_expired`` / ``token_revoked``. ``uninstall`` and
+  ``revoke_bot_tokens`` build the ``app_uninstalled`` / ``tokens_revoked`` events.
 
 Everything received is recorded in order (``records``, each with a sequence number);
 ``wait_for`` waits on an ``asyncio.Condition`` until a record matching a predicate arrives.
@@ -53,6 +63,11 @@ TEAM_ID = "T0TEST"
 APP_ID = "A0DOCKWISE"
 BOT_USER_ID = "UBOT0001"
 BOT_ID = "BBOT0001"
+CLIENT_ID = "1111.2222"
+CLIENT_SECRET = "test-client-secret-0123456789"
+#: Slack's bot token lifetime with token rotation on (12 hours), in seconds.
+TOKEN_LIFETIME = 43_200
+CODE_LIFETIME = 600
 
 MAX_BLOCKS = 50
 MAX_TEXT = 40_000
@@ -190,6 +205,24 @@ def message_error(payload: dict[str, Any]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Workspace:
+    team_id: str
+    name: str
+    bot_user_id: str
+    bot_id: str
+
+
+@dataclass
+class Token:
+    """A token Slack issued: whose it is, until when (epoch seconds), revoked or not."""
+
+    team_id: str
+    kind: str  # "bot" or "refresh"
+    expires_at: float | None = None
+    revoked: bool = False
+
+
 def sign(body: str, timestamp: int, secret: str = SIGNING_SECRET) -> str:
     base = f"v0:{timestamp}:{body}".encode()
     return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
@@ -214,6 +247,20 @@ class SlackEmulator:
         self.views: dict[str, dict[str, Any]] = {}  # view id -> opened modal (+ "_open")
         self._submissions: dict[str, str] = {}  # envelope id -> view id submitted
         self.failing: dict[str, list[str]] = {}  # method -> errors for its next calls
+        # Workspaces, tokens and installs (OAuth v2).
+        self.workspaces: dict[str, Workspace] = {
+            TEAM_ID: Workspace(TEAM_ID, "dockwise test", BOT_USER_ID, BOT_ID)
+        }
+        self.tokens: dict[str, Token] = {BOT_TOKEN: Token(TEAM_ID, "bot")}
+        self.client_id = CLIENT_ID
+        self.client_secret = CLIENT_SECRET
+        self.redirect_url: str | None = None  # the app's registered Redirect URL
+        self.token_rotation = False
+        self.token_lifetime = TOKEN_LIFETIME
+        self.deny_next_install = False
+        # code -> team, redirect_uri, valid until, scopes granted
+        self._codes: dict[str, tuple[str, str | None, float, str]] = {}
+        self.scopes: dict[str, str] = {}  # team -> scopes granted at its install
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -222,6 +269,7 @@ class SlackEmulator:
         app.router.add_post("/api/{method}", self._api)
         app.router.add_post("/response/{rid}", self._response_url)
         app.router.add_get("/link", self._socket)
+        app.router.add_get("/oauth/v2/authorize", self._authorize)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -244,6 +292,11 @@ class SlackEmulator:
     @property
     def api_url(self) -> str:
         return f"{self.base}/api/"
+
+    @property
+    def authorize_url(self) -> str:
+        """Slack's consent page (``https://slack.com/oauth/v2/authorize``)."""
+        return f"{self.base}/oauth/v2/authorize"
 
     def new_response_url(self) -> str:
         return f"{self.base}/response/{uuid.uuid4().hex}"
@@ -311,22 +364,33 @@ class SlackEmulator:
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         payload = await self._payload(request)
+        if method == "oauth.v2.access":
+            return await self._oauth_access(request, payload)
+        if method == "api.test":  # needs no token
+            await self._record("api", method, payload)
+            return web.json_response({"ok": True, "args": {}})
         auth = request.headers.get("Authorization", "")
-        expected = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
-        if auth != f"Bearer {expected}":
-            await self._record("api", method, payload, "invalid_auth")
-            return web.json_response({"ok": False, "error": "invalid_auth"})
+        if method == "apps.connections.open":
+            error = None if auth == f"Bearer {APP_TOKEN}" else "invalid_auth"
+        else:
+            error = self._token_error(auth.removeprefix("Bearer "))
+        if error is None and method != "apps.connections.open":
+            payload["_team"] = self.tokens[auth.removeprefix("Bearer ")].team_id
+        if error is not None:
+            await self._record("api", method, payload, error)
+            return web.json_response({"ok": False, "error": error})
         if method == "auth.test":
             await self._record("api", method, payload)
+            workspace = self.workspaces[payload["_team"]]
             return web.json_response(
                 {
                     "ok": True,
-                    "url": "https://dockwise-test.slack.com/",
-                    "team": "dockwise test",
+                    "url": f"https://{workspace.team_id.lower()}.slack.com/",
+                    "team": workspace.name,
                     "user": "dockwise",
-                    "team_id": TEAM_ID,
-                    "user_id": BOT_USER_ID,
-                    "bot_id": BOT_ID,
+                    "team_id": workspace.team_id,
+                    "user_id": workspace.bot_user_id,
+                    "bot_id": workspace.bot_id,
                     "is_enterprise_install": False,
                 }
             )
@@ -426,6 +490,154 @@ class SlackEmulator:
         await self._record("api", method, payload, "unknown_method")
         return web.json_response({"ok": False, "error": "unknown_method"})
 
+    def _token_error(self, token: str) -> str | None:
+        """Why Slack would refuse this bot token (None: it is valid now)."""
+        known = self.tokens.get(token)
+        if known is None or known.kind != "bot":
+            return "invalid_auth"
+        if known.revoked:
+            return "token_revoked"
+        if known.expires_at is not None and known.expires_at <= time.time():
+            return "token_expired"
+        return None
+
+    # --- workspaces and installs (OAuth v2) ---------------------------------------------
+
+    def add_workspace(self, team_id: str, name: str) -> Workspace:
+        """A workspace the app can be installed in (its bot user gets its own ids)."""
+        n = len(self.workspaces) + 1
+        workspace = Workspace(team_id, name, f"UBOT{n:04d}", f"BBOT{n:04d}")
+        self.workspaces[team_id] = workspace
+        return workspace
+
+    def tokens_of(self, team_id: str, kind: str = "bot") -> list[str]:
+        """The tokens issued for a workspace, oldest first."""
+        return [
+            t for t, info in self.tokens.items() if info.team_id == team_id and info.kind == kind
+        ]
+
+    def expire(self, token: str) -> None:
+        """The token's lifetime ends now (as 12 hours later with token rotation)."""
+        self.tokens[token].expires_at = time.time()
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        """Slack's consent page, already approved by a signed-in admin of ``team`` (the
+        first workspace when the link names none): redirect back with a code."""
+        query = request.query
+        error = None
+        if query.get("client_id") != self.client_id:
+            error = "invalid_client_id"
+        elif not query.get("scope"):
+            error = "invalid_scope"
+        redirect = query.get("redirect_uri") or self.redirect_url
+        if redirect is None or (self.redirect_url and redirect != self.redirect_url):
+            error = error or "bad_redirect_uri"
+        team_id = query.get("team") or TEAM_ID
+        if team_id not in self.workspaces:
+            error = error or "invalid_team"
+        await self._record("authorize", team_id, dict(query), error)
+        if error is not None or redirect is None:
+            return web.Response(status=400, text=f"Slack: {error}")
+        state = query.get("state", "")
+        if self.deny_next_install:
+            self.deny_next_install = False
+            denied = urlencode({"error": "access_denied", "state": state})
+            raise web.HTTPFound(f"{redirect}?{denied}")
+        code = f"{team_id}.{uuid.uuid4().hex}"
+        until = time.time() + CODE_LIFETIME
+        self._codes[code] = (team_id, query.get("redirect_uri"), until, query["scope"])
+        raise web.HTTPFound(f"{redirect}?{urlencode({'code': code, 'state': state})}")
+
+    def _client_credentials(self, request: web.Request, payload: dict[str, Any]) -> bool:
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Basic "):
+            try:
+                basic = aiohttp.BasicAuth.decode(header)
+            except ValueError:
+                return False
+            client_id, client_secret = basic.login, basic.password
+        else:
+            client_id = str(payload.get("client_id") or "")
+            client_secret = str(payload.get("client_secret") or "")
+        return client_id == self.client_id and hmac.compare_digest(
+            client_secret, self.client_secret
+        )
+
+    def _issue(self, team_id: str) -> dict[str, Any]:
+        """A new bot token (and with rotation its expiry and refresh token) for the team."""
+        token = f"xoxb-{team_id}-{uuid.uuid4().hex}"
+        if self.token_rotation:
+            token = f"xoxe.{token}"
+        granted: dict[str, Any] = {"access_token": token, "token_type": "bot"}
+        expires_at = None
+        if self.token_rotation:
+            expires_at = time.time() + self.token_lifetime
+            refresh = (self.tokens_of(team_id, "refresh") or [f"xoxe-1-{uuid.uuid4().hex}"])[-1]
+            self.tokens[refresh] = Token(team_id, "refresh")
+            granted.update(refresh_token=refresh, expires_in=self.token_lifetime)
+        self.tokens[token] = Token(team_id, "bot", expires_at)
+        return granted
+
+    async def _oauth_access(self, request: web.Request, payload: dict[str, Any]) -> web.Response:
+        """``oauth.v2.access``: a code (from the consent page) or a refresh token for the
+        workspace's bot token."""
+        shown = {k: v for k, v in payload.items() if k not in {"client_secret"}}
+        error = None
+        team_id = scope = ""
+        if not self._client_credentials(request, payload):
+            error = "invalid_client"
+        elif payload.get("grant_type") == "refresh_token":
+            known = self.tokens.get(str(payload.get("refresh_token") or ""))
+            if known is None or known.kind != "refresh" or known.revoked:
+                error = "invalid_refresh_token"
+            else:
+                team_id = known.team_id
+                scope = self.scopes.get(team_id, "")
+        else:
+            issued = self._codes.pop(str(payload.get("code") or ""), None)
+            if issued is None or issued[2] < time.time():
+                error = "invalid_code"
+            elif issued[1] is not None and payload.get("redirect_uri") != issued[1]:
+                error = "bad_redirect_uri"  # must repeat the authorize request's
+            else:
+                team_id, scope = issued[0], issued[3]
+                self.scopes[team_id] = scope
+        await self._record("api", "oauth.v2.access", {**shown, "_team": team_id}, error)
+        if error is not None:
+            return web.json_response({"ok": False, "error": error})
+        workspace = self.workspaces[team_id]
+        return web.json_response(
+            {
+                "ok": True,
+                "app_id": APP_ID,
+                "scope": scope,
+                **self._issue(team_id),
+                "bot_user_id": workspace.bot_user_id,
+                "team": {"id": team_id, "name": workspace.name},
+                "enterprise": None,
+                "is_enterprise_install": False,
+                "authed_user": {"id": "U0ADMIN"},
+            }
+        )
+
+    def uninstall(self, team_id: str) -> dict[str, Any]:
+        """The app is removed from the workspace: its tokens stop working; returns the
+        ``app_uninstalled`` event Slack then sends."""
+        for info in self.tokens.values():
+            if info.team_id == team_id:
+                info.revoked = True
+        return {"type": "app_uninstalled", "event_ts": self.next_ts()}
+
+    def revoke_bot_tokens(self, team_id: str) -> dict[str, Any]:
+        """An admin revokes the bot's tokens; returns the ``tokens_revoked`` event."""
+        for token in self.tokens_of(team_id) + self.tokens_of(team_id, "refresh"):
+            self.tokens[token].revoked = True
+        return {
+            "type": "tokens_revoked",
+            "tokens": {"oauth": [], "bot": [self.workspaces[team_id].bot_user_id]},
+            "event_ts": self.next_ts(),
+        }
+
     async def _response_url(self, request: web.Request) -> web.Response:
         rid = request.match_info["rid"]
         payload = await request.json()
@@ -490,9 +702,15 @@ class SlackEmulator:
         return str(envelope["envelope_id"])
 
     async def socket_event(
-        self, event: dict[str, Any], *, event_id: str | None = None, retry_attempt: int = 0
+        self,
+        event: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        retry_attempt: int = 0,
+        team_id: str = TEAM_ID,
     ) -> str:
         """Deliver an Events API event over Socket Mode; returns the envelope id."""
+        bot_user_id = self.workspaces[team_id].bot_user_id
         return await self._send_envelope(
             {
                 "envelope_id": uuid.uuid4().hex,
@@ -500,7 +718,7 @@ class SlackEmulator:
                 "accepts_response_payload": False,
                 "retry_attempt": retry_attempt,
                 "retry_reason": "timeout" if retry_attempt else "",
-                "payload": event_callback(event, event_id or new_event_id()),
+                "payload": event_callback(event, event_id or new_event_id(), team_id, bot_user_id),
             }
         )
 
@@ -613,9 +831,18 @@ class SlackEmulator:
         return await self._record("http_response", url, data)
 
     async def http_event(
-        self, url: str, event: dict[str, Any], *, event_id: str | None = None, **kwargs: Any
+        self,
+        url: str,
+        event: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        team_id: str = TEAM_ID,
+        **kwargs: Any,
     ) -> Record:
-        body = json.dumps(event_callback(event, event_id or new_event_id()))
+        workspace = self.workspaces[team_id]
+        body = json.dumps(
+            event_callback(event, event_id or new_event_id(), team_id, workspace.bot_user_id)
+        )
         return await self.http_post(url, body, "application/json", **kwargs)
 
     async def http_command(self, url: str, command: dict[str, Any], **kwargs: Any) -> Record:
@@ -644,12 +871,17 @@ class SlackEmulator:
     # --- payload builders ---------------------------------------------------------------
 
     def mention(
-        self, text: str, *, channel: str = "C0GENERAL", thread_ts: str | None = None
+        self,
+        text: str,
+        *,
+        channel: str = "C0GENERAL",
+        thread_ts: str | None = None,
+        team_id: str = TEAM_ID,
     ) -> dict[str, Any]:
         event = {
             "type": "app_mention",
             "user": "U0ALICE",
-            "text": f"<@{BOT_USER_ID}> {text}",
+            "text": f"<@{self.workspaces[team_id].bot_user_id}> {text}",
             "ts": self.next_ts(),
             "channel": channel,
             "event_ts": "",
@@ -858,17 +1090,19 @@ def new_event_id() -> str:
     return "Ev" + uuid.uuid4().hex[:12].upper()
 
 
-def event_callback(event: dict[str, Any], event_id: str) -> dict[str, Any]:
+def event_callback(
+    event: dict[str, Any], event_id: str, team_id: str = TEAM_ID, bot_user_id: str = BOT_USER_ID
+) -> dict[str, Any]:
     return {
         "token": "legacy-verification-token",
-        "team_id": TEAM_ID,
+        "team_id": team_id,
         "api_app_id": APP_ID,
         "event": event,
         "type": "event_callback",
         "event_id": event_id,
         "event_time": int(time.time()),
         "authorizations": [
-            {"team_id": TEAM_ID, "user_id": BOT_USER_ID, "is_bot": True, "enterprise_id": None}
+            {"team_id": team_id, "user_id": bot_user_id, "is_bot": True, "enterprise_id": None}
         ],
         "is_ext_shared_channel": False,
     }
