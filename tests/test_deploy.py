@@ -36,18 +36,6 @@ SCALE_PROFILE = {"dockwise-web", "dockwise-worker", "dockwise-gateway", "postgre
 #: waiting jobs, saq:<name>:queued.
 JOB_QUEUE = "dockwise"
 
-#: Settings that deploy/ already names but that other parts of issue 13 add to the
-#: settings classes on their own branches (Slack OAuth: 4, Discord HTTP interactions and
-#: sharding: 5). Once those are merged the names are real settings and each entry here
-#: is redundant: delete it then, so a typo can never hide behind this list.
-PENDING_SETTINGS = frozenset(
-    {
-        "DOCKWISE_DATABASE_URL",  # Slack OAuth installation/state stores (SQLAlchemy)
-        "SLACK_CLIENT_ID",
-        "SLACK_CLIENT_SECRET",
-    }
-)
-
 
 def _need(tool: str | None, name: str) -> str:
     """The tool's path; skip when missing, except in CI where it must be installed."""
@@ -59,8 +47,8 @@ def _need(tool: str | None, name: str) -> str:
 
 
 def _known_env_names() -> set[str]:
-    """What deploy/ may set in a dockwise container: real settings + PENDING_SETTINGS."""
-    return _settings_env_names() | PENDING_SETTINGS
+    """What deploy/ may set in a dockwise container: the real settings."""
+    return _settings_env_names()
 
 
 def _settings_env_names() -> set[str]:
