@@ -13,6 +13,7 @@ import scipy.sparse as sp
 import yaml
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from bench._common import load_qa
 from bot.knowledge import KnowledgeBase
 from bot.retrieval import (
     OFFTOPIC_CLASS,
@@ -191,3 +192,19 @@ def test_a_malformed_article_is_one_line_naming_the_file(tmp_path: Path) -> None
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "bad.md" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_container_questions_without_docker_or_in_other_languages_are_not_refused(
+    kb: KnowledgeBase,
+) -> None:
+    """tests/data/qa_probes.yaml (written with the training questions for these two
+    weaknesses, so a regression guard, not a measure): before those were added, 10 of its
+    30 on-topic questions got "not my topic" and 67 % the right article; now 1 and 83 %."""
+    probes = load_qa(ROOT / "tests" / "data" / "qa_probes.yaml")
+    decisions = [(kb.decide(q), expected) for q, expected in probes.on_topic]
+    refused = [d for d, _ in decisions if d.outcome is Outcome.FALLBACK]
+    right = [d for d, e in decisions if d.outcome is Outcome.ANSWER and d.hits[0].article_id == e]
+    assert len(refused) <= 3
+    assert len(right) / len(decisions) >= 0.75
+    kept = [q for q in probes.off_topic if kb.decide(q).outcome is not Outcome.FALLBACK]
+    assert len(kept) <= 2, f"off-topic questions not refused: {kept}"  # 1 of 8 today
