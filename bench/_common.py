@@ -11,6 +11,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 EVAL = ROOT / "tests" / "data" / "qa_eval.yaml"
 HOLDOUT = ROOT / "tests" / "data" / "qa_holdout.yaml"
+# Written with the issue-10 training additions for two known weaknesses (no "docker" in the
+# question, other languages): a regression check, optimistic, never used to pick parameters.
+PROBES = ROOT / "tests" / "data" / "qa_probes.yaml"
 
 
 @dataclass(frozen=True)
