@@ -4,8 +4,7 @@
 
 For each split: top-1 (the right article, answered), top-3 (the right article among the
 three nearest), off-topic fallback rate, uncovered rate (container questions no article
-covers that got ``uncovered``), and, for the evaluation and probe splits only, the most
-frequent wrong pairs (expected -> got): the held-out split prints aggregates only.
+covers that got ``uncovered``), and the most frequent wrong pairs (expected -> got).
 The held-out split is never used to choose a parameter (bench/qa_tune.py reads only the
 evaluation split); ``--misses`` lists every miss of the evaluation and probe splits only,
 so the held-out questions are never read one by one while tuning. The probe split
@@ -104,8 +103,6 @@ def main() -> None:
             f"fallback {r['fallback']:.1%}   uncovered {r['uncovered_n']:3d}  "
             f"said {r['uncovered']:.1%}"
         )
-        if name == "holdout":
-            continue  # aggregates only: no per-article detail to tune on
         wrong = r["wrong"]
         assert isinstance(wrong, Counter)
         top = ", ".join(f"{e} -> {g} x{n}" for (e, g), n in wrong.most_common(6))
