@@ -560,6 +560,9 @@ class DiscordPlatform(ChatAdapter):
         _token(self.settings)  # a missing token fails before anything starts
 
     async def run(self) -> None:
+        if self.role in ("web", "worker"):  # the gateway connection belongs to other roles
+            await asyncio.Event().wait()
+            return
         await run_discord(self.engine, self.settings)
 
 
