@@ -41,10 +41,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
+import os
+import socket
 import time
+import uuid
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -148,6 +152,8 @@ class JobQueue:
         self.sweep = sweep
         self.attempts = attempts
         self.result_ttl = result_ttl
+        # job key -> (the one local wait on Redis, progress callbacks of its askers)
+        self._local: dict[str, tuple[asyncio.Future[Reply], list[ProgressCallback]]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobQueue:
@@ -202,10 +208,45 @@ class JobQueue:
         """The explainer's reply for ``reference``, computed by a worker: joins the job
         already queued or running for the same (reference, source, platform) or enqueues
         one, relays its progress events to ``progress`` (on this event loop) and returns
-        its result. Raises the worker's ``DockwiseError`` (same kind and message),
+        its result. Asks for one key in this process share one wait (one pub/sub
+        connection). Raises the worker's ``DockwiseError`` (same kind and message),
         ``QueueFull`` when ``queue_max`` jobs wait, ``TimedOut`` when no result came within
         every attempt's timeout plus the sweeps, ``Unreachable`` when Redis fails."""
         key = job_key(reference, source, None if platform is None else str(platform))
+        entry = self._local.get(key)
+        if entry is None:  # the first local ask waits on Redis for every ask in this process
+            listeners: list[ProgressCallback] = []
+
+            def fan_out(event: ExplainProgress) -> None:
+                for listener in list(listeners):
+                    listener(event)
+
+            waiting: asyncio.Future[Reply] = asyncio.ensure_future(
+                self._explain_or_fail(key, reference, source, platform, fan_out)
+            )
+            entry = self._local[key] = (waiting, listeners)
+            waiting.add_done_callback(functools.partial(self._forget, key, entry))
+        task, listeners = entry
+        if progress is not None:
+            listeners.append(progress)
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if progress is not None and progress in listeners:
+                listeners.remove(progress)
+
+    def _forget(self, key: str, entry: tuple[asyncio.Future[Reply], Any], _: object) -> None:
+        if self._local.get(key) is entry:
+            del self._local[key]
+
+    async def _explain_or_fail(
+        self,
+        key: str,
+        reference: str,
+        source: SourceChoice,
+        platform: Platform | None,
+        progress: ProgressCallback,
+    ) -> Reply:
         try:
             return await self._explain(key, reference, source, platform, progress)
         except (RedisError, OSError) as exc:
@@ -325,6 +366,8 @@ class JobWorker:
         self._explainer = explainer
         self.worker: Worker[Any] = Worker(
             jobs.queue,
+            # host-pid-random: which process holds a job (saq's Job.worker_id) at a glance
+            id=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
             functions=[(EXPLAIN_FUNCTION, self._explain_job)],
             concurrency=concurrency if concurrency is not None else settings.worker_concurrency,
             timers={"sweep": jobs.sweep, "schedule": 1, "abort": 1, "worker_info": 10},

@@ -62,8 +62,18 @@ async def serve(settings: Settings, engine: Engine | None = None, *, role: Role 
         from bot.jobs import JobQueue
 
         queue = JobQueue.from_settings(settings)
-    if engine is None and role != "worker":
-        engine = Engine(jobs=queue if role in ("web", "gateway") else None)
+    if engine is None and role in ("web", "gateway"):
+        from bot.limits import Admission
+
+        # Workers bound the real work and the queue bounds the waiting: a replica holds
+        # as many explanations as the queue (one per user still), not the 2 of a process
+        # that reads images itself.
+        wide = Admission(
+            settings, max_concurrent=settings.queue_max, max_waiting=settings.queue_max
+        )
+        engine = Engine(admission=wide, jobs=queue)
+    elif engine is None and role == "all":
+        engine = Engine()
     checks: dict[str, Check] = {}
     background: list[Awaitable[object]] = []
 

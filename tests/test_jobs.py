@@ -200,8 +200,9 @@ async def test_a_user_error_reaches_every_asker_once_and_is_not_retried(
 async def test_a_full_queue_refuses_new_images_with_a_busy_reply(
     own_redis: RedisServer, queues: list[JobQueue]
 ) -> None:
-    small = JobQueue(own_redis.url, queue_max=1)
+    small, other = JobQueue(own_redis.url, queue_max=1), JobQueue(own_redis.url, queue_max=1)
     await small.connect()
+    await other.connect()
     waiting = asyncio.create_task(small.explain("registry.invalid/a:1"))  # no worker runs
     try:
         await until(lambda: _depth_is(small, 1), "the first job to be queued")
@@ -211,8 +212,9 @@ async def test_a_full_queue_refuses_new_images_with_a_busy_reply(
         reply = await engine.explain("registry.invalid/c:1")
         assert reply.kind is ReplyKind.ERROR
         assert "busy" in reply.body and "Try again in a minute" in reply.body
-        # The image already queued is joined, not refused.
-        joined = asyncio.create_task(small.explain("registry.invalid/a:1"))
+        # The image already queued is joined, not refused (from another replica's handle;
+        # in one process, asks for one image share one wait).
+        joined = asyncio.create_task(other.explain("registry.invalid/a:1"))
         await until(
             lambda: _subscribed(small, job_key("registry.invalid/a:1", "auto", None), 2),
             "the second ask to join the queued job",
@@ -223,6 +225,7 @@ async def test_a_full_queue_refuses_new_images_with_a_busy_reply(
         waiting.cancel()
         await asyncio.gather(waiting, return_exceptions=True)
         await small.close()
+        await other.close()
 
 
 async def _depth_is(queue: JobQueue, n: int) -> bool:
