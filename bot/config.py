@@ -92,8 +92,10 @@ class Settings(BaseSettings):
     # stuck, found by a sweep every job_sweep seconds and retried (job_attempts runs in
     # all); finished jobs' results live job_result_ttl seconds in Redis.
     queue_max: int = Field(100, ge=1, validation_alias="DOCKWISE_QUEUE_MAX")
-    job_heartbeat: int = Field(5, ge=1, validation_alias="DOCKWISE_JOB_HEARTBEAT")
-    job_sweep: int = Field(2, ge=1, validation_alias="DOCKWISE_JOB_SWEEP")
+    # (a dead worker's job restarts within about heartbeat + sweep + 5 s: 30 s by default;
+    # shorter heartbeats risk sweeping live jobs whose worker is starved of CPU)
+    job_heartbeat: int = Field(15, ge=1, validation_alias="DOCKWISE_JOB_HEARTBEAT")
+    job_sweep: int = Field(10, ge=1, validation_alias="DOCKWISE_JOB_SWEEP")
     job_attempts: int = Field(3, ge=1, validation_alias="DOCKWISE_JOB_ATTEMPTS")
     job_result_ttl: int = Field(600, ge=1, validation_alias="DOCKWISE_JOB_RESULT_TTL")
     worker_concurrency: int = Field(4, ge=1, validation_alias="DOCKWISE_WORKER_CONCURRENCY")

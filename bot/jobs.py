@@ -22,8 +22,11 @@ The saq semantics this relies on (saq 0.26, ``saq/queue/redis.py``, ``saq/worker
   ``DOCKWISE_JOB_SWEEP`` seconds one worker sweeps the active list: a stuck job is aborted
   (saq waits 5 s for its worker to acknowledge) and, while attempts are left
   (``DOCKWISE_JOB_ATTEMPTS``), queued again for any worker. A worker SIGKILLed mid-job is
-  thus replaced within about heartbeat + sweep + 5 s, and its askers are still answered
-  once: they wait for the job's final result, not for a worker.
+  thus replaced within about heartbeat + sweep + 5 s (defaults 15 + 10 + 5 s), and its
+  askers are still answered once: they wait for the job's final result, not for a worker.
+  Known saq race: a sweep can also catch a job in the instant between a worker's dequeue
+  and its "active" mark (more likely with short sweeps on starved CPUs); the job is then
+  aborted and run again, and a waiter that sees it aborted asks for it again.
 - **Results with a TTL.** A finished job (its result inside) is kept ``ttl`` seconds
   (``DOCKWISE_JOB_RESULT_TTL``), then Redis drops it.
 
@@ -140,8 +143,8 @@ class JobQueue:
         *,
         queue_max: int = 100,
         job_timeout: int = 70,
-        heartbeat: int = 5,
-        sweep: int = 2,
+        heartbeat: int = 15,
+        sweep: int = 10,
         attempts: int = 3,
         result_ttl: int = 600,
     ) -> None:
@@ -273,11 +276,16 @@ class JobQueue:
                     stored = job
                 if stored.status is Status.COMPLETE:
                     return self._result(stored.result)
-                if stored.status in (Status.FAILED, Status.ABORTED):
-                    log.warning("explanation job %s ended %s", key, stored.status)
+                if stored.status is Status.FAILED:  # crashed or timed out in every attempt
+                    log.warning("explanation job %s failed: %s", key, (stored.error or "")[-200:])
                     raise Unreachable(
                         f"Explaining {reference[:100]} failed on the workers; try again."
                     )
+                if stored.status is Status.ABORTED:
+                    # A sweep can abort a job a worker has just dequeued (saq marks it
+                    # active a moment later) and queue it again: ask for it again, which
+                    # joins the retry or, once saq's abort marker is gone, enqueues anew.
+                    await self._join_or_enqueue(key, reference, source, platform)
                 if time.monotonic() > deadline:
                     raise TimedOut(f"Explaining {reference[:100]} took too long; try again.")
                 await self._relay_until_change(pubsub, key, progress, POLL_INTERVAL)

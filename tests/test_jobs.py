@@ -122,7 +122,7 @@ def worker_settings(proxy: GatedProxy, tmp_path: Path) -> Settings:
 @pytest.fixture
 async def queues(own_redis: RedisServer) -> AsyncIterator[list[JobQueue]]:
     """Three handles on one queue in a private redis-server: two askers, one worker."""
-    made = [JobQueue(own_redis.url, heartbeat=2, sweep=1) for _ in range(3)]
+    made = [JobQueue(own_redis.url, heartbeat=5, sweep=3) for _ in range(3)]
     for queue in made:
         await queue.connect()
     try:
