@@ -174,6 +174,16 @@ async def questions(env: dict[str, str], count: int, tmp: Path) -> None:
         )
 
 
+def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
+    """User + system CPU seconds the processes used so far (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for proc in procs:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def posted(emu: SlackEmulator, count: int) -> bool:
     return sum(1 for p in emu.posts() if p.ok) >= count
 
@@ -205,10 +215,16 @@ async def web_throughput(
 
     try:
         await wait_ready([port for _, port in started], procs)
-        t0 = time.perf_counter()
+        t0, own0, theirs0 = time.perf_counter(), time.process_time(), cpu_seconds(procs)
         await asyncio.gather(*(send(n) for n in range(count)))
         await emu.wait_for(lambda _r: posted(emu, count), within=600)
-        return count / (time.perf_counter() - t0)
+        wall = time.perf_counter() - t0
+        own, theirs = time.process_time() - own0, cpu_seconds(procs) - theirs0
+        print(
+            f"    (over {wall:.1f} s: this process, the emulator and client, used {own:.1f} "
+            f"CPU-s; the replicas {theirs:.1f} CPU-s)"
+        )
+        return count / wall
     finally:
         stop(procs)
         await emu.stop()

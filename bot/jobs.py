@@ -55,6 +55,7 @@ import uuid
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from prometheus_client import Gauge
 from redis.exceptions import RedisError
 from saq import Job, Queue, Worker
 from saq.job import Status
@@ -89,7 +90,18 @@ PROGRESS_PREFIX: Final = "dockwise:jobs:progress:"
 #: costs at most this much latency.
 POLL_INTERVAL: Final = 1.0
 
+#: Seconds between a worker's updates of ``QUEUE_JOBS``.
+DEPTH_INTERVAL: Final = 5.0
+
 SourceChoice = Literal["auto", "registry", "docker"]
+
+#: ``dockwise_queue_jobs{state="queued"|"active"}``: the whole queue's jobs waiting for a
+#: worker and running, as every worker sees them (scale workers on ``queued``).
+QUEUE_JOBS = Gauge(
+    "dockwise_queue_jobs",
+    "Explanation jobs in the Redis queue, by state (queued: waiting for a worker).",
+    ["state"],
+)
 
 
 class QueueFull(Busy):
@@ -186,6 +198,10 @@ class JobQueue:
         await self.queue.connect()
 
     async def close(self) -> None:
+        """Stop the waits of this process (their askers get CancelledError) and
+        disconnect."""
+        for waiting, _listeners in list(self._local.values()):
+            waiting.cancel()
         with contextlib.suppress(RedisError, OSError):
             await self.queue.disconnect()
 
@@ -238,9 +254,13 @@ class JobQueue:
             if progress is not None and progress in listeners:
                 listeners.remove(progress)
 
-    def _forget(self, key: str, entry: tuple[asyncio.Future[Reply], Any], _: object) -> None:
+    def _forget(
+        self, key: str, entry: tuple[asyncio.Future[Reply], Any], done: asyncio.Future[Reply]
+    ) -> None:
         if self._local.get(key) is entry:
             del self._local[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: no "never retrieved" warning when every asker left
 
     async def _explain_or_fail(
         self,
@@ -384,6 +404,7 @@ class JobWorker:
         )
         self.worker.SIGNALS = []  # `dockwise serve` owns SIGTERM
         self._task: asyncio.Task[None] | None = None
+        self._gauges: asyncio.Task[None] | None = None
 
     @property
     def explainer(self) -> Explainer:
@@ -394,14 +415,25 @@ class JobWorker:
         return self._explainer
 
     def start(self) -> asyncio.Task[None]:
-        """The worker as a background task (runs until ``stop()`` or cancellation)."""
+        """The worker as a background task (runs until ``stop()`` or cancellation), and
+        the ``dockwise_queue_jobs`` gauges updated every ``DEPTH_INTERVAL`` seconds."""
         self._task = asyncio.create_task(self.worker.start(), name="dockwise-worker")
+        self._gauges = asyncio.create_task(self._report_depth(), name="dockwise-queue-depth")
         return self._task
+
+    async def _report_depth(self) -> None:
+        while True:
+            with contextlib.suppress(RedisError, OSError):
+                for state in ("queued", "active"):
+                    QUEUE_JOBS.labels(state=state).set(await self.jobs.queue.count(state))
+            await asyncio.sleep(DEPTH_INTERVAL)
 
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
+        if self._gauges is not None:
+            self._gauges.cancel()
         await self.worker.stop()
         if self._task is not None:
             self._task.cancel()

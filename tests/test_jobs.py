@@ -19,7 +19,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
+from adapters.slack import EVENTS_PATH, SlackPlatform
 from bot.config import Settings
 from bot.engine import Engine
 from bot.errors import ImageNotFound
@@ -34,9 +36,17 @@ from bot.reply import (
     Section,
     Source,
 )
+from tests.emulators.slack import SlackEmulator
 from tests.fixtures.gated_proxy import GatedProxy
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.registry import RegistryServer, make_layer, push_image
+from tests.test_slack import (  # noqa: F401  (fixtures)
+    catalog,
+    emulator,
+    engine,
+    knowledge_engine,
+    slack_settings,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -234,3 +244,30 @@ async def _depth_is(queue: JobQueue, n: int) -> bool:
 
 async def _subscribed(queue: JobQueue, key: str, n: int) -> bool:
     return await subscribers(queue, progress_channel(key)) == n
+
+
+# --- roles in the Slack adapter ---------------------------------------------------------
+
+
+async def test_slack_setup_follows_the_role(
+    emulator: SlackEmulator,  # noqa: F811
+    engine: Engine,  # noqa: F811
+) -> None:
+    """web: the HTTP route only; gateway: Socket Mode only; worker: nothing."""
+    both = slack_settings(emulator, socket=True)  # app token and signing secret
+    expected = {"all": (True, False), "web": (False, True), "gateway": (True, False)}
+    expected["worker"] = (False, False)
+    for role, (socket_mode, route) in expected.items():
+        app = web.Application()
+        platform = SlackPlatform(engine, both)
+        platform.role = role  # type: ignore[assignment]
+        await platform.setup(app)
+        paths = [r.resource.canonical for r in app.router.routes() if r.resource is not None]
+        assert platform.socket_mode is socket_mode, role
+        assert (EVENTS_PATH in paths) is route, role
+    http_only = slack_settings(emulator, socket=False)
+    gateway = SlackPlatform(engine, http_only)
+    gateway.role = "gateway"
+    app = web.Application()
+    await gateway.setup(app)  # nothing of Slack runs here: no credentials check, no route
+    assert not gateway.socket_mode and not list(app.router.routes())

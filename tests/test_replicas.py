@@ -208,6 +208,15 @@ async def delivery_state(redis_url: str, event_id: str) -> bytes | None:
 async def test_questions_across_two_web_replicas(cluster: Cluster) -> None:
     emu, (a, b) = cluster.emulator, cluster.web
 
+    # 0. Workers export the queue's depth (what their autoscaler reads).
+    async with aiohttp.ClientSession() as session:
+
+        async def depth_exported() -> bool:
+            async with session.get(f"{cluster.workers[0].base}/metrics") as resp:
+                return 'dockwise_queue_jobs{state="queued"} 0.0' in await resp.text()
+
+        await until(depth_exported, "the queue depth on a worker's /metrics")
+
     # 1. The same event at both replicas (a retry racing the first delivery): one answer.
     event, event_id = from_user(emu.mention("why FROM ubuntu?"), "U0DUP"), new_event_id()
     first, second = await asyncio.gather(
