@@ -135,16 +135,16 @@ async def explanations(env: dict[str, str], refs: list[str], tmp: Path, redis_ur
         procs = [p for p, _ in started]
         try:
             await wait_ready([port for _, port in started], procs)
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), cpu_seconds(procs)
             replies = await asyncio.gather(*(queue.explain(ref) for ref in refs))
-            elapsed = time.perf_counter() - t0
+            elapsed, cpu = time.perf_counter() - t0, cpu_seconds(procs) - cpu0
         finally:
             stop(procs)
             await queue.close()
         good = sum(1 for r in replies if r.kind is ReplyKind.IMAGE)
         print(
             f"  {workers} worker(s): {good}/{len(refs)} explained in {elapsed:.1f} s = "
-            f"{good / elapsed * 60:.0f} explanations/min"
+            f"{good / elapsed * 60:.0f} explanations/min (workers used {cpu:.1f} CPU-s)"
         )
 
 

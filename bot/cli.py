@@ -341,8 +341,8 @@ def serve(
         typer.Option(
             "--role",
             envvar="DOCKWISE_ROLE",
-            help="all (one process, the default), web (HTTP endpoints), gateway (Discord "
-            "gateway, Slack Socket Mode) or worker (runs queued explanations); all but "
+            help="all (one process, the default), web (HTTP endpoints), gateway (long-lived "
+            "chat connections) or worker (runs queued explanations); all but "
             "`all` need DOCKWISE_REDIS_URL.",
         ),
     ] = "all",
