@@ -1238,9 +1238,18 @@ class SlackPlatform(ChatAdapter):
 
     @property
     def socket_mode(self) -> bool:
-        return self.settings.slack_app_token is not None
+        """Whether this process holds a Socket Mode connection: an app token is set and the
+        role takes long-lived connections (``all``, ``gateway``); ``web`` serves HTTP only."""
+        return self.settings.slack_app_token is not None and self.role in ("all", "gateway")
+
+    @property
+    def _idle(self) -> bool:
+        """Nothing of Slack runs in this role (a worker; a gateway without an app token)."""
+        return self.role == "worker" or (self.role == "gateway" and not self.socket_mode)
 
     async def setup(self, web_app: web.Application | None) -> None:
+        if self._idle:
+            return
         if not self.socket_mode and self.settings.slack_signing_secret is None:
             raise InvalidInput(
                 "SLACK_SIGNING_SECRET is not set: HTTP mode needs it (or set SLACK_APP_TOKEN "
@@ -1267,8 +1276,8 @@ class SlackPlatform(ChatAdapter):
         await self.adapter.aclose()
 
     async def run(self) -> None:
-        if not self.socket_mode:
-            await asyncio.Event().wait()  # the routes added in setup() do the work
+        if not self.socket_mode:  # the routes added in setup() do the work (or none: idle)
+            await asyncio.Event().wait()
             return
         # The SDK retries a refused connection forever; ask once first for a clear error.
         url = await self.adapter.open_socket_url(_secret(self.settings.slack_app_token) or "")

@@ -335,17 +335,35 @@ def compare(
 
 
 @app.command()
-def serve() -> None:
+def serve(
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            envvar="DOCKWISE_ROLE",
+            help="all (one process, the default), web (HTTP endpoints), gateway (long-lived "
+            "chat connections) or worker (runs queued explanations); all but "
+            "`all` need DOCKWISE_REDIS_URL.",
+        ),
+    ] = "all",
+) -> None:
     """Run every adapter whose credentials are set, with /healthz, /readyz and /metrics."""
+    from bot.chat import ROLES
     from bot.config import get_settings
     from bot.observability import configure_logging, register_secrets_from
+    from bot.serve import check_role
     from bot.serve import serve as run_serve
 
     settings = get_settings()
+    try:
+        chosen = check_role(role, settings)
+    except DockwiseError as exc:
+        fail(str(exc), code=2)
+    assert chosen in ROLES
     configure_logging(os.environ.get("DOCKWISE_LOG_LEVEL", "INFO"))
     register_secrets_from(settings)
     try:
-        asyncio.run(run_serve(settings))
+        asyncio.run(run_serve(settings, role=chosen))
     except DockwiseError as exc:
         fail(str(exc))
     except KeyboardInterrupt:

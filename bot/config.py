@@ -87,6 +87,19 @@ class Settings(BaseSettings):
     rate_limit: str = Field("10/minute", validation_alias="DOCKWISE_RATE_LIMIT")
     explain_rate_limit: str = Field("4/minute", validation_alias="DOCKWISE_EXPLAIN_RATE_LIMIT")
 
+    # Job queue (bot.jobs; roles web/gateway/worker). At most queue_max explanations wait
+    # (more are refused as busy); a running job untouched for job_heartbeat seconds is
+    # stuck, found by a sweep every job_sweep seconds and retried (job_attempts runs in
+    # all); finished jobs' results live job_result_ttl seconds in Redis.
+    queue_max: int = Field(100, ge=1, validation_alias="DOCKWISE_QUEUE_MAX")
+    # (a dead worker's job restarts within about heartbeat + sweep + 5 s: 30 s by default;
+    # shorter heartbeats risk sweeping live jobs whose worker is starved of CPU)
+    job_heartbeat: int = Field(15, ge=1, validation_alias="DOCKWISE_JOB_HEARTBEAT")
+    job_sweep: int = Field(10, ge=1, validation_alias="DOCKWISE_JOB_SWEEP")
+    job_attempts: int = Field(3, ge=1, validation_alias="DOCKWISE_JOB_ATTEMPTS")
+    job_result_ttl: int = Field(600, ge=1, validation_alias="DOCKWISE_JOB_RESULT_TTL")
+    worker_concurrency: int = Field(4, ge=1, validation_alias="DOCKWISE_WORKER_CONCURRENCY")
+
     # Caps on what one explanation may read from an untrusted image (bytes)
     max_manifest_bytes: int = Field(4 << 20, validation_alias="DOCKWISE_MAX_MANIFEST_BYTES")
     max_config_bytes: int = Field(8 << 20, validation_alias="DOCKWISE_MAX_CONFIG_BYTES")

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from bot.image.explain import Explainer
     from bot.image.facts import ImageFacts
     from bot.image.source import Platform
+    from bot.jobs import JobQueue
     from bot.knowledge import KnowledgeBase
 
 MAX_INPUT_CHARS = 4000
@@ -130,7 +131,10 @@ class Engine:
         explainer: Explainer | None = None,
         admission: Admission | None = None,
         explain_timeout: float | None = None,
+        jobs: JobQueue | None = None,
     ) -> None:
+        """``jobs``: explain images through this job queue (``bot.jobs``, the web and
+        gateway roles) instead of in this process."""
         from bot.config import get_settings
 
         if knowledge is None:
@@ -144,6 +148,7 @@ class Engine:
         self._recent: OrderedDict[str, Reply] = OrderedDict()  # image ref -> its reply
         self._recent_by_team: dict[str, OrderedDict[str, None]] = {}
         self._explainer = explainer
+        self.jobs = jobs
         self.admission = admission if admission is not None else Admission(get_settings())
         self.explain_timeout = (
             explain_timeout if explain_timeout is not None else get_settings().explain_timeout
@@ -237,6 +242,10 @@ class Engine:
                 async def work() -> Reply:
                     with track_explanation(source):
                         extra = {} if progress is None else {"progress": relay}
+                        if self.jobs is not None:  # a worker explains; the queue times out
+                            return await self.jobs.explain(
+                                ref, source=source, platform=platform, **extra
+                            )
                         return await with_timeout(
                             self.explainer.explain(ref, source=source, platform=platform, **extra),
                             self.explain_timeout,

@@ -7,6 +7,7 @@ blocks and ``[text](url)`` links. Adapters convert; the engine never knows the p
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -89,6 +90,35 @@ class Reply:
         out = asdict(self)
         out["kind"] = str(self.kind)
         return out
+
+    def to_json(self) -> str:
+        """The reply as one JSON object (``to_dict``): what a job queue stores as a job's
+        result. ``data`` must hold JSON values; ``Reply.from_json`` reads it back."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Reply:
+        """The reply ``to_json`` wrote (equal to the original). Raises ValueError for text
+        that is not such an object (bad JSON, unknown kind, missing or mistyped fields)."""
+        try:
+            doc = json.loads(text)
+            return cls(
+                kind=ReplyKind(doc["kind"]),
+                title=str(doc["title"]),
+                body=str(doc["body"]),
+                facts=[Fact(**f) for f in doc.get("facts", [])],
+                sections=[Section(**s) for s in doc.get("sections", [])],
+                sources=[Source(**s) for s in doc.get("sources", [])],
+                suggestions=[str(s) for s in doc.get("suggestions", [])],
+                topic=doc.get("topic"),
+                related=[str(r) for r in doc.get("related", [])],
+                data=doc.get("data"),
+                actions=[Action(**a) for a in doc.get("actions", [])],
+                article=doc.get("article"),
+                section=doc.get("section"),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a reply: {type(exc).__name__} {exc}") from None
 
     def plain_text(self) -> str:
         """The whole reply as plain text: the fallback every platform accepts."""

@@ -1,4 +1,11 @@
-"""``dockwise serve``: every configured adapter plus health and metrics on one HTTP port."""
+"""``dockwise serve``: every configured adapter plus health and metrics on one HTTP port.
+
+``--role`` picks the part of the bot this process is (``bot.chat.Role``): ``all`` runs
+everything in one process as before (no new services); ``web`` and ``gateway`` run the
+adapters' HTTP routes or long-lived connections and hand explanations to the job queue
+(``bot.jobs``); ``worker`` runs no chat listener, only the queue's worker. The
+distributed roles need ``DOCKWISE_REDIS_URL``.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +15,40 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from bot.chat import ChatAdapter
+from bot.chat import ROLES, ChatAdapter, Role
 from bot.config import Settings
 from bot.engine import Engine
+from bot.errors import InvalidInput
 
 log = logging.getLogger("dockwise.serve")
 
 Check = Callable[[], Awaitable[bool]]
 
 
-async def serve(settings: Settings, engine: Engine | None = None) -> None:
-    """Run every adapter whose settings are complete (``bot.chat``) until cancelled.
-    Raises InvalidInput when no platform is configured."""
+def check_role(role: str, settings: Settings) -> Role:
+    """``role`` as a ``Role``; raises InvalidInput (one line) for an unknown role, or for
+    a distributed role (``web``, ``worker``, ``gateway``) without ``DOCKWISE_REDIS_URL``."""
+    for known in ROLES:
+        if role.strip().lower() == known:
+            if known != "all" and settings.redis_url is None:
+                raise InvalidInput(
+                    f"--role {known} needs DOCKWISE_REDIS_URL (the job queue and shared "
+                    "state live in Redis); use --role all for a single process"
+                )
+            return known
+    raise InvalidInput(f"unknown role {role[:40]!r}: use one of {', '.join(ROLES)}")
+
+
+async def serve(settings: Settings, engine: Engine | None = None, *, role: Role = "all") -> None:
+    """Run every adapter whose settings are complete (``bot.chat``) in ``role`` until
+    cancelled. Raises InvalidInput when no platform is configured (any role but
+    ``worker``) or when ``role`` needs Redis and ``DOCKWISE_REDIS_URL`` is unset."""
     from bot.chat import configured_adapters, how_to_configure
-    from bot.errors import InvalidInput
     from bot.observability import register_secrets_from
 
-    chosen = configured_adapters(settings)
-    if not chosen:
+    check_role(role, settings)
+    chosen = [] if role == "worker" else configured_adapters(settings)
+    if not chosen and role != "worker":
         raise InvalidInput(how_to_configure())
     from bot.netguard import Trust
     from bot.server import build_web_app
@@ -34,7 +57,23 @@ async def serve(settings: Settings, engine: Engine | None = None) -> None:
     from bot.image.remote.transport import parse_mirrors
 
     parse_mirrors(settings.registry_mirrors)  # so does a bad DOCKWISE_REGISTRY_MIRRORS
-    engine = engine or Engine()
+    queue = None
+    if role != "all":
+        from bot.jobs import JobQueue
+
+        queue = JobQueue.from_settings(settings)
+    if engine is None and role in ("web", "gateway"):
+        from bot.limits import Admission
+
+        # Workers bound the real work and the queue bounds the waiting: a replica holds
+        # as many explanations as the queue (one per user still), not the 2 of a process
+        # that reads images itself.
+        wide = Admission(
+            settings, max_concurrent=settings.queue_max, max_waiting=settings.queue_max
+        )
+        engine = Engine(admission=wide, jobs=queue)
+    elif engine is None and role == "all":
+        engine = Engine()
     checks: dict[str, Check] = {}
     background: list[Awaitable[object]] = []
 
@@ -44,9 +83,31 @@ async def serve(settings: Settings, engine: Engine | None = None) -> None:
 
     app = build_web_app(readiness)
 
+    if queue is not None:
+        await queue.connect()
+
+        async def queue_ready() -> bool:
+            return await queue.ping()
+
+        checks["queue"] = queue_ready
+    worker = None
+    if role == "worker":
+        assert queue is not None
+        from bot.jobs import JobWorker
+
+        worker = JobWorker(queue, settings)
+        background.append(worker.start())
+
+        async def worker_ready() -> bool:
+            return worker.running()
+
+        checks["worker"] = worker_ready
+
     for adapter_class, own_settings in chosen:
+        assert engine is not None
         register_secrets_from(own_settings)
         adapter = adapter_class(engine, own_settings)
+        adapter.role = role
         await adapter.setup(app)  # credentials checked, HTTP routes added
         background.append(adapter.start())
 
@@ -89,4 +150,9 @@ async def serve(settings: Settings, engine: Engine | None = None) -> None:
             if isinstance(task, asyncio.Task):
                 task.cancel()
         await runner.cleanup()
-        await engine.aclose()
+        if worker is not None:
+            await worker.stop()
+        if engine is not None:
+            await engine.aclose()
+        if queue is not None:
+            await queue.close()

@@ -1,0 +1,273 @@
+"""The explanation job queue (bot.jobs, issue 13) on a real redis-server and a real
+docker-registry behind a counting, gated proxy: asks from two clients share one saq job,
+user errors come back as the same one-line error without retries, the queue is bounded,
+progress reaches every waiter; plus ``Reply`` JSON and the ``serve --role`` checks.
+
+Waiting is on conditions (held proxy requests, pub/sub subscribers, queue depth), never on
+sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from adapters.slack import EVENTS_PATH, SlackPlatform
+from bot.config import Settings
+from bot.engine import Engine
+from bot.errors import ImageNotFound
+from bot.jobs import JobQueue, JobWorker, QueueFull, job_key, progress_channel
+from bot.progress import ExplainProgress
+from bot.reply import (
+    ACTION_FEEDBACK,
+    Action,
+    Fact,
+    Reply,
+    ReplyKind,
+    Section,
+    Source,
+)
+from tests.emulators.slack import SlackEmulator
+from tests.fixtures.gated_proxy import GatedProxy
+from tests.fixtures.redis import RedisServer
+from tests.fixtures.registry import RegistryServer, make_layer, push_image
+from tests.test_slack import (  # noqa: F401  (fixtures)
+    catalog,
+    emulator,
+    engine,
+    knowledge_engine,
+    slack_settings,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, within: float = 30) -> None:
+    """Poll ``check`` until it holds (a condition with a deadline, not a timed wait)."""
+    end = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def test_a_reply_survives_its_json_round_trip() -> None:
+    reply = Reply(
+        kind=ReplyKind.IMAGE,
+        title="python:3.12 ✓",
+        body="**Debian** 12 user space",
+        facts=[Fact("User", "root")],
+        sections=[Section("Layers", "- 5 layers")],
+        sources=[Source("Docs", "https://docs.docker.com/")],
+        suggestions=["why slim?"],
+        topic="images",
+        related=["base-images"],
+        data={"digest": "sha256:ab", "layers": [1, 2], "nested": {"x": None}},
+        actions=[Action(ACTION_FEEDBACK, "👍", "up|python:3.12")],
+        article="# A\n\ntext",
+        section="A",
+    )
+    assert Reply.from_json(reply.to_json()) == reply
+    assert Reply.from_json(Reply(ReplyKind.ERROR, "t", "b").to_json()).kind is ReplyKind.ERROR
+    for bad in ("not json", '{"kind": "nope", "title": "t", "body": "b"}', '{"kind": "answer"}'):
+        with pytest.raises(ValueError):
+            Reply.from_json(bad)
+
+
+def _serve(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKWISE_", "SLACK_"))}
+    clean.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "serve", *args],
+        env=clean,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_distributed_roles_need_redis_and_unknown_roles_are_refused() -> None:
+    for role in ("web", "worker", "gateway"):
+        done = _serve("--role", role, env={})
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines() == [
+            f"dockwise: error: --role {role} needs DOCKWISE_REDIS_URL (the job queue and "
+            "shared state live in Redis); use --role all for a single process"
+        ]
+    done = _serve(env={"DOCKWISE_ROLE": "cook"})
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "dockwise: error: unknown role 'cook': use one of all, web, worker, gateway"
+    )
+
+
+# --- the queue on real Redis ------------------------------------------------------------
+
+
+@pytest.fixture
+async def proxy(registry: RegistryServer) -> AsyncIterator[GatedProxy]:
+    gated = await GatedProxy(registry.url).start()
+    try:
+        yield gated
+    finally:
+        await gated.stop()
+
+
+def worker_settings(proxy: GatedProxy, tmp_path: Path) -> Settings:
+    return Settings(
+        _env_file=None, cache_dir=tmp_path / "worker-cache", insecure_registries=[proxy.host]
+    )
+
+
+@pytest.fixture
+async def queues(own_redis: RedisServer) -> AsyncIterator[list[JobQueue]]:
+    """Three handles on one queue in a private redis-server: two askers, one worker."""
+    made = [JobQueue(own_redis.url, heartbeat=5, sweep=3) for _ in range(3)]
+    for queue in made:
+        await queue.connect()
+    try:
+        yield made
+    finally:
+        for queue in made:
+            await queue.close()
+
+
+@pytest.fixture
+async def worker(
+    queues: list[JobQueue], proxy: GatedProxy, tmp_path: Path
+) -> AsyncIterator[JobWorker]:
+    running = JobWorker(queues[2], worker_settings(proxy, tmp_path), concurrency=2)
+    running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+async def subscribers(queue: JobQueue, channel: str) -> int:
+    counts = await queue.redis.pubsub_numsub(channel)
+    return int(counts[0][1])
+
+
+@pytest.mark.services
+async def test_two_askers_share_one_job_and_both_see_its_progress(
+    queues: list[JobQueue], worker: JobWorker, proxy: GatedProxy, registry: RegistryServer
+) -> None:
+    repo = f"jobs{uuid.uuid4().hex[:8]}/app"
+    layers = [make_layer({"etc/os-release": b"ID=debian\n"}), make_layer({"srv/a": b"a" * 999})]
+    image = push_image(registry.pusher(), repo, "1", layers)
+    ref = f"{proxy.host}/{repo}:1"
+    key = job_key(ref, "auto", None)
+    seen: list[list[ExplainProgress]] = [[], []]
+    proxy.hold("/blobs/")
+    asks = [asyncio.create_task(queues[i].explain(ref, progress=seen[i].append)) for i in range(2)]
+
+    async def both_waiting() -> bool:
+        return (
+            proxy.held("/blobs/") >= 1 and await subscribers(queues[0], progress_channel(key)) == 2
+        )
+
+    await until(both_waiting, "a worker inside the image and both askers subscribed")
+    proxy.release("/blobs/")
+    first, second = await asyncio.gather(*asks)
+    assert first.kind is ReplyKind.IMAGE
+    assert first == second
+    for digest in [image.config_digest, *image.layer_digests]:
+        assert proxy.count("GET", digest) == 1, digest
+    job = await queues[0].queue.job(key)
+    assert job is not None and job.attempts == 1
+    for events in seen:
+        assert any(e.layers == 2 and e.layer >= 1 for e in events), events
+
+
+@pytest.mark.services
+async def test_a_user_error_reaches_every_asker_once_and_is_not_retried(
+    queues: list[JobQueue], worker: JobWorker, proxy: GatedProxy
+) -> None:
+    ref = f"{proxy.host}/jobs-missing/{uuid.uuid4().hex[:8]}:1"
+    results = await asyncio.gather(
+        queues[0].explain(ref), queues[1].explain(ref), return_exceptions=True
+    )
+    assert all(isinstance(r, ImageNotFound) for r in results), results
+    assert str(results[0]) == str(results[1])
+    job = await queues[0].queue.job(job_key(ref, "auto", None))
+    assert job is not None and job.attempts == 1
+    ttl = await queues[0].redis.ttl(queues[0].queue.job_id(job.key))
+    assert 0 < ttl <= queues[0].result_ttl
+
+
+@pytest.mark.services
+async def test_a_full_queue_refuses_new_images_with_a_busy_reply(
+    own_redis: RedisServer, queues: list[JobQueue]
+) -> None:
+    small, other = JobQueue(own_redis.url, queue_max=1), JobQueue(own_redis.url, queue_max=1)
+    await small.connect()
+    await other.connect()
+    waiting = asyncio.create_task(small.explain("registry.invalid/a:1"))  # no worker runs
+    try:
+        await until(lambda: _depth_is(small, 1), "the first job to be queued")
+        with pytest.raises(QueueFull, match=r"busy.*Try again in a minute"):
+            await small.explain("registry.invalid/b:1")
+        engine = Engine(jobs=small)
+        reply = await engine.explain("registry.invalid/c:1")
+        assert reply.kind is ReplyKind.ERROR
+        assert "busy" in reply.body and "Try again in a minute" in reply.body
+        # The image already queued is joined, not refused (from another replica's handle;
+        # in one process, asks for one image share one wait).
+        joined = asyncio.create_task(other.explain("registry.invalid/a:1"))
+        await until(
+            lambda: _subscribed(small, job_key("registry.invalid/a:1", "auto", None), 2),
+            "the second ask to join the queued job",
+        )
+        assert not joined.done()
+        joined.cancel()
+    finally:
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        await small.close()
+        await other.close()
+
+
+async def _depth_is(queue: JobQueue, n: int) -> bool:
+    return await queue.depth() == n
+
+
+async def _subscribed(queue: JobQueue, key: str, n: int) -> bool:
+    return await subscribers(queue, progress_channel(key)) == n
+
+
+# --- roles in the Slack adapter ---------------------------------------------------------
+
+
+async def test_slack_setup_follows_the_role(
+    emulator: SlackEmulator,  # noqa: F811
+    engine: Engine,  # noqa: F811
+) -> None:
+    """web: the HTTP route only; gateway: Socket Mode only; worker: nothing."""
+    both = slack_settings(emulator, socket=True)  # app token and signing secret
+    expected = {"all": (True, False), "web": (False, True), "gateway": (True, False)}
+    expected["worker"] = (False, False)
+    for role, (socket_mode, route) in expected.items():
+        app = web.Application()
+        platform = SlackPlatform(engine, both)
+        platform.role = role  # type: ignore[assignment]
+        await platform.setup(app)
+        paths = [r.resource.canonical for r in app.router.routes() if r.resource is not None]
+        assert platform.socket_mode is socket_mode, role
+        assert (EVENTS_PATH in paths) is route, role
+    http_only = slack_settings(emulator, socket=False)
+    gateway = SlackPlatform(engine, http_only)
+    gateway.role = "gateway"
+    app = web.Application()
+    await gateway.setup(app)  # nothing of Slack runs here: no credentials check, no route
+    assert not gateway.socket_mode and not list(app.router.routes())
