@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings
 
 from bot.chat import adapters as registered_adapters
 from bot.config import Settings
+from bot.jobs import QUEUE_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -34,7 +35,7 @@ KEDA_WORKER = SCALE / "keda" / "worker-scaledobject.yaml"
 SCALE_PROFILE = {"dockwise-web", "dockwise-worker", "dockwise-gateway", "postgres"}
 #: The saq queue bot/jobs.py puts explanations on; KEDA scales the workers on its list of
 #: waiting jobs, saq:<name>:queued.
-JOB_QUEUE = "dockwise"
+JOB_QUEUE = QUEUE_NAME
 
 
 def _need(tool: str | None, name: str) -> str:
