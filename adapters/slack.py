@@ -46,13 +46,15 @@ from __future__ import annotations
 
 import asyncio
 import html
+import importlib
 import logging
 import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -81,18 +83,9 @@ from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
-from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.slack_blocks import escape, render_blocks, render_messages, render_text
 from adapters.slack_dockerfile import register as register_dockerfile_modal
-from adapters.slack_oauth import (
-    INSTALL_PATH,
-    REDIRECT_PATH,
-    SCOPES,
-    SlackStores,
-    StoreAuthorize,
-    default_database_url,
-)
 from bot.chat import ChatAdapter
 from bot.config import get_settings
 from bot.deliveries import Claim, Ledger, Seen, make_ledger
@@ -102,6 +95,22 @@ from bot.links import IMAGE_LINK_HOSTS, find_image_reference, image_from_url
 from bot.observability import register_secrets_from
 from bot.progress import ExplainProgress, ProgressCallback, ProgressRelay
 from bot.reply import Reply, ReplyKind
+
+if TYPE_CHECKING:
+    from adapters.slack_oauth import SlackStores, StoreAuthorize
+
+
+def _oauth() -> ModuleType:
+    """``adapters.slack_oauth`` (SQLAlchemy and the stores), imported when OAuth mode needs
+    it: single-token mode and ``dockwise --help`` never pay for SQLAlchemy."""
+    return importlib.import_module("adapters.slack_oauth")
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    """What a failed store call raises (SQLAlchemy's base error), for ``except``."""
+    errors: tuple[type[Exception], ...] = (_oauth().SQLAlchemyError,)
+    return errors
+
 
 __all__ = [
     "ADAPTER",
@@ -428,8 +437,11 @@ class SlackAdapter:
         settings = self.settings
         client_id = str(settings.slack_client_id)
         client_secret = _secret(settings.slack_client_secret) or ""
-        url = _secret(settings.database_url) or default_database_url(get_settings().cache_dir)
-        self.stores = stores = SlackStores(url, client_id, logger=bolt_logger)
+        url = _secret(settings.database_url) or _oauth().default_database_url(
+            get_settings().cache_dir
+        )
+        stores: SlackStores = _oauth().SlackStores(url, client_id, logger=bolt_logger)
+        self.stores = stores
         minutes = settings.slack_token_rotation_minutes
         self._rotator = AsyncTokenRotator(
             client_id=client_id, client_secret=client_secret, client=client
@@ -437,11 +449,11 @@ class SlackAdapter:
         oauth = AsyncOAuthSettings(
             client_id=client_id,
             client_secret=client_secret,
-            scopes=list(SCOPES),
+            scopes=list(_oauth().SCOPES),
             user_scopes=[],
             redirect_uri=settings.slack_redirect_uri,
-            install_path=INSTALL_PATH,
-            redirect_uri_path=REDIRECT_PATH,
+            install_path=_oauth().INSTALL_PATH,
+            redirect_uri_path=_oauth().REDIRECT_PATH,
             install_page_rendering_enabled=False,  # straight to Slack's consent page
             authorization_url=settings.slack_authorize_url,
             installation_store=stores.installations,
@@ -455,7 +467,7 @@ class SlackAdapter:
         )
         # bolt's default authorize would rotate tokens through slack.com whatever the API
         # URL: this one shares the app's client.
-        authorize = StoreAuthorize(
+        authorize: StoreAuthorize = _oauth().StoreAuthorize(
             logger=bolt_logger,
             installation_store=stores.installations,
             client_id=client_id,
@@ -523,7 +535,7 @@ class SlackAdapter:
                 await forget(event=event, context=context)
             else:
                 await self.app.default_app_uninstalled_event_listener()(context=context)
-        except SQLAlchemyError as exc:
+        except _database_errors() as exc:
             log.error("slack: could not forget team %s (%s)", context.team_id, _describe(exc))
             return BoltResponse(status=500, body="")
         log.info("slack: %s in team %s, its tokens are deleted", kind, context.team_id)
@@ -1020,7 +1032,7 @@ class SlackAdapter:
                 bolt_response = await flow.handle_installation(bolt_request)
             else:
                 bolt_response = await flow.handle_callback(bolt_request)
-        except SQLAlchemyError as exc:  # issuing a state needs the database
+        except _database_errors() as exc:  # issuing a state needs the database
             log.error("slack: install page failed: %s", _describe(exc))
             return web.Response(
                 status=503,
@@ -1053,7 +1065,7 @@ class SlackAdapter:
         store = self.stores.installations
         try:
             bot = await store.async_find_bot(enterprise_id=enterprise_id, team_id=team_id)
-        except SQLAlchemyError as exc:
+        except _database_errors() as exc:
             raise Unreachable(f"Cannot read Slack installations ({type(exc).__name__})") from None
         if bot is None:
             return None
@@ -1259,12 +1271,13 @@ class SlackPlatform(ChatAdapter):
         if not self.socket_mode and web_app is not None:
             web_app.router.add_post(EVENTS_PATH, self.adapter.handle_http)
         if self.settings.oauth_enabled:
+            install_path: str = _oauth().INSTALL_PATH
             if web_app is None:
-                log.warning("slack: OAuth mode without an HTTP server: no %s", INSTALL_PATH)
+                log.warning("slack: OAuth mode without an HTTP server: no %s", install_path)
             else:
-                web_app.router.add_get(INSTALL_PATH, self.adapter.handle_oauth)
-                web_app.router.add_get(REDIRECT_PATH, self.adapter.handle_oauth)
-                log.info("slack: OAuth mode, install at %s", INSTALL_PATH)
+                web_app.router.add_get(install_path, self.adapter.handle_oauth)
+                web_app.router.add_get(_oauth().REDIRECT_PATH, self.adapter.handle_oauth)
+                log.info("slack: OAuth mode, install at %s", install_path)
 
     async def bot_token(self, team_id: str | None, enterprise_id: str | None = None) -> str | None:
         """The workspace's bot token (``SlackAdapter.bot_token``): for posting from a job
@@ -1303,13 +1316,15 @@ def install_url(settings: SlackSettings, base_url: str | None = None) -> str:
             "installs by OAuth need SLACK_CLIENT_ID and SLACK_CLIENT_SECRET and no "
             "SLACK_BOT_TOKEN (with a bot token dockwise serves that one workspace)"
         )
+    install_path: str = _oauth().INSTALL_PATH
+    redirect_path: str = _oauth().REDIRECT_PATH
     base = base_url
     redirect = settings.slack_redirect_uri
-    if base is None and redirect and redirect.rstrip("/").endswith(REDIRECT_PATH):
-        base = redirect.rstrip("/")[: -len(REDIRECT_PATH)]
+    if base is None and redirect and redirect.rstrip("/").endswith(redirect_path):
+        base = redirect.rstrip("/")[: -len(redirect_path)]
     if not base:
         raise InvalidInput("set SLACK_REDIRECT_URI or pass --base-url https://YOUR-HOST")
-    return base.rstrip("/") + INSTALL_PATH
+    return base.rstrip("/") + install_path
 
 
 def slack_install_url(
