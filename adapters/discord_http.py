@@ -181,10 +181,17 @@ def private(reply: Reply) -> Answer:
     return Answer({"type": CHANNEL_MESSAGE, "data": message_payload(first, flags=EPHEMERAL)})
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
 def asker_of(payload: dict[str, Any]) -> Asker:
-    """Who sent the interaction: ``member.user`` in a server, ``user`` in a DM."""
-    user = (payload.get("member") or {}).get("user") or payload.get("user") or {}
-    channel = payload.get("channel_id") or (payload.get("channel") or {}).get("id")
+    """Who sent the interaction: ``member.user`` in a server, ``user`` in a DM (a field
+    that is not an object counts as absent: user id ``"unknown"``)."""
+    member = _object(payload.get("member"))
+    user = _object(member.get("user")) or _object(payload.get("user"))
+    channel = payload.get("channel_id") or _object(payload.get("channel")).get("id")
     guild = payload.get("guild_id")
     return Asker(
         "discord",

@@ -199,6 +199,29 @@ async def test_unknown_types_and_non_json_get_400(emu: DiscordEmulator, engine: 
     assert answer["data"]["flags"] == EPHEMERAL
 
 
+async def test_odd_asker_shapes_are_answered_not_a_500(
+    emu: DiscordEmulator, engine: Engine
+) -> None:
+    """Signed, but who asked is shaped unlike Discord's member/user/channel objects."""
+    shapes: list[tuple[dict[str, Any], tuple[str, ...]]] = [  # (set these, drop those)
+        ({"member": "not an object"}, ()),
+        ({"member": {"user": ["a", "list"]}}, ()),
+        ({"user": 42}, ("member",)),
+        ({"channel": "not an object"}, ("channel_id",)),
+    ]
+    async with serving(emu, engine):
+        answers = []
+        for overrides, dropped in shapes:
+            _, body = ask_body(emu)
+            payload = {**json.loads(body), **overrides}
+            for key in dropped:
+                payload.pop(key, None)
+            answers.append(await emu.post_signed(json.dumps(payload).encode()))
+    for status, answer in answers:  # the question is answered (asker "unknown")
+        assert status == 200 and isinstance(answer, dict), (status, answer)
+        assert answer["type"] == 4 and answer["data"]["embeds"]
+
+
 # --- commands --------------------------------------------------------------------------------
 
 
