@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,6 +133,43 @@ async def test_unwritable_cache_dir_degrades_to_no_cache(tmp_path: Path) -> None
     layers = SqliteLayerCache(blocker)
     await layers.put("sha256:x", {"v": 1})
     assert await layers.get("sha256:x") is None
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"not a database at all " * 500)
+
+
+def _truncated(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE filler (x)")
+    conn.executemany("INSERT INTO filler VALUES (?)", [("x" * 1000,)] * 200)
+    conn.commit()
+    conn.close()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("damage", [_garbage, _truncated], ids=["garbage", "truncated"])
+async def test_a_damaged_cache_file_is_rebuilt(
+    tmp_path: Path, damage: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bot.cache.sqlite import SqliteImageIndex
+
+    damage(tmp_path / DB_NAME)
+    layers = SqliteLayerCache(tmp_path, max_bytes=1 << 20)
+    manifests = SqliteManifestCache(tmp_path, max_bytes=1 << 20)
+    images = SqliteImageIndex(tmp_path)
+    assert await layers.get("sha256:x") is None  # a miss, not an error
+    await layers.put("sha256:x", {"v": 1})
+    await manifests.set("manifest:r@x", "t", b"body", None)
+    await images.record("r:1", "sha256:i", ["sha256:l1"])
+    # Usable again, for these objects and for a new process reading the same file.
+    assert await layers.get("sha256:x") == {"v": 1}
+    assert await SqliteLayerCache(tmp_path).get("sha256:x") == {"v": 1}
+    assert await SqliteManifestCache(tmp_path).get("manifest:r@x") == ("t", b"body")
+    assert [s.reference for s in await images.bases(["sha256:l1", "sha256:l2"])] == ["r:1"]
+    rebuilt = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(rebuilt) == 1, caplog.text  # said once, not on every call
 
 
 class StallingSource(DiskSource):
