@@ -501,3 +501,44 @@ async def test_the_all_role_runs_the_gateway_and_the_endpoint(
         asked = await emu.slash_command("ask", {"question": QUESTION})  # over HTTP
         pong = await emu.ping()
     assert asked.acknowledged == 4 and pong.response == {"type": 1}
+
+
+def test_the_application_id_is_read_as_a_number(emu: DiscordEmulator) -> None:
+    padded = settings_for(emu, discord_application_id=f" {emu.application_id}\n")
+    assert padded.discord_application_id == emu.application_id  # as pasted, spaces dropped
+    with pytest.raises(ValueError, match="DISCORD_APPLICATION_ID"):
+        settings_for(emu, discord_application_id=emu.public_key)  # the wrong value pasted
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("DISCORD_APPLICATION_ID", "my-bot"), ("DISCORD_PUBLIC_KEY", "not-a-hex-key")],
+)
+def test_a_bad_discord_setting_stops_serve_with_one_line(
+    tmp_path: Any, variable: str, value: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "SLACK_"))},
+        "DISCORD_PUBLIC_KEY": SigningKey.generate().verify_key.encode().hex(),
+        "DISCORD_APPLICATION_ID": "123456789012345678",
+        variable: value,
+        "DOCKWISE_CACHE_DIR": str(tmp_path),
+        "DOCKWISE_PORT": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("dockwise: error: "), done.stderr
+    assert variable in lines[0]
