@@ -22,6 +22,7 @@ pods keep mentions and DMs. Spec: Discord's developer docs, "Receiving and Respo
   always deferred and the original response shows their progress until the result.
 * Errors the asker caused are private (flag 64): an immediate ephemeral response, or,
   after a deferral, the public placeholder deleted and an ephemeral follow-up.
+* At shutdown, deferred answers still running get ``SHUTDOWN_GRACE`` seconds to finish.
 
 ``InteractionFollowups`` is the webhook side on its own (no public key or bot token): what
 a worker process needs to answer a deferred interaction from its ``Context``
@@ -85,6 +86,9 @@ MISSING_OPTION = "That command needs its {name} option."
 #: Times a webhook call is retried after Discord answers 429 (honouring ``retry_after``).
 RATE_LIMIT_RETRIES = 3
 RETRY_AFTER_MAX = 10.0
+#: Seconds ``close`` lets deferred answers still running finish before cancelling them
+#: (below the web pods' 20 s termination grace period in deploy/kubernetes/scale/web.yaml).
+SHUTDOWN_GRACE = 10.0
 
 
 class SignatureError(Exception):
@@ -368,6 +372,7 @@ class DiscordInteractions:
         self.max_skew: float = MAX_SKEW
         self.progress_min_interval = 1.0
         self.progress_heartbeat = 2.0
+        self.shutdown_grace = SHUTDOWN_GRACE
         self._tasks: set[asyncio.Task[None]] = set()
 
     def mount(self, app: web.Application) -> None:
@@ -376,7 +381,11 @@ class DiscordInteractions:
         app.on_cleanup.append(lambda _app: self.close())
 
     async def close(self) -> None:
-        """Cancel follow-up work still running and close the webhook session."""
+        """Give deferred answers still running up to ``shutdown_grace`` seconds to finish
+        (an update or scale-down must not leave an asker "thinking" forever), cancel what
+        is left and close the webhook session."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.shutdown_grace)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

@@ -326,6 +326,22 @@ async def test_registry_image_explained_over_http(
     assert "Debian" in shown_text([shown])
 
 
+async def test_shutting_down_lets_a_running_explanation_finish(
+    emu: DiscordEmulator, engine: Engine, explainer: StagedExplainer
+) -> None:
+    """A web pod stopping (update, scale-down) answers what it deferred before it goes."""
+    explainer.hold = asyncio.Event()
+    async with serving(emu, engine) as adapter:
+        assert adapter.interactions is not None
+        explained = await emu.slash_command("image-explain", {"image": "python:3.12-slim"})
+        await explainer.at_layer_one.wait()
+        explainer.hold.set()  # the explanation can finish now, but has not resumed yet
+        await adapter.interactions.close()  # what the server's cleanup runs at shutdown
+        shown = emu.shown(explained)
+    assert explained.acknowledged == 5
+    assert shown and shown[0]["embeds"][0]["title"] == "python:3.12-slim: Debian 12 user space"
+
+
 async def test_a_huge_explanation_is_split_over_the_original_and_followups(
     emu: DiscordEmulator, knowledge: KnowledgeBase
 ) -> None:
