@@ -313,6 +313,26 @@ async def test_expired_tags_go_first_and_no_cap_keeps_everything(tmp_path: Path)
     assert await capped.get("manifest:r@1") == ("t", body)
 
 
+async def test_an_entry_bigger_than_the_cap_is_not_stored_and_evicts_nothing(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    cap = 20_000
+    manifests = SqliteManifestCache(tmp_path, max_bytes=cap, touch_after=0)
+    layers = SqliteLayerCache(tmp_path, max_bytes=cap, touch_after=0)
+    kept = {f"manifest:r@{n}": os.urandom(1000) for n in range(5)}
+    for key, body in kept.items():
+        await manifests.set(key, "t", body, None)
+    await manifests.set("manifest:r:tag", "t", b"old", 300)
+    await manifests.set("manifest:r:tag", "t", os.urandom(cap + 1), 300)  # cannot fit
+    await layers.put("sha256:huge", {"blob": os.urandom(cap).hex()})  # nor can this
+    assert await manifests.get("manifest:r:tag") is None  # not the stale value either
+    assert await layers.get("sha256:huge") is None
+    for key, body in kept.items():  # the entries that fit are all still there
+        assert await manifests.get(key) == ("t", body)
+
+
 async def test_a_cache_file_from_before_the_cap_is_upgraded(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / DB_NAME)
     conn.executescript(

@@ -11,8 +11,9 @@
 With ``max_bytes`` (``DOCKWISE_CACHE_MAX_BYTES``) the entries of both tables together stay
 under that many bytes (keys and stored values): a write that goes over evicts expired
 tags, then the least recently used entries until 90% of the cap is left, in the same
-transaction. "Used" is the last read or write, recorded at most once a ``touch_after``
-(60 s) per entry, so hot entries do not turn every read into a write. Freed pages go back
+transaction; an entry bigger than the whole cap is not stored. "Used" is the last read or
+write, recorded at most once a ``touch_after`` (60 s) per entry, so hot entries do not
+turn every read into a write. Freed pages go back
 to the file system (``auto_vacuum=INCREMENTAL`` on new files). Files from older versions
 gain the size and use columns on first open.
 
@@ -143,6 +144,11 @@ class _Db:
         for table in _SIZES:
             conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_used ON {table} (used)")
 
+    def fits(self, size: int) -> bool:
+        """Whether an entry of ``size`` bytes can be stored under the cap at all (one that
+        cannot would only evict every other entry, then itself)."""
+        return self.max_bytes is None or size <= self.max_bytes
+
     def evict(self, conn: sqlite3.Connection) -> int:
         """Inside a write transaction: drop expired tags, then least recently used entries
         while the entries exceed ``max_bytes`` (down to ``EVICT_TO`` of it). Returns how
@@ -262,6 +268,10 @@ class SqliteLayerCache:
 
     async def put(self, digest: str, facts: dict[str, Any]) -> None:
         data = zlib.compress(json.dumps(facts, separators=(",", ":")).encode(), 6)
+        size = len(digest.encode()) + len(data)
+        if not self._db.fits(size):
+            await self._db.call("DELETE FROM layer_facts WHERE digest = ?", digest)
+            return
         now = time.time()
         await self._db.call(
             "INSERT OR REPLACE INTO layer_facts (digest, data, stored, size, used)"
@@ -269,7 +279,7 @@ class SqliteLayerCache:
             digest,
             data,
             now,
-            len(digest.encode()) + len(data),
+            size,
             now,
         )
 
@@ -298,6 +308,10 @@ class SqliteManifestCache:
         return str(media_type), bytes(body)
 
     async def set(self, key: str, media_type: str, body: bytes, ttl: float | None) -> None:
+        size = len(key.encode()) + len(media_type.encode()) + len(body)
+        if not self._db.fits(size):  # and no older value for the key stays either
+            await self._db.call("DELETE FROM manifests WHERE key = ?", key)
+            return
         now = time.time()
         expires = None if ttl is None else now + ttl
         await self._db.call(
@@ -307,7 +321,7 @@ class SqliteManifestCache:
             media_type,
             body,
             expires,
-            len(key.encode()) + len(media_type.encode()) + len(body),
+            size,
             now,
         )
 
