@@ -498,9 +498,11 @@ def test_kubernetes_dockwise_pods_are_locked_down() -> None:
         assert all("emptyDir" in v for v in pod["volumes"]), name
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ports["http"] == int(config["DOCKWISE_PORT"]), name
-        # the SQLite cache's cap stays below its volume's limit (over it: pod evicted)
+        # the SQLite cache's file stays below its volume's limit (over it: pod evicted); the
+        # cap counts entries, and the file with its indexes and page slack is up to ~1.6x
+        # that for small entries (plus the WAL): keep the cap at most half the volume
         cache = next(v for v in pod["volumes"] if v["name"] == "cache")["emptyDir"]
-        assert int(config["DOCKWISE_CACHE_MAX_BYTES"]) < _bytes(cache["sizeLimit"]), name
+        assert 2 * int(config["DOCKWISE_CACHE_MAX_BYTES"]) <= _bytes(cache["sizeLimit"]), name
 
 
 def _bytes(quantity: str) -> int:
