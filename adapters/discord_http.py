@@ -89,6 +89,8 @@ RETRY_AFTER_MAX = 10.0
 #: Seconds ``close`` lets deferred answers still running finish before cancelling them
 #: (below the web pods' 20 s termination grace period in deploy/kubernetes/scale/web.yaml).
 SHUTDOWN_GRACE = 10.0
+#: What a deferred answer cut off by shutdown leaves in its original response.
+INTERRUPTED = "I was restarted before I could finish that: please ask again."
 
 
 class SignatureError(Exception):
@@ -446,7 +448,8 @@ class DiscordInteractions:
         response = web.json_response(answer.body)
         if answer.after is not None:
             acked = _Acked()
-            self._spawn(self._after_ack(acked, answer.after))
+            deferred = answer.body.get("type") == DEFERRED_CHANNEL_MESSAGE
+            self._spawn(self._after_ack(acked, answer.after, context if deferred else None))
             try:
                 await response.prepare(request)
                 await response.write_eof()
@@ -462,10 +465,26 @@ class DiscordInteractions:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _after_ack(self, acked: _Acked, after: Callable[[], Awaitable[None]]) -> None:
+    async def _after_ack(
+        self,
+        acked: _Acked,
+        after: Callable[[], Awaitable[None]],
+        deferred: Context | None = None,
+    ) -> None:
+        """Run ``after`` once the callback is out. A ``deferred`` answer cancelled (by
+        ``close``) replaces its original response with ``INTERRUPTED``, best effort."""
         await acked.event.wait()
         try:
             await after()
+        except asyncio.CancelledError:
+            if deferred is not None:
+                with contextlib.suppress(WebhookError, TimeoutError):
+                    async with asyncio.timeout(2):
+                        await self.followups.edit_original(
+                            deferred,
+                            {"content": INTERRUPTED, "embeds": [], "components": []},
+                        )
+            raise
         except Exception:
             log.exception("discord: a deferred answer failed")
 
@@ -620,6 +639,7 @@ class DiscordInteractions:
 
 __all__ = [
     "INTERACTIONS_PATH",
+    "INTERRUPTED",
     "MODAL_CUSTOM_ID",
     "Context",
     "DiscordInteractions",

@@ -23,7 +23,7 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from adapters.discord import DiscordPlatform, DiscordSettings, shard_ids, sync_commands
-from adapters.discord_http import INTERACTIONS_PATH, MODAL_CUSTOM_ID
+from adapters.discord_http import INTERACTIONS_PATH, INTERRUPTED, MODAL_CUSTOM_ID
 from bot.config import Settings
 from bot.engine import WELL_KNOWN_IMAGES, Engine
 from bot.errors import InvalidInput
@@ -340,6 +340,21 @@ async def test_shutting_down_lets_a_running_explanation_finish(
         shown = emu.shown(explained)
     assert explained.acknowledged == 5
     assert shown and shown[0]["embeds"][0]["title"] == "python:3.12-slim: Debian 12 user space"
+
+
+async def test_an_explanation_cut_off_by_shutdown_says_so(
+    emu: DiscordEmulator, engine: Engine, explainer: StagedExplainer
+) -> None:
+    """Past the grace period the asker is told to ask again, not left with the progress."""
+    explainer.hold = asyncio.Event()  # never set: the explanation outlives the grace
+    async with serving(emu, engine) as adapter:
+        assert adapter.interactions is not None
+        adapter.interactions.shutdown_grace = 0
+        explained = await emu.slash_command("image-explain", {"image": "python:3.12-slim"})
+        await explainer.at_layer_one.wait()
+        await adapter.interactions.close()
+        shown = emu.shown(explained)
+    assert shown and shown[0]["content"] == INTERRUPTED and not shown[0]["embeds"]
 
 
 async def test_a_huge_explanation_is_split_over_the_original_and_followups(
