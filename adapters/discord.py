@@ -51,7 +51,7 @@ import yarl
 from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.discord_dockerfile import add_dockerfile_command, with_attached_dockerfile
@@ -147,6 +147,35 @@ class DiscordSettings(BaseSettings):
     #: The application's Ed25519 public key (hex): enables ``POST /discord/interactions``.
     discord_public_key: str | None = Field(None, validation_alias="DISCORD_PUBLIC_KEY")
     discord_application_id: str | None = Field(None, validation_alias="DISCORD_APPLICATION_ID")
+
+    @field_validator("discord_application_id")
+    @classmethod
+    def _application_id(cls, value: str | None) -> str | None:
+        """A snowflake (digits), surrounding spaces dropped: a wrong value would make every
+        interaction, PING included, "for another application"."""
+        if value is None:
+            return None
+        value = value.strip()
+        if not value.isascii() or not value.isdigit():
+            raise ValueError(
+                "DISCORD_APPLICATION_ID must be the Application ID from the developer "
+                "portal (a number like 123456789012345678)"
+            )
+        return value
+
+    @field_validator("discord_public_key")
+    @classmethod
+    def _public_key(cls, value: str | None) -> str | None:
+        """64 hex characters, checked when the settings are read (before anything loads)."""
+        if value is None:
+            return None
+        from adapters.discord_http import verify_key
+
+        try:
+            verify_key(value)
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
 
     @property
     def discord_enabled(self) -> bool:

@@ -22,6 +22,7 @@ pods keep mentions and DMs. Spec: Discord's developer docs, "Receiving and Respo
   always deferred and the original response shows their progress until the result.
 * Errors the asker caused are private (flag 64): an immediate ephemeral response, or,
   after a deferral, the public placeholder deleted and an ephemeral follow-up.
+* At shutdown, deferred answers still running get ``SHUTDOWN_GRACE`` seconds to finish.
 
 ``InteractionFollowups`` is the webhook side on its own (no public key or bot token): what
 a worker process needs to answer a deferred interaction from its ``Context``
@@ -85,6 +86,11 @@ MISSING_OPTION = "That command needs its {name} option."
 #: Times a webhook call is retried after Discord answers 429 (honouring ``retry_after``).
 RATE_LIMIT_RETRIES = 3
 RETRY_AFTER_MAX = 10.0
+#: Seconds ``close`` lets deferred answers still running finish before cancelling them
+#: (below the web pods' 20 s termination grace period in deploy/kubernetes/scale/web.yaml).
+SHUTDOWN_GRACE = 10.0
+#: What a deferred answer cut off by shutdown leaves in its original response.
+INTERRUPTED = "I was restarted before I could finish that: please ask again."
 
 
 class SignatureError(Exception):
@@ -181,10 +187,17 @@ def private(reply: Reply) -> Answer:
     return Answer({"type": CHANNEL_MESSAGE, "data": message_payload(first, flags=EPHEMERAL)})
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
 def asker_of(payload: dict[str, Any]) -> Asker:
-    """Who sent the interaction: ``member.user`` in a server, ``user`` in a DM."""
-    user = (payload.get("member") or {}).get("user") or payload.get("user") or {}
-    channel = payload.get("channel_id") or (payload.get("channel") or {}).get("id")
+    """Who sent the interaction: ``member.user`` in a server, ``user`` in a DM (a field
+    that is not an object counts as absent: user id ``"unknown"``)."""
+    member = _object(payload.get("member"))
+    user = _object(member.get("user")) or _object(payload.get("user"))
+    channel = payload.get("channel_id") or _object(payload.get("channel")).get("id")
     guild = payload.get("guild_id")
     return Asker(
         "discord",
@@ -361,6 +374,7 @@ class DiscordInteractions:
         self.max_skew: float = MAX_SKEW
         self.progress_min_interval = 1.0
         self.progress_heartbeat = 2.0
+        self.shutdown_grace = SHUTDOWN_GRACE
         self._tasks: set[asyncio.Task[None]] = set()
 
     def mount(self, app: web.Application) -> None:
@@ -369,7 +383,11 @@ class DiscordInteractions:
         app.on_cleanup.append(lambda _app: self.close())
 
     async def close(self) -> None:
-        """Cancel follow-up work still running and close the webhook session."""
+        """Give deferred answers still running up to ``shutdown_grace`` seconds to finish
+        (an update or scale-down must not leave an asker "thinking" forever), cancel what
+        is left and close the webhook session."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.shutdown_grace)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -430,7 +448,8 @@ class DiscordInteractions:
         response = web.json_response(answer.body)
         if answer.after is not None:
             acked = _Acked()
-            self._spawn(self._after_ack(acked, answer.after))
+            deferred = answer.body.get("type") == DEFERRED_CHANNEL_MESSAGE
+            self._spawn(self._after_ack(acked, answer.after, context if deferred else None))
             try:
                 await response.prepare(request)
                 await response.write_eof()
@@ -446,10 +465,26 @@ class DiscordInteractions:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _after_ack(self, acked: _Acked, after: Callable[[], Awaitable[None]]) -> None:
+    async def _after_ack(
+        self,
+        acked: _Acked,
+        after: Callable[[], Awaitable[None]],
+        deferred: Context | None = None,
+    ) -> None:
+        """Run ``after`` once the callback is out. A ``deferred`` answer cancelled (by
+        ``close``) replaces its original response with ``INTERRUPTED``, best effort."""
         await acked.event.wait()
         try:
             await after()
+        except asyncio.CancelledError:
+            if deferred is not None:
+                with contextlib.suppress(WebhookError, TimeoutError):
+                    async with asyncio.timeout(2):
+                        await self.followups.edit_original(
+                            deferred,
+                            {"content": INTERRUPTED, "embeds": [], "components": []},
+                        )
+            raise
         except Exception:
             log.exception("discord: a deferred answer failed")
 
@@ -604,6 +639,7 @@ class DiscordInteractions:
 
 __all__ = [
     "INTERACTIONS_PATH",
+    "INTERRUPTED",
     "MODAL_CUSTOM_ID",
     "Context",
     "DiscordInteractions",

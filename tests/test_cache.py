@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,6 +133,43 @@ async def test_unwritable_cache_dir_degrades_to_no_cache(tmp_path: Path) -> None
     layers = SqliteLayerCache(blocker)
     await layers.put("sha256:x", {"v": 1})
     assert await layers.get("sha256:x") is None
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"not a database at all " * 500)
+
+
+def _truncated(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE filler (x)")
+    conn.executemany("INSERT INTO filler VALUES (?)", [("x" * 1000,)] * 200)
+    conn.commit()
+    conn.close()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("damage", [_garbage, _truncated], ids=["garbage", "truncated"])
+async def test_a_damaged_cache_file_is_rebuilt(
+    tmp_path: Path, damage: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bot.cache.sqlite import SqliteImageIndex
+
+    damage(tmp_path / DB_NAME)
+    layers = SqliteLayerCache(tmp_path, max_bytes=1 << 20)
+    manifests = SqliteManifestCache(tmp_path, max_bytes=1 << 20)
+    images = SqliteImageIndex(tmp_path)
+    assert await layers.get("sha256:x") is None  # a miss, not an error
+    await layers.put("sha256:x", {"v": 1})
+    await manifests.set("manifest:r@x", "t", b"body", None)
+    await images.record("r:1", "sha256:i", ["sha256:l1"])
+    # Usable again, for these objects and for a new process reading the same file.
+    assert await layers.get("sha256:x") == {"v": 1}
+    assert await SqliteLayerCache(tmp_path).get("sha256:x") == {"v": 1}
+    assert await SqliteManifestCache(tmp_path).get("manifest:r@x") == ("t", b"body")
+    assert [s.reference for s in await images.bases(["sha256:l1", "sha256:l2"])] == ["r:1"]
+    rebuilt = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(rebuilt) == 1, caplog.text  # said once, not on every call
 
 
 class StallingSource(DiskSource):
@@ -273,6 +311,26 @@ async def test_expired_tags_go_first_and_no_cap_keeps_everything(tmp_path: Path)
     await capped.set("manifest:r@1", "t", body, None)
     assert await capped.get("manifest:r@0") == ("t", body)  # the expired tag went instead
     assert await capped.get("manifest:r@1") == ("t", body)
+
+
+async def test_an_entry_bigger_than_the_cap_is_not_stored_and_evicts_nothing(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    cap = 20_000
+    manifests = SqliteManifestCache(tmp_path, max_bytes=cap, touch_after=0)
+    layers = SqliteLayerCache(tmp_path, max_bytes=cap, touch_after=0)
+    kept = {f"manifest:r@{n}": os.urandom(1000) for n in range(5)}
+    for key, body in kept.items():
+        await manifests.set(key, "t", body, None)
+    await manifests.set("manifest:r:tag", "t", b"old", 300)
+    await manifests.set("manifest:r:tag", "t", os.urandom(cap + 1), 300)  # cannot fit
+    await layers.put("sha256:huge", {"blob": os.urandom(cap).hex()})  # nor can this
+    assert await manifests.get("manifest:r:tag") is None  # not the stale value either
+    assert await layers.get("sha256:huge") is None
+    for key, body in kept.items():  # the entries that fit are all still there
+        assert await manifests.get(key) == ("t", body)
 
 
 async def test_a_cache_file_from_before_the_cap_is_upgraded(tmp_path: Path) -> None:

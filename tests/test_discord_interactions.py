@@ -23,7 +23,7 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from adapters.discord import DiscordPlatform, DiscordSettings, shard_ids, sync_commands
-from adapters.discord_http import INTERACTIONS_PATH, MODAL_CUSTOM_ID
+from adapters.discord_http import INTERACTIONS_PATH, INTERRUPTED, MODAL_CUSTOM_ID
 from bot.config import Settings
 from bot.engine import WELL_KNOWN_IMAGES, Engine
 from bot.errors import InvalidInput
@@ -199,6 +199,29 @@ async def test_unknown_types_and_non_json_get_400(emu: DiscordEmulator, engine: 
     assert answer["data"]["flags"] == EPHEMERAL
 
 
+async def test_odd_asker_shapes_are_answered_not_a_500(
+    emu: DiscordEmulator, engine: Engine
+) -> None:
+    """Signed, but who asked is shaped unlike Discord's member/user/channel objects."""
+    shapes: list[tuple[dict[str, Any], tuple[str, ...]]] = [  # (set these, drop those)
+        ({"member": "not an object"}, ()),
+        ({"member": {"user": ["a", "list"]}}, ()),
+        ({"user": 42}, ("member",)),
+        ({"channel": "not an object"}, ("channel_id",)),
+    ]
+    async with serving(emu, engine):
+        answers = []
+        for overrides, dropped in shapes:
+            _, body = ask_body(emu)
+            payload = {**json.loads(body), **overrides}
+            for key in dropped:
+                payload.pop(key, None)
+            answers.append(await emu.post_signed(json.dumps(payload).encode()))
+    for status, answer in answers:  # the question is answered (asker "unknown")
+        assert status == 200 and isinstance(answer, dict), (status, answer)
+        assert answer["type"] == 4 and answer["data"]["embeds"]
+
+
 # --- commands --------------------------------------------------------------------------------
 
 
@@ -301,6 +324,37 @@ async def test_registry_image_explained_over_http(
     assert shown["embeds"] == want["embeds"]
     assert shown["components"] == want["components"]
     assert "Debian" in shown_text([shown])
+
+
+async def test_shutting_down_lets_a_running_explanation_finish(
+    emu: DiscordEmulator, engine: Engine, explainer: StagedExplainer
+) -> None:
+    """A web pod stopping (update, scale-down) answers what it deferred before it goes."""
+    explainer.hold = asyncio.Event()
+    async with serving(emu, engine) as adapter:
+        assert adapter.interactions is not None
+        explained = await emu.slash_command("image-explain", {"image": "python:3.12-slim"})
+        await explainer.at_layer_one.wait()
+        explainer.hold.set()  # the explanation can finish now, but has not resumed yet
+        await adapter.interactions.close()  # what the server's cleanup runs at shutdown
+        shown = emu.shown(explained)
+    assert explained.acknowledged == 5
+    assert shown and shown[0]["embeds"][0]["title"] == "python:3.12-slim: Debian 12 user space"
+
+
+async def test_an_explanation_cut_off_by_shutdown_says_so(
+    emu: DiscordEmulator, engine: Engine, explainer: StagedExplainer
+) -> None:
+    """Past the grace period the asker is told to ask again, not left with the progress."""
+    explainer.hold = asyncio.Event()  # never set: the explanation outlives the grace
+    async with serving(emu, engine) as adapter:
+        assert adapter.interactions is not None
+        adapter.interactions.shutdown_grace = 0
+        explained = await emu.slash_command("image-explain", {"image": "python:3.12-slim"})
+        await explainer.at_layer_one.wait()
+        await adapter.interactions.close()
+        shown = emu.shown(explained)
+    assert shown and shown[0]["content"] == INTERRUPTED and not shown[0]["embeds"]
 
 
 async def test_a_huge_explanation_is_split_over_the_original_and_followups(
@@ -478,3 +532,44 @@ async def test_the_all_role_runs_the_gateway_and_the_endpoint(
         asked = await emu.slash_command("ask", {"question": QUESTION})  # over HTTP
         pong = await emu.ping()
     assert asked.acknowledged == 4 and pong.response == {"type": 1}
+
+
+def test_the_application_id_is_read_as_a_number(emu: DiscordEmulator) -> None:
+    padded = settings_for(emu, discord_application_id=f" {emu.application_id}\n")
+    assert padded.discord_application_id == emu.application_id  # as pasted, spaces dropped
+    with pytest.raises(ValueError, match="DISCORD_APPLICATION_ID"):
+        settings_for(emu, discord_application_id=emu.public_key)  # the wrong value pasted
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("DISCORD_APPLICATION_ID", "my-bot"), ("DISCORD_PUBLIC_KEY", "not-a-hex-key")],
+)
+def test_a_bad_discord_setting_stops_serve_with_one_line(
+    tmp_path: Any, variable: str, value: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "SLACK_"))},
+        "DISCORD_PUBLIC_KEY": SigningKey.generate().verify_key.encode().hex(),
+        "DISCORD_APPLICATION_ID": "123456789012345678",
+        variable: value,
+        "DOCKWISE_CACHE_DIR": str(tmp_path),
+        "DOCKWISE_PORT": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("dockwise: error: "), done.stderr
+    assert variable in lines[0]

@@ -11,15 +11,18 @@
 With ``max_bytes`` (``DOCKWISE_CACHE_MAX_BYTES``) the entries of both tables together stay
 under that many bytes (keys and stored values): a write that goes over evicts expired
 tags, then the least recently used entries until 90% of the cap is left, in the same
-transaction. "Used" is the last read or write, recorded at most once a ``touch_after``
-(60 s) per entry, so hot entries do not turn every read into a write. Freed pages go back
+transaction; an entry bigger than the whole cap is not stored. "Used" is the last read or
+write, recorded at most once a ``touch_after`` (60 s) per entry, so hot entries do not
+turn every read into a write. Freed pages go back
 to the file system (``auto_vacuum=INCREMENTAL`` on new files). Files from older versions
 gain the size and use columns on first open.
 
 The database runs in WAL mode with a busy timeout, so several dockwise processes can
 share a cache dir; every write is one transaction (``INSERT OR REPLACE``). Each call opens
 its own short-lived connection in a worker thread: nothing blocks the event loop and no
-connection crosses threads. A damaged or unreadable cache is a miss, never an error.
+connection crosses threads. An unreadable cache is a miss, never an error; a damaged file
+(not a database, or corrupt: SQLITE_NOTADB / SQLITE_CORRUPT) is deleted and started afresh,
+with one warning, and the call is retried on the new file.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import hashlib
 import json
 import logging
 import sqlite3
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -74,6 +78,20 @@ _KEYS = {"layer_facts": "digest", "manifests": "key"}
 #: Eviction frees down to this share of the cap, so not every write evicts.
 EVICT_TO = 0.9
 TOUCH_AFTER = 60.0
+#: One rebuild of a damaged file at a time in this process.
+_REBUILD_LOCK = threading.Lock()
+
+
+def _damaged(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says the file is not a database or is corrupt (SQLITE_NOTADB,
+    SQLITE_CORRUPT and its extended codes)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _tables_gone(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` is a missing table (the file was rebuilt under this process)."""
+    return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith("no such table")
 
 
 class _Db:
@@ -88,13 +106,17 @@ class _Db:
     def connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
-        if not self._ready:
-            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file only
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-            self._migrate(conn)
-            self._ready = True
-        conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            if not self._ready:
+                conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # new files only
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(_SCHEMA)
+                self._migrate(conn)
+                self._ready = True
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     @staticmethod
@@ -121,6 +143,11 @@ class _Db:
                 raise
         for table in _SIZES:
             conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_used ON {table} (used)")
+
+    def fits(self, size: int) -> bool:
+        """Whether an entry of ``size`` bytes can be stored under the cap at all (one that
+        cannot would only evict every other entry, then itself)."""
+        return self.max_bytes is None or size <= self.max_bytes
 
     def evict(self, conn: sqlite3.Connection) -> int:
         """Inside a write transaction: drop expired tags, then least recently used entries
@@ -152,6 +179,44 @@ class _Db:
         return gone
 
     def run(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Run one statement (a write in its own transaction, evicting over the cap). A
+        damaged file is replaced by an empty one and the statement run again; so is a
+        statement on a file whose tables went with such a rebuild elsewhere. Raises
+        ``sqlite3.Error`` / ``OSError`` otherwise."""
+        try:
+            return self._run(sql, params)
+        except sqlite3.DatabaseError as exc:
+            if _damaged(exc):
+                self._rebuild(exc)
+            elif not _tables_gone(exc):
+                raise
+            self._ready = False
+            return self._run(sql, params)
+
+    def _rebuild(self, exc: sqlite3.Error) -> None:
+        """Delete the damaged file (and its WAL), unless it was rebuilt meanwhile."""
+        with _REBUILD_LOCK:
+            if not self._still_damaged():
+                return
+            log.warning("cache %s was damaged (%s); starting an empty one", self.path.name, exc)
+            for suffix in ("-wal", "-shm", "-journal", ""):
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.with_name(self.path.name + suffix).unlink()
+
+    def _still_damaged(self) -> bool:
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout)
+            try:
+                row = conn.execute("PRAGMA quick_check(1)").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            return _damaged(exc)
+        except (sqlite3.Error, OSError):
+            return False
+        return row is None or row[0] != "ok"
+
+    def _run(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         conn = self.connect()
         try:
             write = not sql.lstrip().upper().startswith("SELECT")
@@ -203,6 +268,10 @@ class SqliteLayerCache:
 
     async def put(self, digest: str, facts: dict[str, Any]) -> None:
         data = zlib.compress(json.dumps(facts, separators=(",", ":")).encode(), 6)
+        size = len(digest.encode()) + len(data)
+        if not self._db.fits(size):
+            await self._db.call("DELETE FROM layer_facts WHERE digest = ?", digest)
+            return
         now = time.time()
         await self._db.call(
             "INSERT OR REPLACE INTO layer_facts (digest, data, stored, size, used)"
@@ -210,7 +279,7 @@ class SqliteLayerCache:
             digest,
             data,
             now,
-            len(digest.encode()) + len(data),
+            size,
             now,
         )
 
@@ -239,6 +308,10 @@ class SqliteManifestCache:
         return str(media_type), bytes(body)
 
     async def set(self, key: str, media_type: str, body: bytes, ttl: float | None) -> None:
+        size = len(key.encode()) + len(media_type.encode()) + len(body)
+        if not self._db.fits(size):  # and no older value for the key stays either
+            await self._db.call("DELETE FROM manifests WHERE key = ?", key)
+            return
         now = time.time()
         expires = None if ttl is None else now + ttl
         await self._db.call(
@@ -248,7 +321,7 @@ class SqliteManifestCache:
             media_type,
             body,
             expires,
-            len(key.encode()) + len(media_type.encode()) + len(body),
+            size,
             now,
         )
 
