@@ -641,14 +641,15 @@ class DiscordPlatform(ChatAdapter):
     async def setup(self, web_app: Any) -> None:
         """Roles ``all``/``web`` mount ``POST /discord/interactions`` when
         ``DISCORD_PUBLIC_KEY`` is set; roles ``all``/``gateway`` run the gateway client
-        when ``DISCORD_TOKEN`` is set. Raises ``InvalidInput`` for an empty token, a
-        malformed public key or a ``gateway`` role without a token."""
+        when ``DISCORD_TOKEN`` is set. Raises ``InvalidInput`` for an empty token or a
+        malformed public key. A ``gateway`` role without a token runs no Discord (Discord
+        is then served over HTTP interactions by the web role)."""
         settings: DiscordSettings = self.settings
         if settings.discord_token is not None:
             _token(settings)  # an empty token fails before anything starts
         self.gateway = self.role in ("all", "gateway") and settings.discord_token is not None
-        if self.role == "gateway" and not self.gateway:
-            raise InvalidInput("the gateway role needs DISCORD_TOKEN (the bot token).")
+        if self.role == "gateway" and not self.gateway:  # Discord over HTTP interactions only:
+            log.info("discord: no DISCORD_TOKEN, so this gateway role runs no Discord shard")
         if self.role in ("all", "web") and settings.discord_public_key is not None:
             from adapters.discord_http import DiscordInteractions
 

@@ -504,9 +504,13 @@ async def test_roles_choose_gateway_or_http(emu: DiscordEmulator, engine: Engine
             session.post(emu.interactions_url, data=b"{}") as response,
         ):
             assert response.status == 404  # no route in the gateway role
-    with pytest.raises(InvalidInput, match="DISCORD_TOKEN"):
-        async with serving(emu, engine, role="gateway", token=False):
-            pass
+    sessions = len(emu.sessions)
+    # Discord over HTTP only (no token): the gateway role, there for Slack Socket Mode,
+    # runs no Discord shard instead of failing.
+    async with serving(emu, engine, role="gateway", token=False) as http_only:
+        assert not http_only.gateway and http_only.interactions is None
+        assert http_only.ready()
+    assert len(emu.sessions) == sessions
     worker = DiscordPlatform(engine, settings_for(emu))
     worker.role = "worker"
     await worker.setup(build_web_app())
