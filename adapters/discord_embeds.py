@@ -13,7 +13,9 @@ follow-up suggestions instead.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,12 +101,36 @@ class RenderedMessage:
         return payload
 
 
+#: A digest in an image reference, and its compact form in a custom_id: the 32 bytes in
+#: base64url (43 characters instead of 64), so digest-pinned images still fit in 100.
+_DIGEST = re.compile(r"@sha256:([0-9a-f]{64})")
+_COMPACT_DIGEST = re.compile(r"@~([A-Za-z0-9_-]{43})")
+
+
+def _compact(value: str) -> str:
+    return _DIGEST.sub(
+        lambda m: "@~" + base64.urlsafe_b64encode(bytes.fromhex(m[1])).decode()[:43], value
+    )
+
+
+def _expand(value: str) -> str:
+    return _COMPACT_DIGEST.sub(
+        lambda m: "@sha256:" + base64.urlsafe_b64decode(m[1] + "=").hex(), value
+    )
+
+
 def custom_id(element_id: str, value: str) -> str:
-    """``<element id>:<value>`` when it fits Discord's 100 characters, else
-    ``<element id>:#<sha256 prefix>`` with the value kept in memory (``resolve_custom_id``)."""
+    """``<element id>:<value>`` when it fits Discord's 100 characters; else
+    ``<element id>:~<value>`` with each ``@sha256:<hex>`` digest written as
+    ``@~<base64url>`` (stateless: any replica, any restart reads it back); else
+    ``<element id>:#<sha256 prefix>`` with the value kept in this process's memory
+    (``resolve_custom_id``)."""
     plain = f"{element_id}:{value}"
-    if len(plain) <= CUSTOM_ID_MAX:
+    if len(plain) <= CUSTOM_ID_MAX and not value.startswith(("#", "~")):
         return plain
+    compact = f"{element_id}:~{_compact(value)}"
+    if len(compact) <= CUSTOM_ID_MAX:
+        return compact
     key = hashlib.sha256(value.encode()).hexdigest()[:24]
     _long_values[key] = value
     _long_values.move_to_end(key)
@@ -121,6 +147,8 @@ def resolve_custom_id(raw: str) -> tuple[str, str] | None:
     if value.startswith("#"):
         kept = _long_values.get(value[1:])
         return None if kept is None else (element_id, kept)
+    if value.startswith("~"):
+        return element_id, _expand(value[1:])
     return element_id, value
 
 

@@ -679,3 +679,42 @@ async def test_image_explain_of_a_registry_image(
         assert "Debian" in shown
         for fact in expected.facts:
             assert fact.value.strip()[:40] in shown
+
+
+def test_buttons_of_a_digest_pinned_image_resolve_on_any_replica() -> None:
+    """A section or feedback value naming ``name@sha256:<64 hex>`` is too long for a
+    100-character custom_id as it is; its compact form must read back without this
+    process's memory (another web replica, or after a restart)."""
+    from adapters import discord_embeds as de
+    from bot.actions import with_actions
+    from bot.reply import Reply, ReplyKind, Section
+
+    image = "ghcr.io/acme/python@sha256:" + "0123456789abcdef" * 4
+    reply = with_actions(
+        Reply(
+            kind=ReplyKind.IMAGE,
+            title="t",
+            body="b",
+            sections=[Section("Layers", "x"), Section("Packages", "y")],
+        ),
+        image=image,
+    )
+    wanted = [(a.action_id, a.value) for a in reply.actions]
+    assert any(len(f"{a}:{v}") > de.CUSTOM_ID_MAX for a, v in wanted)
+    ids = [
+        b["custom_id"]
+        for m in de.render_reply(reply)
+        for row in m.components()
+        for b in row["components"]
+    ]
+    assert all(len(i) <= de.CUSTOM_ID_MAX for i in ids)
+    de._long_values.clear()  # what another replica (or a restart) knows of them
+    resolved = [de.resolve_custom_id(i) for i in ids]
+    assert None not in resolved  # element ids are per button; the values must be exact
+    assert sorted(r[1] for r in resolved if r is not None) == sorted(v for _, v in wanted)
+    # values that start like the markers still round-trip
+    for value in ("#not-a-key", "~tilde"):
+        assert de.resolve_custom_id(de.custom_id("dockwise_ask", value)) == (
+            "dockwise_ask",
+            value,
+        )
