@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import queue
 import re
@@ -39,7 +38,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import docker
 import docker.errors
@@ -49,6 +48,7 @@ from bot.config import Settings, get_settings
 from bot.errors import ContentError, ImageNotFound, Unreachable
 from bot.image.reference import looks_like_image_id, parse_reference
 from bot.image.source import LayerBlob, Platform, ResolvedImage
+from bot.image.streams import Forward
 from bot.observability import BYTES_FETCHED
 
 CHUNK = 1 << 20  # bytes per read from the save stream and from spool files
@@ -77,27 +77,33 @@ _METADATA_ONLY = re.compile(
 MAX_PARENT_INSPECTS = 256  # intermediate images looked at to align history with layers
 
 
-class _ChunkReader(io.RawIOBase):
-    """A read-only file object over an iterator of byte chunks (the save stream)."""
+def _save_stream(client: DockerClient, image_id: str) -> tuple[Callable[[int], bytes], Any]:
+    """``GET /images/{id}/get`` (``docker save``) as ``read(n)`` over the raw response,
+    and the response (to close). The SDK's ``get_image`` yields each HTTP chunk the engine
+    sends (32 KiB), which costs a Python round trip per 32 KiB; reading the raw response
+    in ``CHUNK`` pieces does not. Raises docker.errors (NotFound, APIError) on a refusal."""
+    api: Any = client.api  # the SDK's own request helpers (get_image uses them too)
+    response = api._get(api._url("/images/{0}/get", image_id), stream=True)
+    api._raise_for_status(response)
+    raw = response.raw
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = b""
+    def read(size: int) -> bytes:
+        data: bytes = raw.read(size, decode_content=False)
+        return data
 
-    def readable(self) -> bool:
-        return True
+    return read, response
 
-    def readinto(self, target: Any) -> int:
-        view = memoryview(target)
-        while not self._buffer:
-            try:
-                self._buffer = next(self._chunks)
-            except StopIteration:
-                return 0
-        count = min(len(view), len(self._buffer))
-        view[:count] = self._buffer[:count]
-        self._buffer = self._buffer[count:]
-        return count
+
+def _member_chunks(stream: Forward, size: int) -> Iterator[bytes]:
+    """The data of the tar member the stream is at, as the chunks it arrived in (the
+    first and last cut to the member), without joining or copying whole chunks."""
+    left = size
+    while left > 0:
+        chunk = stream.read1(min(left, CHUNK))
+        if not chunk:
+            raise tarfile.ReadError("unexpected end of data")
+        left -= len(chunk)
+        yield chunk
 
 
 class _Want:
@@ -110,14 +116,14 @@ class _Want:
         self.messages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=HANDOFF_CHUNKS)
         self.closed = threading.Event()  # the reader went away
 
-    def receive(self) -> tuple[str, Any]:
+    def receive(self, stop: threading.Event | None = None) -> tuple[str, Any]:
         """The next message (blocking, in a worker thread); gives up once the reader is
-        closed, so a cancelled reader never strands the thread."""
+        closed (or ``stop`` is set), so a cancelled reader never strands the thread."""
         while True:
             try:
                 return self.messages.get(timeout=0.2)
             except queue.Empty:
-                if self.closed.is_set():
+                if self.closed.is_set() or (stop is not None and stop.is_set()):
                     return ("error", ContentError("layer reader closed"))
 
     def send(self, kind: str, value: Any) -> bool:
@@ -240,37 +246,41 @@ class _Export:
         known = set(self._diff_ids)
         parents: dict[str, str | None] = {}  # legacy v1 id -> parent v1 id
         tops: set[str] = set()  # legacy v1 ids whose json carries the image config
-        stream = self._client.api.get_image(self._image_id, chunk_size=CHUNK)
-        reader = io.BufferedReader(_ChunkReader(iter(stream)), CHUNK)
-        with tarfile.open(fileobj=reader, mode="r|") as tar:
-            for member in tar:
-                if self._stop.is_set():
-                    return
-                if not member.isfile():
-                    continue
-                source = tar.extractfile(member)
-                if source is None:
-                    continue
-                name = member.name
-                if name in config_names:
-                    self._take_config(source.read(CONFIG_MAX + 1))
-                    continue
-                if name.endswith("/json"):
-                    self._take_v1(name, source.read(CONFIG_MAX + 1), parents, tops)
-                    continue
-                if name.endswith("/layer.tar"):
-                    diff_id = self._legacy_position(name.split("/", 1)[0], parents, tops)
-                elif name.startswith("blobs/sha256/"):
-                    diff_id = "sha256:" + name.rsplit("/", 1)[1]
-                    if diff_id not in known:
-                        continue  # OCI manifests, index, config
-                else:
-                    continue  # manifest.json, repositories, VERSION, index.json, oci-layout
-                reader_ = self._claim(diff_id)
-                if reader_ is not None:
-                    self._hand_over(source, reader_)
-                else:
-                    self._write(source, directory)
+        read, response = _save_stream(self._client, self._image_id)
+        stream = Forward(read, CHUNK)
+        try:
+            # r: mode over a forward-only reader: member data is read (or skipped) straight
+            # from the arriving chunks, with no copy through tarfile's stream buffer.
+            with tarfile.open(fileobj=stream, mode="r:") as tar:
+                for member in tar:
+                    if self._stop.is_set():
+                        return
+                    if not member.isfile():
+                        continue
+                    name = member.name
+                    if name in config_names:
+                        self._take_config(stream.read(min(member.size, CONFIG_MAX + 1)))
+                        continue
+                    if name.endswith("/json"):
+                        data = stream.read(min(member.size, CONFIG_MAX + 1))
+                        self._take_v1(name, data, parents, tops)
+                        continue
+                    if name.endswith("/layer.tar"):
+                        diff_id = self._legacy_position(name.split("/", 1)[0], parents, tops)
+                    elif name.startswith("blobs/sha256/"):
+                        diff_id = "sha256:" + name.rsplit("/", 1)[1]
+                        if diff_id not in known:
+                            continue  # OCI manifests, index, config
+                    else:
+                        continue  # manifest.json, repositories, VERSION, index.json, oci-layout
+                    reader_ = self._claim(diff_id)
+                    chunks = _member_chunks(stream, member.size)
+                    if reader_ is not None:
+                        self._hand_over(chunks, reader_)
+                    else:
+                        self._write(chunks, directory)
+        finally:
+            response.close()
 
     def _take_v1(
         self, name: str, data: bytes, parents: dict[str, str | None], tops: set[str]
@@ -302,10 +312,10 @@ class _Export:
             depth += 1
         return self._diff_ids[depth - 1]
 
-    def _hand_over(self, source: IO[bytes], reader: _Want) -> None:
+    def _hand_over(self, chunks: Iterator[bytes], reader: _Want) -> None:
         hasher = hashlib.sha256()
         self._active = reader
-        while chunk := source.read(CHUNK):
+        for chunk in chunks:
             hasher.update(chunk)
             if not reader.send("chunk", chunk):
                 self._active = None
@@ -313,11 +323,11 @@ class _Export:
         self._active = None
         reader.send("end", "sha256:" + hasher.hexdigest())
 
-    def _write(self, source: IO[bytes], directory: Path) -> None:
+    def _write(self, chunks: Iterator[bytes], directory: Path) -> None:
         hasher = hashlib.sha256()
         path = directory / f"{uuid.uuid4().hex}.tar"
         with path.open("wb") as out:
-            while chunk := source.read(CHUNK):
+            for chunk in chunks:
                 if self._stop.is_set():
                     return
                 hasher.update(chunk)
@@ -553,6 +563,7 @@ class DockerSource:
                 compression="none",
                 open=_opener(exports, diff_id),
                 diff_id=diff_id,
+                open_blocking=_blocking_opener(exports, diff_id),
             )
             for diff_id in diff_ids
         ]
@@ -629,6 +640,44 @@ def _opener(exports: _Exports, diff_id: str) -> Callable[[], AsyncIterator[bytes
                     yield chunk
             finally:
                 handle.close()
+        finally:
+            reader.closed.set()
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+    return stream
+
+
+def _blocking_opener(
+    exports: _Exports, diff_id: str
+) -> Callable[[threading.Event], Iterator[bytes]]:
+    """``_opener`` for a worker thread: the export thread's chunks go straight to the
+    reading thread (one queue hop per chunk, no event loop in between)."""
+
+    def stream(stop: threading.Event) -> Iterator[bytes]:
+        reader = exports.want(diff_id)
+        path: Path | None = None
+        try:
+            while True:
+                kind, value = reader.receive(stop)
+                if kind == "chunk":
+                    BYTES_FETCHED.labels(source="docker").inc(len(value))
+                    yield value
+                elif kind == "end":
+                    if value != diff_id:
+                        raise ContentError(f"layer {diff_id} from the engine does not match it")
+                    return
+                elif kind == "file":
+                    path = value
+                    break
+                else:
+                    raise value
+            with path.open("rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    if stop.is_set():
+                        raise ContentError("layer reader closed")
+                    BYTES_FETCHED.labels(source="docker").inc(len(chunk))
+                    yield chunk
         finally:
             reader.closed.set()
             if path is not None:

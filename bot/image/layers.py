@@ -2,9 +2,12 @@
 
 ``scan_layer(blob, tmp_dir)`` pulls the blob's compressed chunks from the source's async
 iterator, decompresses them incrementally (gzip via ``isal``, zstd via ``zstandard``, or
-none) and walks the tar stream with ``tarfile`` in ``r|`` mode, all in a worker thread so
-the event loop stays free. The thread pulls the next chunk from the loop while it works on
-the current one (one chunk of read-ahead), so the network and the CPU overlap.
+none) and walks the tar stream with ``tarfile`` (``r:`` mode over a forward-only reader
+that skips unread member data chunk by chunk: ``bot.image.streams.Forward``), all in a
+worker thread so the event loop stays free. The thread pulls the next chunk from the loop
+while it works on the current one (one chunk of read-ahead), so the network and the CPU
+overlap; a source that offers ``LayerBlob.open_blocking`` (the engine) feeds the worker
+thread directly.
 
 Nothing is ever extracted to a path taken from the archive. The result, ``LayerScan``, is:
 
@@ -30,7 +33,7 @@ import os
 import tarfile
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +44,7 @@ from bot.errors import ContentError
 from bot.image import detectors
 from bot.image.detectors.base import SNIFF_BYTES, Detector, Value
 from bot.image.source import Compression, LayerBlob
+from bot.image.streams import Forward
 
 SCAN_VERSION = 2  # bump when LayerScan's meaning changes: old cache rows are ignored
 OUT_CHUNK = 256 * 1024
@@ -200,11 +204,13 @@ class _Pull:
 
 
 class _Raw(io.RawIOBase):
-    """Compressed bytes as a file: ``read(n)`` returns at most n bytes, b"" at the end."""
+    """Compressed bytes as a file: ``read(n)`` returns at most n bytes, b"" at the end.
+    A chunk is consumed by moving an offset (one copy per read, not one per leftover)."""
 
     def __init__(self, pull: Callable[[], bytes]) -> None:
         self._pull = pull
         self._buf = b""
+        self._off = 0
         self._eof = False
 
     def readable(self) -> bool:
@@ -212,20 +218,23 @@ class _Raw(io.RawIOBase):
 
     def peek(self, size: int) -> bytes:
         """The next ``size`` bytes (fewer at the end), left to be read."""
-        while len(self._buf) < size and not self._eof:
+        while len(self._buf) - self._off < size and not self._eof:
             more = self._pull()
             self._eof = not more
-            self._buf += more
-        return self._buf[:size]
+            self._buf = self._buf[self._off :] + more
+            self._off = 0
+        return self._buf[self._off : self._off + size]
 
     def read(self, size: int | None = -1) -> bytes:
-        while not self._buf and not self._eof:
-            self._buf = self._pull()
+        while self._off >= len(self._buf) and not self._eof:
+            self._buf, self._off = self._pull(), 0
             self._eof = not self._buf
-        if size is None or size < 0:
-            size = len(self._buf)
-        out, self._buf = self._buf[:size], self._buf[size:]
-        return out
+        start = self._off
+        if size is None or size < 0 or start + size >= len(self._buf):
+            self._off = len(self._buf)
+            return self._buf[start:] if start else self._buf
+        self._off = start + size
+        return self._buf[start : start + size]
 
     def readinto(self, b: Any) -> int:
         data = self.read(len(b))
@@ -452,7 +461,7 @@ def _sniff(
 
 
 class _MemberBytes:
-    """The data of the current member of a ``r|`` tar stream, read straight from it."""
+    """The data of the current member of a forward-only tar stream, read straight from it."""
 
     def __init__(self, stream: Any, size: int) -> None:
         self._stream = stream
@@ -502,10 +511,10 @@ def walk_tar(
     limits = limits if limits is not None else ScanLimits()
     scan = LayerScan(digest=digest)
     sniffed = 0
+    stream = Forward(fileobj.read)  # r: mode, forward only: unread member data is skipped
     with tarfile.open(
-        fileobj=fileobj,
-        mode="r|",
-        bufsize=OUT_CHUNK,
+        fileobj=stream,
+        mode="r:",
         tarinfo=_header_class(limits.max_header),
     ) as tf:
         for member in tf:
@@ -553,13 +562,17 @@ def walk_tar(
                 scan.entries[path] = Entry("o")
     # Read to the end: trailing padding counts as stream bytes, and sources verify digests
     # only once the whole blob has been read.
-    while fileobj.read(OUT_CHUNK):
+    while fileobj.read(COPY_CHUNK):
         pass
     return scan
 
 
 def _scan_blocking(
-    pull: _Pull, compression: Compression, digest: str, tmp_dir: Path, limits: ScanLimits
+    pull: Callable[[], bytes],
+    compression: Compression,
+    digest: str,
+    tmp_dir: Path,
+    limits: ScanLimits,
 ) -> LayerScan:
     raw = _Raw(pull)
     actual = sniff_compression(raw.peek(8))
@@ -594,10 +607,62 @@ def lzma_error() -> type[Exception]:
     return lzma.LZMAError
 
 
+class _BlockingPull:
+    """``_Pull`` for a source that can feed the worker thread directly
+    (``LayerBlob.open_blocking``): no event-loop round trip per chunk."""
+
+    def __init__(
+        self, open_blocking: Callable[[threading.Event], Iterator[bytes]], budget: ByteBudget | None
+    ) -> None:
+        self.stop = threading.Event()
+        self._open = open_blocking
+        self._chunks: Iterator[bytes] | None = None
+        self._budget = budget
+        self.compressed = 0
+
+    def __call__(self) -> bytes:
+        if self.stop.is_set():
+            raise ContentError("layer read was cancelled")
+        if self._chunks is None:
+            self._chunks = self._open(self.stop)
+        for chunk in self._chunks:
+            if not chunk:
+                continue
+            self.compressed += len(chunk)
+            if self._budget is not None:
+                self._budget.take(len(chunk))
+            return bytes(chunk)
+        return b""
+
+    def close(self) -> None:
+        """In the worker thread, once the scan is over: ends the source's stream."""
+        closer = getattr(self._chunks, "close", None)
+        if closer is not None:
+            closer()
+
+
+def _scan_blocking_source(
+    pull: _BlockingPull, compression: Compression, digest: str, tmp_dir: Path, limits: ScanLimits
+) -> LayerScan:
+    try:
+        return _scan_blocking(pull, compression, digest, tmp_dir, limits)
+    finally:
+        pull.close()
+
+
 async def scan_layer(blob: LayerBlob, tmp_dir: Path, limits: ScanLimits | None = None) -> LayerScan:
-    """Stream ``blob`` once and index it; raises the source's errors or ContentError."""
+    """Stream ``blob`` once and index it; raises the source's errors or ContentError.
+    A blob with ``open_blocking`` is read by the worker thread itself."""
     loop = asyncio.get_running_loop()
     limits = limits if limits is not None else ScanLimits()
+    if blob.open_blocking is not None:
+        direct = _BlockingPull(blob.open_blocking, limits.compressed)
+        try:
+            return await asyncio.to_thread(
+                _scan_blocking_source, direct, blob.compression, blob.digest, tmp_dir, limits
+            )
+        finally:
+            direct.stop.set()  # a cancelled scan: the thread's blocked read gives up
     pull = _Pull(loop, blob.open(), limits.compressed)
     try:
         return await asyncio.to_thread(
