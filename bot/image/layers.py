@@ -641,6 +641,25 @@ class _BlockingPull:
             closer()
 
 
+_STREAM_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+_STREAM_POOL_LOCK = threading.Lock()
+STREAM_THREADS = 32  # scans of blocking sources at once (most of them wait for their turn)
+
+
+def _stream_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that scan ``open_blocking`` layers. Not the loop's default executor: the
+    engine exports one image as one stream, so every layer of it is read at once and all
+    but one wait for their turn in the stream; they must not take the threads that the
+    rest of the process (caches, other requests) runs on."""
+    global _STREAM_POOL
+    with _STREAM_POOL_LOCK:
+        if _STREAM_POOL is None:
+            _STREAM_POOL = concurrent.futures.ThreadPoolExecutor(
+                STREAM_THREADS, thread_name_prefix="layer-stream"
+            )
+        return _STREAM_POOL
+
+
 def _scan_blocking_source(
     pull: _BlockingPull, compression: Compression, digest: str, tmp_dir: Path, limits: ScanLimits
 ) -> LayerScan:
@@ -658,8 +677,14 @@ async def scan_layer(blob: LayerBlob, tmp_dir: Path, limits: ScanLimits | None =
     if blob.open_blocking is not None:
         direct = _BlockingPull(blob.open_blocking, limits.compressed)
         try:
-            return await asyncio.to_thread(
-                _scan_blocking_source, direct, blob.compression, blob.digest, tmp_dir, limits
+            return await loop.run_in_executor(
+                _stream_pool(),
+                _scan_blocking_source,
+                direct,
+                blob.compression,
+                blob.digest,
+                tmp_dir,
+                limits,
             )
         finally:
             direct.stop.set()  # a cancelled scan: the thread's blocked read gives up
