@@ -6,6 +6,7 @@ build arguments) and from the layer bytes themselves (sha256 of each stream == d
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -13,12 +14,13 @@ import os
 import subprocess
 import sys
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
 
 from bot.config import Settings
-from bot.errors import ImageNotFound, InvalidReference, Unreachable
+from bot.errors import ContentError, ImageNotFound, InvalidReference, Unreachable
 from bot.image.docker_source import DockerSource
 from bot.image.source import LayerBlob, Platform, ResolvedImage
 from tests.fixtures.services import (
@@ -262,3 +264,50 @@ async def test_a_waiting_reader_gets_its_layer_straight_from_the_export(
         written.append(sum(p.stat().st_size for p in spool.rglob("*.tar")))
     assert "sha256:" + digest.hexdigest() == bottom.diff_id
     assert len(written) > 100 and max(written) == 0
+
+
+def _read_blocking(layer: LayerBlob, stop: threading.Event) -> str:
+    assert layer.open_blocking is not None
+    digest = hashlib.sha256()
+    for chunk in layer.open_blocking(stop):
+        digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+@pytest.mark.services
+async def test_blocking_readers_of_every_layer_at_once_get_their_exact_bytes(
+    test_images: ImageSet, tmp_path: Path
+) -> None:
+    """What analysis does with the engine: one thread per layer, all started together,
+    fed by one export in the engine's order (each stream's sha256 is its diff id)."""
+    image = await DockerSource(settings(tmp_path)).resolve(test_images.app.name, AMD64)
+    assert len(image.layers) > 2
+    stop = threading.Event()
+    digests = await asyncio.gather(
+        *(asyncio.to_thread(_read_blocking, layer, stop) for layer in image.layers)
+    )
+    assert digests == [layer.diff_id for layer in image.layers]
+    spool = tmp_path / "cache" / "docker-spool"
+    assert not spool.exists() or not any(spool.rglob("*.tar"))  # read layers are deleted
+
+
+@pytest.mark.services
+async def test_a_stopped_blocking_reader_gives_up_and_frees_the_export(
+    test_images: ImageSet, tmp_path: Path
+) -> None:
+    """A reader that gives up mid-layer (a cancelled scan) ends with ContentError at its
+    next chunk; the export goes on for the others."""
+    image = await DockerSource(settings(tmp_path)).resolve(test_images.debian.name, AMD64)
+    bottom = image.layers[0]
+    assert bottom.open_blocking is not None
+    stop = threading.Event()
+    chunks = bottom.open_blocking(stop)
+    first = await asyncio.to_thread(next, chunks)
+    assert first
+    stop.set()
+    with pytest.raises(ContentError):
+        await asyncio.to_thread(list, chunks)
+    again = await DockerSource(settings(tmp_path)).resolve(test_images.debian.name, AMD64)
+    assert await asyncio.to_thread(_read_blocking, again.layers[0], threading.Event()) == (
+        bottom.diff_id
+    )

@@ -663,6 +663,8 @@ def _blocking_opener(
         path: Path | None = None
         try:
             while True:
+                if stop.is_set():
+                    raise ContentError("layer reader closed")
                 kind, value = reader.receive(stop)
                 if kind == "chunk":
                     BYTES_FETCHED.labels(source="docker").inc(len(value))
