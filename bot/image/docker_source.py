@@ -16,8 +16,9 @@ To stream a member the export must know which layer it is before its bytes: the 
 of newer engines names layers ``blobs/sha256/<diff id>``; the legacy layout names them by
 v1 ids, but each ``<v1 id>/json`` (read just before its ``layer.tar``) gives the parent,
 so the bottom layer, the top one (its json carries the image config) and layers whose
-parents came earlier are known; any other member is written to disk and known by its
-sha256 once complete. A streamed layer is not hashed again: the engine checks each layer's
+parents came earlier are known, and any other one by recomputing its v1 id from its json
+(``_v1_position``); a member still unknown is written to disk and known by its sha256
+once complete. A streamed layer is not hashed again: the engine checks each layer's
 bytes against its diff id while exporting it (see ``_Export._hand_over``). A
 layer opened again after it was handed out triggers a fresh export. When the
 ``ResolvedImage`` is garbage-collected, running exports stop and unread files are removed.
@@ -172,6 +173,8 @@ class _Export:
         self._stop = threading.Event()
         self._dir: Path | None = None
         self._active: _Want | None = None  # the reader a layer is streaming to right now
+        self._v1_json: dict[str, bytes] = {}  # legacy v1 id -> its json, as exported
+        self._chain_ids = _chain_ids(diff_ids)
 
     # ----------------------------------------------------------------- readers
 
@@ -297,6 +300,7 @@ class _Export:
         parents[v1_id] = parent if isinstance(parent, str) and parent else None
         if isinstance(v1.get("config"), dict):
             tops.add(v1_id)
+        self._v1_json[v1_id] = data
 
     def _legacy_position(
         self, v1_id: str, parents: dict[str, str | None], tops: set[str]
@@ -308,7 +312,8 @@ class _Export:
         current: str | None = v1_id
         while current is not None:
             if current not in parents or depth >= len(self._diff_ids):
-                return None
+                index = _v1_position(v1_id, self._v1_json.get(v1_id, b""), self._chain_ids)
+                return self._diff_ids[index] if index is not None else None
             current = parents[current]
             depth += 1
         return self._diff_ids[depth - 1]
@@ -371,6 +376,67 @@ class _Export:
         made = sum(1 for h in history if isinstance(h, dict) and not h.get("empty_layer"))
         if made == len(self._diff_ids) and all(isinstance(h, dict) for h in history):
             self._config["history"] = history
+
+
+def _chain_ids(diff_ids: list[str]) -> list[str]:
+    """The layer chain ids (OCI image spec, "ChainID"): sha256 of "<parent chain> <diff>"."""
+    chains: list[str] = []
+    for diff_id in diff_ids:
+        if chains:
+            text = f"{chains[-1]} {diff_id}".encode()
+            chains.append("sha256:" + hashlib.sha256(text).hexdigest())
+        else:
+            chains.append(diff_id)
+    return chains
+
+
+def _json_members(text: str) -> dict[str, str] | None:
+    """The members of a compact JSON object as their raw text (values untouched)."""
+    decoder = json.JSONDecoder()
+    members: dict[str, str] = {}
+    try:
+        if not text.startswith("{"):
+            return None
+        pos = 1
+        while text[pos] != "}":
+            if text[pos] != '"':
+                return None
+            key, pos = json.decoder.scanstring(text, pos + 1)  # type: ignore[attr-defined]
+            if text[pos] != ":":
+                return None
+            _, end = decoder.raw_decode(text, pos + 1)
+            members[key] = text[pos + 1 : end]
+            pos = end + 1 if text[end] == "," else end
+    except (ValueError, IndexError):
+        return None
+    return members
+
+
+def _v1_position(v1_id: str, data: bytes, chain_ids: list[str]) -> int | None:
+    """Which layer a legacy ``<v1 id>/`` directory holds, from its json alone (None when
+    that does not tell). The engine names it ``v1.CreateID``: the sha256 of its v1 json
+    (Go's compact encoding, keys sorted) without "id", "parent" (and, below the top,
+    "os"), plus ``"layer_id": <chain id>`` and ``"parent": "sha256:<parent v1 id>"``. So
+    the position whose chain id reproduces the directory's name is its layer; the parent
+    chain alone cannot tell while the parents' directories come later in the archive."""
+    try:
+        members = _json_members(data.decode())
+    except UnicodeDecodeError:
+        return None
+    if members is None:
+        return None
+    parent = members.get("parent")
+    kept = {k: v for k, v in members.items() if k not in ("id", "parent")}
+    variants = [kept, {k: v for k, v in kept.items() if k != "os"}]
+    for index, chain_id in enumerate(chain_ids):
+        for fields in variants:
+            doc = dict(fields, layer_id=json.dumps(chain_id))
+            if parent is not None:
+                doc["parent"] = json.dumps("sha256:" + str(json.loads(parent)))
+            text = "{" + ",".join(f"{json.dumps(k)}:{doc[k]}" for k in sorted(doc)) + "}"
+            if hashlib.sha256(text.encode()).hexdigest() == v1_id:
+                return index
+    return None
 
 
 def _history(
