@@ -343,7 +343,7 @@ def test_every_legacy_layer_directory_is_placed_by_its_json(
         if "oci-layout" in names and not any(n.endswith("/json") for n in names):
             pytest.skip("this engine exports the OCI layout")
         manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
-        diff_ids = client.api.inspect_image(image.name)["RootFS"]["Layers"]
+        diff_ids = client.images.get(image.name).attrs["RootFS"]["Layers"]
         chains = _chain_ids(diff_ids)
         for index, layer in enumerate(manifest[0]["Layers"]):
             v1_id = layer.split("/", 1)[0]
