@@ -57,6 +57,7 @@ GIB = 1024 * MIB
 MAX_LAYER_UNCOMPRESSED = 8 * GIB  # bytes of tar stream one layer may unpack to
 MAX_TAR_HEADER = 1 * MIB  # a PAX extended header or GNU long name/link record
 MAX_READS_PAST_END = 16  # reads after the stream ended before it counts as truncated
+PULL_BATCH = 1024 * 1024  # bytes handed from the loop to a scan thread per round trip
 MAX_SNIFFED = 64  # files per layer captured because their content looked interesting
 MIN_SNIFF_SIZE = 16
 # Names that are never a database or os-release copy: not worth a look at their bytes.
@@ -166,10 +167,21 @@ class _Pull:
         self.compressed = 0
 
     async def _one(self) -> bytes | None:
-        try:
-            return await anext(self._stream)
-        except StopAsyncIteration:
+        """The next ``PULL_BATCH`` bytes or so (one chunk or several joined): each call is
+        a round trip between the worker thread and the loop, so it carries more than one
+        network chunk (a registry blob arrives in 256 KiB pieces)."""
+        parts: list[bytes] = []
+        size = 0
+        while size < PULL_BATCH:
+            try:
+                chunk = await anext(self._stream)
+            except StopAsyncIteration:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        if not parts:
             return None
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _schedule(self) -> None:
         self._next = asyncio.run_coroutine_threadsafe(self._one(), self._loop)
