@@ -6,6 +6,7 @@ build arguments) and from the layer bytes themselves (sha256 of each stream == d
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -13,13 +14,14 @@ import os
 import subprocess
 import sys
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
 
 from bot.config import Settings
-from bot.errors import ImageNotFound, InvalidReference, Unreachable
-from bot.image.docker_source import DockerSource
+from bot.errors import ContentError, ImageNotFound, InvalidReference, Unreachable
+from bot.image.docker_source import DockerSource, _chain_ids, _v1_position
 from bot.image.source import LayerBlob, Platform, ResolvedImage
 from tests.fixtures.services import (
     APP_CMD,
@@ -36,6 +38,7 @@ from tests.fixtures.services import (
     WASTE_PATH,
     ImageSet,
     PushedImages,
+    connect_engine,
     skopeo_inspect,
 )
 
@@ -189,7 +192,7 @@ async def test_unread_spool_is_removed_with_the_image(
 _RSS_PROBE = """
 import asyncio, json, resource, sys
 from bot.config import Settings
-from bot.image.docker_source import DockerSource
+from bot.image.docker_source import DockerSource, _chain_ids, _v1_position
 from bot.image.source import Platform
 
 async def main():
@@ -262,3 +265,89 @@ async def test_a_waiting_reader_gets_its_layer_straight_from_the_export(
         written.append(sum(p.stat().st_size for p in spool.rglob("*.tar")))
     assert "sha256:" + digest.hexdigest() == bottom.diff_id
     assert len(written) > 100 and max(written) == 0
+
+
+def _read_blocking(
+    layer: LayerBlob,
+    stop: threading.Event,
+    spool: Path | None = None,
+    seen: list[int] | None = None,
+) -> str:
+    """sha256 of a layer read through ``open_blocking``; ``seen`` collects the bytes in
+    the ``spool`` dir after each chunk."""
+    assert layer.open_blocking is not None
+    digest = hashlib.sha256()
+    for chunk in layer.open_blocking(stop):
+        digest.update(chunk)
+        if spool is not None and seen is not None:
+            seen.append(sum(p.stat().st_size for p in spool.rglob("*.tar")))
+    return "sha256:" + digest.hexdigest()
+
+
+@pytest.mark.services
+async def test_blocking_readers_of_every_layer_at_once_get_their_exact_bytes(
+    test_images: ImageSet, tmp_path: Path
+) -> None:
+    """What analysis does with the engine: one thread per layer, all started together,
+    fed by one export in the engine's order (each stream's sha256 is its diff id). Every
+    layer is known before its bytes arrive (the legacy layout's v1 ids are recomputed), so
+    with every reader waiting nothing is written to disk."""
+    image = await DockerSource(settings(tmp_path)).resolve(test_images.app.name, AMD64)
+    assert len(image.layers) > 2
+    spool = tmp_path / "cache" / "docker-spool"
+    spool.mkdir(parents=True)
+    stop = threading.Event()
+    spooled: list[int] = []
+    digests = await asyncio.gather(
+        *(asyncio.to_thread(_read_blocking, layer, stop, spool, spooled) for layer in image.layers)
+    )
+    assert digests == [layer.diff_id for layer in image.layers]
+    assert len(spooled) > len(image.layers) and max(spooled) == 0
+
+
+@pytest.mark.services
+async def test_a_stopped_blocking_reader_gives_up_and_frees_the_export(
+    test_images: ImageSet, tmp_path: Path
+) -> None:
+    """A reader that gives up mid-layer (a cancelled scan) ends with ContentError at its
+    next chunk; the export goes on for the others."""
+    image = await DockerSource(settings(tmp_path)).resolve(test_images.debian.name, AMD64)
+    bottom = image.layers[0]
+    assert bottom.open_blocking is not None
+    stop = threading.Event()
+    chunks = bottom.open_blocking(stop)
+    first = await asyncio.to_thread(next, chunks)
+    assert first
+    stop.set()
+    with pytest.raises(ContentError):
+        await asyncio.to_thread(list, chunks)
+    again = await DockerSource(settings(tmp_path)).resolve(test_images.debian.name, AMD64)
+    assert await asyncio.to_thread(_read_blocking, again.layers[0], threading.Event()) == (
+        bottom.diff_id
+    )
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("role", ["app", "debian", "static"])
+def test_every_legacy_layer_directory_is_placed_by_its_json(
+    role: str, test_images: ImageSet
+) -> None:
+    """The legacy archive's ``<v1 id>/json`` alone names the layer it holds (recomputed v1
+    id), checked against the archive's own manifest.json order. OCI-layout engines name
+    layers by diff id: nothing to check there."""
+    image = test_images.all()[role]
+    client = connect_engine()
+    raw = b"".join(client.api.get_image(image.name))
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        names = tar.getnames()
+        if "oci-layout" in names and not any(n.endswith("/json") for n in names):
+            pytest.skip("this engine exports the OCI layout")
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        diff_ids = client.images.get(image.name).attrs["RootFS"]["Layers"]
+        chains = _chain_ids(diff_ids)
+        for index, layer in enumerate(manifest[0]["Layers"]):
+            v1_id = layer.split("/", 1)[0]
+            data = tar.extractfile(f"{v1_id}/json").read()  # type: ignore[union-attr]
+            assert _v1_position(v1_id, data, chains) == index, (role, index)
+        assert _v1_position("0" * 64, data, chains) is None
+        assert _v1_position(v1_id, b"not json", chains) is None

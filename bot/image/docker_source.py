@@ -16,8 +16,10 @@ To stream a member the export must know which layer it is before its bytes: the 
 of newer engines names layers ``blobs/sha256/<diff id>``; the legacy layout names them by
 v1 ids, but each ``<v1 id>/json`` (read just before its ``layer.tar``) gives the parent,
 so the bottom layer, the top one (its json carries the image config) and layers whose
-parents came earlier are known; any other member is written to disk and known by its
-sha256 once complete. Every layer's bytes are hashed and checked against its diff id. A
+parents came earlier are known, and any other one by recomputing its v1 id from its json
+(``_v1_position``); a member still unknown is written to disk and known by its sha256
+once complete. A streamed layer is not hashed again: the engine checks each layer's
+bytes against its diff id while exporting it (see ``_Export._hand_over``). A
 layer opened again after it was handed out triggers a fresh export. When the
 ``ResolvedImage`` is garbage-collected, running exports stop and unread files are removed.
 """
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import queue
 import re
@@ -39,7 +40,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import docker
 import docker.errors
@@ -49,6 +50,7 @@ from bot.config import Settings, get_settings
 from bot.errors import ContentError, ImageNotFound, Unreachable
 from bot.image.reference import looks_like_image_id, parse_reference
 from bot.image.source import LayerBlob, Platform, ResolvedImage
+from bot.image.streams import Forward
 from bot.observability import BYTES_FETCHED
 
 CHUNK = 1 << 20  # bytes per read from the save stream and from spool files
@@ -77,27 +79,33 @@ _METADATA_ONLY = re.compile(
 MAX_PARENT_INSPECTS = 256  # intermediate images looked at to align history with layers
 
 
-class _ChunkReader(io.RawIOBase):
-    """A read-only file object over an iterator of byte chunks (the save stream)."""
+def _save_stream(client: DockerClient, image_id: str) -> tuple[Callable[[int], bytes], Any]:
+    """``GET /images/{id}/get`` (``docker save``) as ``read(n)`` over the raw response,
+    and the response (to close). The SDK's ``get_image`` yields each HTTP chunk the engine
+    sends (32 KiB), which costs a Python round trip per 32 KiB; reading the raw response
+    in ``CHUNK`` pieces does not. Raises docker.errors (NotFound, APIError) on a refusal."""
+    api: Any = client.api  # the SDK's own request helpers (get_image uses them too)
+    response = api._get(api._url("/images/{0}/get", image_id), stream=True)
+    api._raise_for_status(response)
+    raw = response.raw
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = b""
+    def read(size: int) -> bytes:
+        data: bytes = raw.read(size, decode_content=False)
+        return data
 
-    def readable(self) -> bool:
-        return True
+    return read, response
 
-    def readinto(self, target: Any) -> int:
-        view = memoryview(target)
-        while not self._buffer:
-            try:
-                self._buffer = next(self._chunks)
-            except StopIteration:
-                return 0
-        count = min(len(view), len(self._buffer))
-        view[:count] = self._buffer[:count]
-        self._buffer = self._buffer[count:]
-        return count
+
+def _member_chunks(stream: Forward, size: int) -> Iterator[bytes]:
+    """The data of the tar member the stream is at, as the chunks it arrived in (the
+    first and last cut to the member), without joining or copying whole chunks."""
+    left = size
+    while left > 0:
+        chunk = stream.read1(min(left, CHUNK))
+        if not chunk:
+            raise tarfile.ReadError("unexpected end of data")
+        left -= len(chunk)
+        yield chunk
 
 
 class _Want:
@@ -110,14 +118,14 @@ class _Want:
         self.messages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=HANDOFF_CHUNKS)
         self.closed = threading.Event()  # the reader went away
 
-    def receive(self) -> tuple[str, Any]:
+    def receive(self, stop: threading.Event | None = None) -> tuple[str, Any]:
         """The next message (blocking, in a worker thread); gives up once the reader is
-        closed, so a cancelled reader never strands the thread."""
+        closed (or ``stop`` is set), so a cancelled reader never strands the thread."""
         while True:
             try:
                 return self.messages.get(timeout=0.2)
             except queue.Empty:
-                if self.closed.is_set():
+                if self.closed.is_set() or (stop is not None and stop.is_set()):
                     return ("error", ContentError("layer reader closed"))
 
     def send(self, kind: str, value: Any) -> bool:
@@ -140,8 +148,8 @@ class _Export:
     bytes flow: the OCI layout names it (``blobs/sha256/<diff id>``); the legacy layout's
     ``<v1 id>/json`` precedes each ``layer.tar`` and gives its parent, so the bottom layer,
     the top one (it carries the image config) and any whose parents came first are known.
-    Other members are written to disk and known by their sha256 when complete. Every
-    streamed layer is hashed and checked against its diff id."""
+    Other members are written to disk and known by their sha256 when complete (the
+    engine itself checks every layer against its diff id as it exports it)."""
 
     def __init__(
         self,
@@ -165,6 +173,8 @@ class _Export:
         self._stop = threading.Event()
         self._dir: Path | None = None
         self._active: _Want | None = None  # the reader a layer is streaming to right now
+        self._v1_json: dict[str, bytes] = {}  # legacy v1 id -> its json, as exported
+        self._chain_ids = _chain_ids(diff_ids)
 
     # ----------------------------------------------------------------- readers
 
@@ -240,37 +250,41 @@ class _Export:
         known = set(self._diff_ids)
         parents: dict[str, str | None] = {}  # legacy v1 id -> parent v1 id
         tops: set[str] = set()  # legacy v1 ids whose json carries the image config
-        stream = self._client.api.get_image(self._image_id, chunk_size=CHUNK)
-        reader = io.BufferedReader(_ChunkReader(iter(stream)), CHUNK)
-        with tarfile.open(fileobj=reader, mode="r|") as tar:
-            for member in tar:
-                if self._stop.is_set():
-                    return
-                if not member.isfile():
-                    continue
-                source = tar.extractfile(member)
-                if source is None:
-                    continue
-                name = member.name
-                if name in config_names:
-                    self._take_config(source.read(CONFIG_MAX + 1))
-                    continue
-                if name.endswith("/json"):
-                    self._take_v1(name, source.read(CONFIG_MAX + 1), parents, tops)
-                    continue
-                if name.endswith("/layer.tar"):
-                    diff_id = self._legacy_position(name.split("/", 1)[0], parents, tops)
-                elif name.startswith("blobs/sha256/"):
-                    diff_id = "sha256:" + name.rsplit("/", 1)[1]
-                    if diff_id not in known:
-                        continue  # OCI manifests, index, config
-                else:
-                    continue  # manifest.json, repositories, VERSION, index.json, oci-layout
-                reader_ = self._claim(diff_id)
-                if reader_ is not None:
-                    self._hand_over(source, reader_)
-                else:
-                    self._write(source, directory)
+        read, response = _save_stream(self._client, self._image_id)
+        stream = Forward(read, CHUNK)
+        try:
+            # r: mode over a forward-only reader: member data is read (or skipped) straight
+            # from the arriving chunks, with no copy through tarfile's stream buffer.
+            with tarfile.open(fileobj=stream, mode="r:") as tar:
+                for member in tar:
+                    if self._stop.is_set():
+                        return
+                    if not member.isfile():
+                        continue
+                    name = member.name
+                    if name in config_names:
+                        self._take_config(stream.read(min(member.size, CONFIG_MAX + 1)))
+                        continue
+                    if name.endswith("/json"):
+                        data = stream.read(min(member.size, CONFIG_MAX + 1))
+                        self._take_v1(name, data, parents, tops)
+                        continue
+                    if name.endswith("/layer.tar"):
+                        diff_id = self._legacy_position(name.split("/", 1)[0], parents, tops)
+                    elif name.startswith("blobs/sha256/"):
+                        diff_id = "sha256:" + name.rsplit("/", 1)[1]
+                        if diff_id not in known:
+                            continue  # OCI manifests, index, config
+                    else:
+                        continue  # manifest.json, repositories, VERSION, index.json, oci-layout
+                    reader_ = self._claim(diff_id)
+                    chunks = _member_chunks(stream, member.size)
+                    if reader_ is not None:
+                        self._hand_over(chunks, reader_)
+                    else:
+                        self._write(chunks, directory)
+        finally:
+            response.close()
 
     def _take_v1(
         self, name: str, data: bytes, parents: dict[str, str | None], tops: set[str]
@@ -286,6 +300,7 @@ class _Export:
         parents[v1_id] = parent if isinstance(parent, str) and parent else None
         if isinstance(v1.get("config"), dict):
             tops.add(v1_id)
+        self._v1_json[v1_id] = data
 
     def _legacy_position(
         self, v1_id: str, parents: dict[str, str | None], tops: set[str]
@@ -297,27 +312,31 @@ class _Export:
         current: str | None = v1_id
         while current is not None:
             if current not in parents or depth >= len(self._diff_ids):
-                return None
+                index = _v1_position(v1_id, self._v1_json.get(v1_id, b""), self._chain_ids)
+                return self._diff_ids[index] if index is not None else None
             current = parents[current]
             depth += 1
         return self._diff_ids[depth - 1]
 
-    def _hand_over(self, source: IO[bytes], reader: _Want) -> None:
-        hasher = hashlib.sha256()
+    def _hand_over(self, chunks: Iterator[bytes], reader: _Want) -> None:
+        """Stream a member whose layer the archive names. Not hashed again: the engine
+        exports a layer through a reader that checks its bytes against the diff ID and
+        fails the export on a mismatch (moby's ``roLayer.TarStream``; the containerd store
+        serves content-addressed blobs), so hashing here would only repeat that check at
+        about 1 s of CPU per 600 MB."""
         self._active = reader
-        while chunk := source.read(CHUNK):
-            hasher.update(chunk)
+        for chunk in chunks:
             if not reader.send("chunk", chunk):
                 self._active = None
                 return  # the reader went away; tarfile skips the rest of this member
         self._active = None
-        reader.send("end", "sha256:" + hasher.hexdigest())
+        reader.send("end", reader.diff_id)
 
-    def _write(self, source: IO[bytes], directory: Path) -> None:
+    def _write(self, chunks: Iterator[bytes], directory: Path) -> None:
         hasher = hashlib.sha256()
         path = directory / f"{uuid.uuid4().hex}.tar"
         with path.open("wb") as out:
-            while chunk := source.read(CHUNK):
+            for chunk in chunks:
                 if self._stop.is_set():
                     return
                 hasher.update(chunk)
@@ -357,6 +376,67 @@ class _Export:
         made = sum(1 for h in history if isinstance(h, dict) and not h.get("empty_layer"))
         if made == len(self._diff_ids) and all(isinstance(h, dict) for h in history):
             self._config["history"] = history
+
+
+def _chain_ids(diff_ids: list[str]) -> list[str]:
+    """The layer chain ids (OCI image spec, "ChainID"): sha256 of "<parent chain> <diff>"."""
+    chains: list[str] = []
+    for diff_id in diff_ids:
+        if chains:
+            text = f"{chains[-1]} {diff_id}".encode()
+            chains.append("sha256:" + hashlib.sha256(text).hexdigest())
+        else:
+            chains.append(diff_id)
+    return chains
+
+
+def _json_members(text: str) -> dict[str, str] | None:
+    """The members of a compact JSON object as their raw text (values untouched)."""
+    decoder = json.JSONDecoder()
+    members: dict[str, str] = {}
+    try:
+        if not text.startswith("{"):
+            return None
+        pos = 1
+        while text[pos] != "}":
+            if text[pos] != '"':
+                return None
+            key, pos = json.decoder.scanstring(text, pos + 1)  # type: ignore[attr-defined]
+            if text[pos] != ":":
+                return None
+            _, end = decoder.raw_decode(text, pos + 1)
+            members[key] = text[pos + 1 : end]
+            pos = end + 1 if text[end] == "," else end
+    except (ValueError, IndexError):
+        return None
+    return members
+
+
+def _v1_position(v1_id: str, data: bytes, chain_ids: list[str]) -> int | None:
+    """Which layer a legacy ``<v1 id>/`` directory holds, from its json alone (None when
+    that does not tell). The engine names it ``v1.CreateID``: the sha256 of its v1 json
+    (Go's compact encoding, keys sorted) without "id", "parent" (and, below the top,
+    "os"), plus ``"layer_id": <chain id>`` and ``"parent": "sha256:<parent v1 id>"``. So
+    the position whose chain id reproduces the directory's name is its layer; the parent
+    chain alone cannot tell while the parents' directories come later in the archive."""
+    try:
+        members = _json_members(data.decode())
+    except UnicodeDecodeError:
+        return None
+    if members is None:
+        return None
+    parent = members.get("parent")
+    kept = {k: v for k, v in members.items() if k not in ("id", "parent")}
+    variants = [kept, {k: v for k, v in kept.items() if k != "os"}]
+    for index, chain_id in enumerate(chain_ids):
+        for fields in variants:
+            doc = dict(fields, layer_id=json.dumps(chain_id))
+            if parent is not None:
+                doc["parent"] = json.dumps("sha256:" + str(json.loads(parent)))
+            text = "{" + ",".join(f"{json.dumps(k)}:{doc[k]}" for k in sorted(doc)) + "}"
+            if hashlib.sha256(text.encode()).hexdigest() == v1_id:
+                return index
+    return None
 
 
 def _history(
@@ -553,6 +633,7 @@ class DockerSource:
                 compression="none",
                 open=_opener(exports, diff_id),
                 diff_id=diff_id,
+                open_blocking=_blocking_opener(exports, diff_id),
             )
             for diff_id in diff_ids
         ]
@@ -629,6 +710,46 @@ def _opener(exports: _Exports, diff_id: str) -> Callable[[], AsyncIterator[bytes
                     yield chunk
             finally:
                 handle.close()
+        finally:
+            reader.closed.set()
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+    return stream
+
+
+def _blocking_opener(
+    exports: _Exports, diff_id: str
+) -> Callable[[threading.Event], Iterator[bytes]]:
+    """``_opener`` for a worker thread: the export thread's chunks go straight to the
+    reading thread (one queue hop per chunk, no event loop in between)."""
+
+    def stream(stop: threading.Event) -> Iterator[bytes]:
+        reader = exports.want(diff_id)
+        path: Path | None = None
+        try:
+            while True:
+                if stop.is_set():
+                    raise ContentError("layer reader closed")
+                kind, value = reader.receive(stop)
+                if kind == "chunk":
+                    BYTES_FETCHED.labels(source="docker").inc(len(value))
+                    yield value
+                elif kind == "end":
+                    if value != diff_id:
+                        raise ContentError(f"layer {diff_id} from the engine does not match it")
+                    return
+                elif kind == "file":
+                    path = value
+                    break
+                else:
+                    raise value
+            with path.open("rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    if stop.is_set():
+                        raise ContentError("layer reader closed")
+                    BYTES_FETCHED.labels(source="docker").inc(len(chunk))
+                    yield chunk
         finally:
             reader.closed.set()
             if path is not None:

@@ -2,9 +2,10 @@
 
 1. Resolve the reference with a source: ``docker`` (the local engine), ``registry``, or
    ``auto`` (the engine when it has the image, else the registry; no engine is normal).
-2. Scan every filesystem layer once (bot.image.layers), at most two at a time, each layer's
-   scan cached by digest in SQLite (bot.cache.sqlite): a layer shared with an image analysed
-   before, by this process or another one using the same cache dir, is not downloaded again.
+2. Scan every filesystem layer once (bot.image.layers), at most two at a time (an engine
+   export's layers all at once: they come as one stream), each layer's scan cached by digest
+   in SQLite (bot.cache.sqlite): a layer shared with an image analysed before, by this
+   process or another one using the same cache dir, is not downloaded again.
 3. Stack the scans into facts (bot.image.analysis), add advice and text (bot.image.render).
 
 Concurrent requests share work in-process: one resolve per (source, reference, platform),
@@ -218,7 +219,11 @@ class Explainer:
             cached = await self._cached(blob)  # another process may have just stored it
             if cached is not None:
                 return cached
-            async with self._slots:
+            # The engine exports an image as one stream, in its own order: every layer of it
+            # is read at once (only one streams at a time), else a layer that arrives while
+            # the slots wait for later ones is spooled to disk and read twice.
+            slots = self._slots if blob.open_blocking is None else contextlib.nullcontext()
+            async with slots:
                 size = f" ({human(blob.size)})" if blob.size else ""
                 of = f" of {image}" if image else ""
                 report_stage(f"reading layer {blob.digest[:19]}{size}{of}")

@@ -2,9 +2,12 @@
 
 ``scan_layer(blob, tmp_dir)`` pulls the blob's compressed chunks from the source's async
 iterator, decompresses them incrementally (gzip via ``isal``, zstd via ``zstandard``, or
-none) and walks the tar stream with ``tarfile`` in ``r|`` mode, all in a worker thread so
-the event loop stays free. The thread pulls the next chunk from the loop while it works on
-the current one (one chunk of read-ahead), so the network and the CPU overlap.
+none) and walks the tar stream with ``tarfile`` (``r:`` mode over a forward-only reader
+that skips unread member data chunk by chunk: ``bot.image.streams.Forward``), all in a
+worker thread so the event loop stays free. The thread pulls the next chunk from the loop
+while it works on the current one (one chunk of read-ahead), so the network and the CPU
+overlap; a source that offers ``LayerBlob.open_blocking`` (the engine) feeds the worker
+thread directly.
 
 Nothing is ever extracted to a path taken from the archive. The result, ``LayerScan``, is:
 
@@ -30,7 +33,7 @@ import os
 import tarfile
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +44,7 @@ from bot.errors import ContentError
 from bot.image import detectors
 from bot.image.detectors.base import SNIFF_BYTES, Detector, Value
 from bot.image.source import Compression, LayerBlob
+from bot.image.streams import Forward
 
 SCAN_VERSION = 2  # bump when LayerScan's meaning changes: old cache rows are ignored
 OUT_CHUNK = 256 * 1024
@@ -53,6 +57,7 @@ GIB = 1024 * MIB
 MAX_LAYER_UNCOMPRESSED = 8 * GIB  # bytes of tar stream one layer may unpack to
 MAX_TAR_HEADER = 1 * MIB  # a PAX extended header or GNU long name/link record
 MAX_READS_PAST_END = 16  # reads after the stream ended before it counts as truncated
+PULL_BATCH = 1024 * 1024  # bytes handed from the loop to a scan thread per round trip
 MAX_SNIFFED = 64  # files per layer captured because their content looked interesting
 MIN_SNIFF_SIZE = 16
 # Names that are never a database or os-release copy: not worth a look at their bytes.
@@ -162,10 +167,21 @@ class _Pull:
         self.compressed = 0
 
     async def _one(self) -> bytes | None:
-        try:
-            return await anext(self._stream)
-        except StopAsyncIteration:
+        """The next ``PULL_BATCH`` bytes or so (one chunk or several joined): each call is
+        a round trip between the worker thread and the loop, so it carries more than one
+        network chunk (a registry blob arrives in 256 KiB pieces)."""
+        parts: list[bytes] = []
+        size = 0
+        while size < PULL_BATCH:
+            try:
+                chunk = await anext(self._stream)
+            except StopAsyncIteration:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        if not parts:
             return None
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _schedule(self) -> None:
         self._next = asyncio.run_coroutine_threadsafe(self._one(), self._loop)
@@ -200,11 +216,13 @@ class _Pull:
 
 
 class _Raw(io.RawIOBase):
-    """Compressed bytes as a file: ``read(n)`` returns at most n bytes, b"" at the end."""
+    """Compressed bytes as a file: ``read(n)`` returns at most n bytes, b"" at the end.
+    A chunk is consumed by moving an offset (one copy per read, not one per leftover)."""
 
     def __init__(self, pull: Callable[[], bytes]) -> None:
         self._pull = pull
         self._buf = b""
+        self._off = 0
         self._eof = False
 
     def readable(self) -> bool:
@@ -212,20 +230,23 @@ class _Raw(io.RawIOBase):
 
     def peek(self, size: int) -> bytes:
         """The next ``size`` bytes (fewer at the end), left to be read."""
-        while len(self._buf) < size and not self._eof:
+        while len(self._buf) - self._off < size and not self._eof:
             more = self._pull()
             self._eof = not more
-            self._buf += more
-        return self._buf[:size]
+            self._buf = self._buf[self._off :] + more
+            self._off = 0
+        return self._buf[self._off : self._off + size]
 
     def read(self, size: int | None = -1) -> bytes:
-        while not self._buf and not self._eof:
-            self._buf = self._pull()
+        while self._off >= len(self._buf) and not self._eof:
+            self._buf, self._off = self._pull(), 0
             self._eof = not self._buf
-        if size is None or size < 0:
-            size = len(self._buf)
-        out, self._buf = self._buf[:size], self._buf[size:]
-        return out
+        start = self._off
+        if size is None or size < 0 or start + size >= len(self._buf):
+            self._off = len(self._buf)
+            return self._buf[start:] if start else self._buf
+        self._off = start + size
+        return self._buf[start : start + size]
 
     def readinto(self, b: Any) -> int:
         data = self.read(len(b))
@@ -452,7 +473,7 @@ def _sniff(
 
 
 class _MemberBytes:
-    """The data of the current member of a ``r|`` tar stream, read straight from it."""
+    """The data of the current member of a forward-only tar stream, read straight from it."""
 
     def __init__(self, stream: Any, size: int) -> None:
         self._stream = stream
@@ -502,10 +523,10 @@ def walk_tar(
     limits = limits if limits is not None else ScanLimits()
     scan = LayerScan(digest=digest)
     sniffed = 0
+    stream = Forward(fileobj.read)  # r: mode, forward only: unread member data is skipped
     with tarfile.open(
-        fileobj=fileobj,
-        mode="r|",
-        bufsize=OUT_CHUNK,
+        fileobj=stream,
+        mode="r:",
         tarinfo=_header_class(limits.max_header),
     ) as tf:
         for member in tf:
@@ -553,13 +574,17 @@ def walk_tar(
                 scan.entries[path] = Entry("o")
     # Read to the end: trailing padding counts as stream bytes, and sources verify digests
     # only once the whole blob has been read.
-    while fileobj.read(OUT_CHUNK):
+    while fileobj.read(COPY_CHUNK):
         pass
     return scan
 
 
 def _scan_blocking(
-    pull: _Pull, compression: Compression, digest: str, tmp_dir: Path, limits: ScanLimits
+    pull: Callable[[], bytes],
+    compression: Compression,
+    digest: str,
+    tmp_dir: Path,
+    limits: ScanLimits,
 ) -> LayerScan:
     raw = _Raw(pull)
     actual = sniff_compression(raw.peek(8))
@@ -594,10 +619,87 @@ def lzma_error() -> type[Exception]:
     return lzma.LZMAError
 
 
+class _BlockingPull:
+    """``_Pull`` for a source that can feed the worker thread directly
+    (``LayerBlob.open_blocking``): no event-loop round trip per chunk."""
+
+    def __init__(
+        self, open_blocking: Callable[[threading.Event], Iterator[bytes]], budget: ByteBudget | None
+    ) -> None:
+        self.stop = threading.Event()
+        self._open = open_blocking
+        self._chunks: Iterator[bytes] | None = None
+        self._budget = budget
+        self.compressed = 0
+
+    def __call__(self) -> bytes:
+        if self.stop.is_set():
+            raise ContentError("layer read was cancelled")
+        if self._chunks is None:
+            self._chunks = self._open(self.stop)
+        for chunk in self._chunks:
+            if not chunk:
+                continue
+            self.compressed += len(chunk)
+            if self._budget is not None:
+                self._budget.take(len(chunk))
+            return bytes(chunk)
+        return b""
+
+    def close(self) -> None:
+        """In the worker thread, once the scan is over: ends the source's stream."""
+        closer = getattr(self._chunks, "close", None)
+        if closer is not None:
+            closer()
+
+
+_STREAM_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+_STREAM_POOL_LOCK = threading.Lock()
+STREAM_THREADS = 32  # scans of blocking sources at once (most of them wait for their turn)
+
+
+def _stream_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that scan ``open_blocking`` layers. Not the loop's default executor: the
+    engine exports one image as one stream, so every layer of it is read at once and all
+    but one wait for their turn in the stream; they must not take the threads that the
+    rest of the process (caches, other requests) runs on."""
+    global _STREAM_POOL
+    with _STREAM_POOL_LOCK:
+        if _STREAM_POOL is None:
+            _STREAM_POOL = concurrent.futures.ThreadPoolExecutor(
+                STREAM_THREADS, thread_name_prefix="layer-stream"
+            )
+        return _STREAM_POOL
+
+
+def _scan_blocking_source(
+    pull: _BlockingPull, compression: Compression, digest: str, tmp_dir: Path, limits: ScanLimits
+) -> LayerScan:
+    try:
+        return _scan_blocking(pull, compression, digest, tmp_dir, limits)
+    finally:
+        pull.close()
+
+
 async def scan_layer(blob: LayerBlob, tmp_dir: Path, limits: ScanLimits | None = None) -> LayerScan:
-    """Stream ``blob`` once and index it; raises the source's errors or ContentError."""
+    """Stream ``blob`` once and index it; raises the source's errors or ContentError.
+    A blob with ``open_blocking`` is read by the worker thread itself."""
     loop = asyncio.get_running_loop()
     limits = limits if limits is not None else ScanLimits()
+    if blob.open_blocking is not None:
+        direct = _BlockingPull(blob.open_blocking, limits.compressed)
+        try:
+            return await loop.run_in_executor(
+                _stream_pool(),
+                _scan_blocking_source,
+                direct,
+                blob.compression,
+                blob.digest,
+                tmp_dir,
+                limits,
+            )
+        finally:
+            direct.stop.set()  # a cancelled scan: the thread's blocked read gives up
     pull = _Pull(loop, blob.open(), limits.compressed)
     try:
         return await asyncio.to_thread(

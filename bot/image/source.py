@@ -7,7 +7,8 @@ Analysis never sees HTTP or the Docker API, and sources never parse tar files.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -36,13 +37,20 @@ class Platform:
 @dataclass(frozen=True, slots=True)
 class LayerBlob:
     """One filesystem layer. ``digest`` is the content address used as cache key
-    (the compressed blob digest from a registry, the diff_id from the engine)."""
+    (the compressed blob digest from a registry, the diff_id from the engine).
+
+    ``open_blocking`` (optional) gives the same bytes as ``open`` to a worker thread, for a
+    source whose bytes arrive in a thread anyway (the engine's export): iterating it blocks
+    the calling thread, never the event loop, and saves a loop round trip per chunk. Its
+    argument is a stop flag: once set (the reader gave up), a blocked iteration raises
+    ``ContentError`` promptly. Errors are the same as ``open``'s."""
 
     digest: str
     size: int | None  # compressed size as stored (None when the source cannot tell)
     compression: Compression
     open: Callable[[], AsyncIterator[bytes]]  # each call starts a fresh stream
     diff_id: str | None = None
+    open_blocking: Callable[[threading.Event], Iterator[bytes]] | None = None
 
 
 @dataclass(slots=True)

@@ -50,6 +50,11 @@ for _detector in DETECTORS:
         if not is_glob(_path):
             _EXACT.setdefault(_path, _detector)
 _GLOBBED = tuple(d for d in DETECTORS if any(is_glob(p) for p in d.paths))
+# What every glob path starts with (up to its first ``*``): most paths of a layer start
+# with none of these, and one ``str.startswith`` rules them out for all globbing detectors.
+_GLOB_PREFIXES = tuple(
+    sorted({p.partition("*")[0] for d in _GLOBBED for p in d.paths if is_glob(p)})
+)
 SNIFFERS = tuple(d for d in DETECTORS if d.sniff is not None)
 SNIFF_MAX = max((d.cap for d in SNIFFERS), default=0)
 
@@ -59,6 +64,8 @@ def wanted(path: str) -> Detector | None:
     found = _EXACT.get(path)
     if found is not None:
         return found
+    if not path.startswith(_GLOB_PREFIXES):
+        return None
     for detector in _GLOBBED:
         if detector.wants(path):
             return detector
