@@ -10,6 +10,7 @@ sleeps.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import subprocess
 import sys
@@ -36,7 +37,7 @@ from bot.reply import (
     Section,
     Source,
 )
-from tests.emulators.slack import SlackEmulator
+from tests.emulators.slack import Record, SlackEmulator
 from tests.fixtures.gated_proxy import GatedProxy
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.registry import RegistryServer, make_layer, push_image
@@ -271,3 +272,119 @@ async def test_slack_setup_follows_the_role(
     app = web.Application()
     await gateway.setup(app)  # nothing of Slack runs here: no credentials check, no route
     assert not gateway.socket_mode and not list(app.router.routes())
+
+
+# --- deliveries: the worker posts the reply (Slack slash command via response_url) ----------
+
+
+class SlackWeb:
+    """A ``web`` replica's Slack HTTP endpoint (engine on queue 0) serving the emulator."""
+
+    def __init__(self, emu: SlackEmulator, platform: SlackPlatform, url: str) -> None:
+        self.emulator = emu
+        self.platform = platform
+        self.url = url
+
+
+@pytest.fixture
+async def slack_web(
+    queues: list[JobQueue],
+    worker: JobWorker,
+    emulator: SlackEmulator,  # noqa: F811
+    knowledge_engine: Engine,  # noqa: F811
+) -> AsyncIterator[SlackWeb]:
+    """Queue 0 is a web replica running the Slack route; the worker (queue 2) has its own
+    Slack adapter in role ``worker`` to deliver results with."""
+    settings = slack_settings(emulator, socket=False)
+    web_engine = Engine(knowledge=knowledge_engine.knowledge, jobs=queues[0])
+    web_platform = SlackPlatform(web_engine, settings)
+    web_platform.role = "web"
+    queues[0].deliverers["slack"] = web_platform
+    worker_platform = SlackPlatform(Engine(knowledge=knowledge_engine.knowledge), settings)
+    worker_platform.role = "worker"
+    queues[2].deliverers["slack"] = worker_platform
+    app = web.Application()
+    await web_platform.setup(app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield SlackWeb(emulator, web_platform, f"http://127.0.0.1:{port}{EVENTS_PATH}")
+    finally:
+        await runner.cleanup()
+        await web_platform.stop()
+        await worker_platform.stop()
+
+
+def _answers(emu: SlackEmulator, response_url: str, text: str) -> list[Record]:
+    rid = response_url.rsplit("/", 1)[-1]
+    return [
+        r
+        for r in emu.records
+        if r.kind == "response_url" and r.name == rid and r.data.get("text") == text
+    ]
+
+
+async def _answered(emu: SlackEmulator, response_url: str, text: str) -> bool:
+    return bool(_answers(emu, response_url, text))
+
+
+async def _final_text(queue: JobQueue, key: str, ref: str) -> str:
+    """The first message's text of the job's reply as a delivery shows it."""
+    from adapters.slack_blocks import render_messages
+    from bot.jobs import finished_reply
+
+    job = await queue.queue.job(key)
+    assert job is not None and job.status.value == "complete", job
+    reply = Reply.from_json(job.result["reply"])
+    return str(render_messages(finished_reply(ref, reply))[0]["text"])
+
+
+async def _job_done(queue: JobQueue, key: str) -> bool:
+    job = await queue.queue.job(key)
+    return job is not None and job.status.value == "complete"
+
+
+@pytest.mark.services
+async def test_slash_commands_are_answered_once_by_the_worker_through_response_url(
+    queues: list[JobQueue], slack_web: SlackWeb, proxy: GatedProxy, registry: RegistryServer
+) -> None:
+    """Two asks for one image on a web replica attach to ONE job; the web replica returns
+    after its ack, and the worker posts each answer through its response_url once."""
+    emu = slack_web.emulator
+    repo = f"deliver{uuid.uuid4().hex[:8]}/app"
+    layers = [make_layer({"etc/os-release": b"ID=debian\n"}), make_layer({"srv/a": b"a" * 999})]
+    image = push_image(registry.pusher(), repo, "1", layers)
+    ref = f"{proxy.host}/{repo}:1"
+    key = job_key(ref, "auto", None)
+    proxy.hold("/blobs/")
+    commands = [emu.command(ref), emu.command(ref)]
+    for command in commands:
+        ack = await emu.http_command(slack_web.url, command)
+        assert ack.data["status"] == 200
+        assert ack.data["json"]["response_type"] == "in_channel"
+
+    async def both_attached() -> bool:
+        return (
+            proxy.held("/blobs/") >= 1
+            and await queues[0].redis.llen("dockwise:jobs:deliveries:" + key) == 2
+        )
+
+    await until(both_attached, "a worker inside the image and both deliveries attached")
+    proxy.release("/blobs/")
+    await until(lambda: _job_done(queues[0], key), "the job to complete")
+    final = await _final_text(queues[0], key, ref)
+    for command in commands:
+        url = str(command["response_url"])
+        await until(functools.partial(_answered, emu, url, final), "the answer to a command")
+    for digest in [image.config_digest, *image.layer_digests]:
+        assert proxy.count("GET", digest) == 1, digest
+    job = await queues[0].queue.job(key)
+    assert job is not None and job.attempts == 1
+    assert await queues[0].redis.llen("dockwise:jobs:deliveries:" + key) == 0
+    for command in commands:
+        (answer,) = _answers(emu, command["response_url"], final)
+        assert answer.ok and answer.data["replace_original"] is True
+        assert answer.data["response_type"] == "in_channel"
