@@ -388,3 +388,38 @@ async def test_slash_commands_are_answered_once_by_the_worker_through_response_u
         (answer,) = _answers(emu, command["response_url"], final)
         assert answer.ok and answer.data["replace_original"] is True
         assert answer.data["response_type"] == "in_channel"
+
+
+@pytest.mark.services
+async def test_a_delivery_too_late_for_its_job_is_posted_by_the_asking_replica(
+    queues: list[JobQueue], slack_web: SlackWeb, proxy: GatedProxy, registry: RegistryServer
+) -> None:
+    """The attach-vs-finish race, forced: the job's deliveries are drained (as its worker
+    does once the reply is known) before the command attaches, so the attach is refused
+    and the web replica posts the job's result itself, once."""
+    emu = slack_web.emulator
+    repo = f"late{uuid.uuid4().hex[:8]}/app"
+    push_image(registry.pusher(), repo, "1", [make_layer({"etc/os-release": b"ID=alpine\n"})])
+    ref = f"{proxy.host}/{repo}:1"
+    key = job_key(ref, "auto", None)
+    proxy.hold("/blobs/")
+    first = asyncio.create_task(queues[1].explain(ref))  # the job, held inside the image
+
+    async def held() -> bool:
+        return proxy.held("/blobs/") >= 1
+
+    await until(held, "a worker inside the image")
+    assert await queues[0].drain_deliveries(key) == []  # closed: attaches are refused now
+    command = emu.command(ref)
+    ack = await emu.http_command(slack_web.url, command)
+    assert ack.data["status"] == 200
+    assert await queues[0].redis.llen("dockwise:jobs:deliveries:" + key) == 0
+    proxy.release("/blobs/")
+    await first
+    final = await _final_text(queues[0], key, ref)
+    url = str(command["response_url"])
+    await until(functools.partial(_answered, emu, url, final), "the replica's own delivery")
+    job = await queues[0].queue.job(key)
+    assert job is not None and job.attempts == 1
+    (answer,) = _answers(emu, url, final)
+    assert answer.ok and answer.data["replace_original"] is True
