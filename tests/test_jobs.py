@@ -423,3 +423,73 @@ async def test_a_delivery_too_late_for_its_job_is_posted_by_the_asking_replica(
     assert job is not None and job.attempts == 1
     (answer,) = _answers(emu, url, final)
     assert answer.ok and answer.data["replace_original"] is True
+
+
+# --- deliveries: Discord HTTP interactions finished by the worker ---------------------------
+
+
+@pytest.mark.services
+async def test_a_discord_interaction_is_finished_once_by_the_worker(
+    queues: list[JobQueue],
+    worker: JobWorker,
+    knowledge_engine: Engine,  # noqa: F811
+    proxy: GatedProxy,
+    registry: RegistryServer,
+) -> None:
+    """``/image-explain`` over HTTP interactions on a web replica is deferred and queued;
+    the worker's Discord adapter edits the original response with the reply, once."""
+    from adapters.discord import DiscordPlatform
+    from adapters.discord_embeds import render_reply
+    from bot.jobs import finished_reply
+    from tests.emulators.discord import DiscordEmulator
+    from tests.test_discord_interactions import serving, settings_for, webhook_calls
+
+    repo = f"discord{uuid.uuid4().hex[:8]}/app"
+    push_image(registry.pusher(), repo, "1", [make_layer({"etc/os-release": b"ID=debian\n"})])
+    ref = f"{proxy.host}/{repo}:1"
+    key = job_key(ref, "auto", None)
+    discord = DiscordEmulator()
+    await discord.start()
+    worker_engine = Engine(knowledge=knowledge_engine.knowledge)
+    delivering = DiscordPlatform(worker_engine, settings_for(discord))
+    delivering.role = "worker"
+    queues[2].deliverers["discord"] = delivering
+    web_engine = Engine(knowledge=knowledge_engine.knowledge, jobs=queues[0])
+    try:
+        async with serving(discord, web_engine, role="web"):
+            proxy.hold("/blobs/")
+            interaction = await discord.slash_command("image-explain", {"image": ref})
+            assert interaction.acknowledged == 5  # deferred
+
+            async def attached() -> bool:
+                return (
+                    proxy.held("/blobs/") >= 1
+                    and await queues[0].redis.llen("dockwise:jobs:deliveries:" + key) == 1
+                )
+
+            await until(attached, "a worker inside the image and the delivery attached")
+            proxy.release("/blobs/")
+            await until(lambda: _job_done(queues[0], key), "the job to complete")
+            job = await queues[0].queue.job(key)
+            assert job is not None
+            reply = finished_reply(ref, Reply.from_json(job.result["reply"]))
+            want = render_reply(reply)[0].to_dict()
+
+            async def shown() -> bool:
+                original = interaction.original or {}
+                return bool(original.get("embeds") == want["embeds"])
+
+            await until(shown, "the worker's edit of the original response")
+    finally:
+        await delivering.stop()
+        await discord.close()
+    assert reply.kind is ReplyKind.IMAGE
+    assert interaction.original is not None
+    assert interaction.original["components"] == want["components"]
+    final_edits = [
+        c
+        for c in webhook_calls(discord)
+        if c.method == "PATCH" and c.body and c.body.get("embeds") == want["embeds"]
+    ]
+    assert len(final_edits) == 1 and final_edits[0].status == 200
+    assert interaction.token in final_edits[0].path
