@@ -50,7 +50,9 @@ list and closes it in one step. An attach refused because the job just finished 
 delivered by the submitting replica itself from the job's result (``explain``). The
 drain runs in the job function, before saq stores the result, so a worker killed before
 it leaves the deliveries to the retried job; one killed between drain and posting loses
-them (a window of one HTTP post).
+them (a window of one HTTP post). When the last attempt crashes, its deliveries get the
+"failed on the workers" error; a last attempt that times out or is killed leaves them
+unanswered.
 """
 
 from __future__ import annotations
@@ -644,7 +646,10 @@ class JobWorker:
                     await job.update()
 
         helpers = [asyncio.create_task(publish()), asyncio.create_task(beat())]
-        result: Reply | DockwiseError
+        result: Reply | DockwiseError = Unreachable(
+            f"Explaining {reference[:100]} failed on the workers; try again."
+        )
+        crashed: Exception | None = None
         try:
             try:
                 chosen = Platform.parse(platform) if platform else None
@@ -655,6 +660,8 @@ class JobWorker:
                 result = exc
             except ValueError as exc:  # a platform string no replica would send
                 result = InvalidInput(str(exc)[:200])
+            except Exception as exc:
+                crashed = exc
         finally:
             events.put_nowait(None)  # the events before the result are published first
             with contextlib.suppress(TimeoutError):
@@ -662,6 +669,10 @@ class JobWorker:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+        if crashed is not None:  # saq retries it; after the last attempt nobody else answers
+            if not job.retryable:
+                await self._deliver(job.key, reference, result)
+            raise crashed
         await self._deliver(job.key, reference, result)
         if isinstance(result, Reply):
             return {"reply": result.to_json()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
@@ -26,7 +28,7 @@ from adapters.slack import EVENTS_PATH, SlackPlatform
 from bot.config import Settings
 from bot.engine import Engine
 from bot.errors import ImageNotFound
-from bot.jobs import JobQueue, JobWorker, QueueFull, job_key, progress_channel
+from bot.jobs import Delivery, JobQueue, JobWorker, QueueFull, job_key, progress_channel
 from bot.progress import ExplainProgress
 from bot.reply import (
     ACTION_FEEDBACK,
@@ -37,11 +39,12 @@ from bot.reply import (
     Section,
     Source,
 )
-from tests.emulators.slack import Record, SlackEmulator
+from tests.emulators.slack import BOT_TOKEN, Record, SlackEmulator
 from tests.fixtures.gated_proxy import GatedProxy
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.registry import RegistryServer, make_layer, push_image
 from tests.test_slack import (  # noqa: F401  (fixtures)
+    CatalogExplainer,
     catalog,
     emulator,
     engine,
@@ -342,6 +345,11 @@ async def _final_text(queue: JobQueue, key: str, ref: str) -> str:
     return str(render_messages(finished_reply(ref, reply))[0]["text"])
 
 
+async def _job_is(queue: JobQueue, key: str, status: str) -> bool:
+    job = await queue.queue.job(key)
+    return job is not None and job.status.value == status
+
+
 async def _job_done(queue: JobQueue, key: str) -> bool:
     job = await queue.queue.job(key)
     return job is not None and job.status.value == "complete"
@@ -493,3 +501,58 @@ async def test_a_discord_interaction_is_finished_once_by_the_worker(
     ]
     assert len(final_edits) == 1 and final_edits[0].status == 200
     assert interaction.token in final_edits[0].path
+
+
+@pytest.mark.services
+async def test_a_job_crashing_in_its_last_attempt_tells_its_deliveries(
+    own_redis: RedisServer,
+    emulator: SlackEmulator,  # noqa: F811
+    knowledge_engine: Engine,  # noqa: F811
+    catalog: CatalogExplainer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A bug in the explainer (CatalogExplainer's ``boom``) in the job's only attempt: the
+    attached delivery gets the one-line "failed on the workers" error, no secret."""
+    asking, side = JobQueue(own_redis.url, attempts=1), JobQueue(own_redis.url, attempts=1)
+    await asking.connect()
+    await side.connect()
+    delivering = SlackPlatform(
+        Engine(knowledge=knowledge_engine.knowledge), slack_settings(emulator, socket=False)
+    )
+    delivering.role = "worker"
+    side.deliverers["slack"] = delivering
+    running = JobWorker(
+        side, Settings(_env_file=None, cache_dir=tmp_path), explainer=cast(Any, catalog)
+    )
+    running.start()
+    ref = f"registry.invalid/crash{uuid.uuid4().hex[:8]}/boom:1"
+    url = emulator.new_response_url()
+    emulator.set_original(url, {"response_type": "in_channel", "text": "Inspecting…"})  # the ack
+    target = {"response_url": url, "channel_id": "C0GENERAL", "user_id": "U0ALICE"}
+    try:
+        await asking.explain_later(ref, delivery=Delivery("slack", target))
+        await until(
+            functools.partial(_said, emulator, url, "failed on the workers"), "the error reply"
+        )
+        key = job_key(ref, "auto", None)
+        await until(functools.partial(_job_is, asking, key, "failed"), "the job to fail")
+        job = await asking.queue.job(key)
+        assert job is not None and job.attempts == 1
+    finally:
+        await running.stop()
+        await delivering.stop()
+        await asking.close()
+        await side.close()
+    rid = url.rsplit("/", 1)[-1]
+    sent = [r for r in emulator.records if r.kind == "response_url" and r.name == rid]
+    assert [r.data.get("delete_original") for r in sent] == [True, None]
+    assert sent[1].data["response_type"] == "ephemeral"
+    assert BOT_TOKEN not in json.dumps([r.data for r in sent])
+
+
+async def _said(emu: SlackEmulator, response_url: str, words: str) -> bool:
+    rid = response_url.rsplit("/", 1)[-1]
+    return any(
+        r.kind == "response_url" and r.name == rid and words in json.dumps(r.data)
+        for r in emu.records
+    )
