@@ -577,6 +577,8 @@ class JobWorker:
             shutdown_grace_period_s=5,
         )
         self.worker.SIGNALS = []  # `dockwise serve` owns SIGTERM
+        #: Seconds between progress lines shown to a job's deliveries.
+        self.progress_interval = DELIVERY_PROGRESS_INTERVAL
         self._task: asyncio.Task[None] | None = None
         self._gauges: asyncio.Task[None] | None = None
 
@@ -622,7 +624,7 @@ class JobWorker:
         """The saq job function: ``{"reply": Reply JSON}`` or, for a user-caused failure,
         ``{"error": {"kind", "message"}}`` (a result: not retried). Before returning, the
         job's deliveries are drained and posted (``post_delivery``); progress lines go to
-        them meanwhile (at most one per ``DELIVERY_PROGRESS_INTERVAL`` seconds)."""
+        them meanwhile (at most one per ``progress_interval`` seconds)."""
         from bot.image.source import Platform
 
         job: Job = ctx["job"]
@@ -635,7 +637,7 @@ class JobWorker:
             while (event := await events.get()) is not None:
                 with contextlib.suppress(RedisError, OSError):
                     await self.jobs.redis.publish(channel, json.dumps(asdict(event)))
-                    if time.monotonic() - last >= DELIVERY_PROGRESS_INTERVAL:
+                    if time.monotonic() - last >= self.progress_interval:
                         last = time.monotonic()
                         await self._show_progress(job.key, event.text(), shown)
 

@@ -357,7 +357,11 @@ async def _job_done(queue: JobQueue, key: str) -> bool:
 
 @pytest.mark.services
 async def test_slash_commands_are_answered_once_by_the_worker_through_response_url(
-    queues: list[JobQueue], slack_web: SlackWeb, proxy: GatedProxy, registry: RegistryServer
+    queues: list[JobQueue],
+    worker: JobWorker,
+    slack_web: SlackWeb,
+    proxy: GatedProxy,
+    registry: RegistryServer,
 ) -> None:
     """Two asks for one image on a web replica attach to ONE job; the web replica returns
     after its ack, and the worker posts each answer through its response_url once."""
@@ -381,6 +385,7 @@ async def test_slash_commands_are_answered_once_by_the_worker_through_response_u
         )
 
     await until(both_attached, "a worker inside the image and both deliveries attached")
+    worker.progress_interval = 0  # every layer event may reach the deliveries
     proxy.release("/blobs/")
     await until(lambda: _job_done(queues[0], key), "the job to complete")
     final = await _final_text(queues[0], key, ref)
@@ -396,6 +401,11 @@ async def test_slash_commands_are_answered_once_by_the_worker_through_response_u
         (answer,) = _answers(emu, command["response_url"], final)
         assert answer.ok and answer.data["replace_original"] is True
         assert answer.data["response_type"] == "in_channel"
+        # One progress line (the most a response_url spares), then the answer.
+        rid = str(command["response_url"]).rsplit("/", 1)[-1]
+        sent = [r for r in emu.records if r.kind == "response_url" and r.name == rid]
+        assert [r.seq for r in sent][-1] == answer.seq and len(sent) == 2, sent
+        assert sent[0].ok and sent[0].data["text"].startswith(f"Inspecting `{ref}`")
 
 
 @pytest.mark.services
@@ -476,6 +486,7 @@ async def test_a_discord_interaction_is_finished_once_by_the_worker(
                 )
 
             await until(attached, "a worker inside the image and the delivery attached")
+            worker.progress_interval = 0
             proxy.release("/blobs/")
             await until(lambda: _job_done(queues[0], key), "the job to complete")
             job = await queues[0].queue.job(key)
@@ -501,6 +512,13 @@ async def test_a_discord_interaction_is_finished_once_by_the_worker(
     ]
     assert len(final_edits) == 1 and final_edits[0].status == 200
     assert interaction.token in final_edits[0].path
+    progress = [
+        c
+        for c in webhook_calls(discord)
+        if c.method == "PATCH" and c.body and str(c.body.get("content", "")).startswith("Inspect")
+    ]
+    assert progress and all(c.status == 200 for c in progress)
+    assert discord.calls.index(progress[-1]) < discord.calls.index(final_edits[0])
 
 
 @pytest.mark.services
