@@ -70,7 +70,7 @@ from bot.progress import ExplainProgress, ProgressRelay
 from bot.reply import ACTION_FEEDBACK, Reply, ReplyKind
 
 if TYPE_CHECKING:
-    from adapters.discord_http import DiscordInteractions
+    from adapters.discord_http import DiscordInteractions, InteractionFollowups
 
 log = logging.getLogger(__name__)
 
@@ -625,6 +625,7 @@ class DiscordPlatform(ChatAdapter):
     def __init__(self, engine: Engine, settings: Any) -> None:
         super().__init__(engine, settings)
         self.interactions: DiscordInteractions | None = None
+        self._webhooks: InteractionFollowups | None = None  # deliveries from job workers
         self.gateway = False
 
     @classmethod
@@ -637,6 +638,31 @@ class DiscordPlatform(ChatAdapter):
 
     def render(self, reply: Reply) -> list[dict[str, Any]]:
         return [message.to_dict() for message in render_reply(reply)]
+
+    def _followups(self) -> InteractionFollowups:
+        if self._webhooks is None:
+            from adapters.discord_http import InteractionFollowups
+
+            self._webhooks = InteractionFollowups(self.settings.discord_api_url)
+        return self._webhooks
+
+    async def deliver(self, target: dict[str, Any], reply: Reply) -> None:
+        """Finish a deferred ``/image-explain`` interaction: ``target`` is
+        ``adapters.discord_http.delivery_target`` (application id, interaction token,
+        asker); the original response is edited (``InteractionFollowups.finish``), no bot
+        token needed. Raises ValueError for a target without application id or token."""
+        from adapters.discord_http import context_of
+
+        await self._followups().finish(context_of(target), reply)
+
+    async def show_progress(self, target: dict[str, Any], line: str) -> None:
+        """Show ``line`` in the deferred interaction's original response."""
+        from adapters.discord_http import NO_MENTIONS as NO_MENTIONS_JSON
+        from adapters.discord_http import context_of
+
+        await self._followups().edit_original(
+            context_of(target), {"content": line, "allowed_mentions": NO_MENTIONS_JSON}
+        )
 
     async def setup(self, web_app: Any) -> None:
         """Roles ``all``/``web`` mount ``POST /discord/interactions`` when
@@ -681,6 +707,8 @@ class DiscordPlatform(ChatAdapter):
         await super().stop()
         if self.interactions is not None:
             await self.interactions.close()
+        if self._webhooks is not None:
+            await self._webhooks.close()
 
 
 ADAPTER = DiscordPlatform

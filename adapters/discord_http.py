@@ -157,6 +157,36 @@ class Context:
     asker: Asker
 
 
+def delivery_target(ctx: Context) -> dict[str, Any]:
+    """``ctx`` as a JSON-ready delivery target (``bot.jobs.Delivery``): what a worker
+    needs to finish the deferred interaction (no bot token)."""
+    return {
+        "application_id": ctx.application_id,
+        "token": ctx.token,
+        "user": ctx.asker.user,
+        "channel": ctx.asker.channel,
+        "team": ctx.asker.team,
+    }
+
+
+def context_of(target: dict[str, Any]) -> Context:
+    """The ``Context`` a ``delivery_target`` describes; raises ValueError when it lacks
+    the application id or token."""
+    if not target.get("application_id") or not target.get("token"):
+        raise ValueError("a Discord delivery needs application_id and token")
+    channel, team = target.get("channel"), target.get("team")
+    return Context(
+        str(target["application_id"]),
+        str(target["token"]),
+        Asker(
+            "discord",
+            str(target.get("user") or "unknown"),
+            str(channel) if channel else None,
+            str(team) if team else None,
+        ),
+    )
+
+
 @dataclass(slots=True)
 class Answer:
     """The HTTP response (an interaction callback) and work to run once it is sent."""
@@ -616,6 +646,20 @@ class DiscordInteractions:
             return private(refused)
 
         async def run() -> None:
+            if self.engine.jobs is not None:  # a job worker finishes it (DiscordPlatform.deliver)
+                from adapters.discord import FAILURE_MESSAGE
+
+                try:
+                    refused = await self.engine.explain_later(
+                        image, asker=ctx.asker, delivery_target=delivery_target(ctx)
+                    )
+                except Exception:
+                    log.exception("the engine failed while answering")
+                    refused = error_reply(FAILURE_MESSAGE)
+                if refused is not None:  # not queued: bad input, rate limit, busy
+                    await self.followups.finish(ctx, refused)
+                return
+
             async def show(line: str) -> None:
                 await self.followups.edit_original(
                     ctx, {"content": line, "allowed_mentions": NO_MENTIONS}

@@ -576,6 +576,23 @@ class SlackAdapter:
             "slack", str(command.get("user_id") or ""), command.get("channel_id"), _team(command)
         )
         response_url = command.get("response_url")
+        if self.engine.jobs is not None and response_url:
+            # A job worker posts the result through response_url (SlackPlatform.deliver).
+            target = {
+                "response_url": str(response_url),
+                "channel_id": str(command.get("channel_id") or ""),
+                "user_id": str(command.get("user_id") or ""),
+            }
+            try:
+                refused = await self.engine.explain_later(text, asker=asker, delivery_target=target)
+            except Exception as exc:
+                log.error("slack: engine failed: %s", type(exc).__name__, exc_info=exc)
+                refused = Reply(
+                    kind=ReplyKind.ERROR, title="Sorry, I couldn't answer", body=FRIENDLY_ERROR
+                )
+            if refused is not None:
+                await self._post_command_reply(refused, command, client)
+            return
         webhook = AsyncWebhookClient(url=str(response_url)) if response_url else None
 
         async def show(line: str) -> None:
@@ -1247,6 +1264,33 @@ class SlackPlatform(ChatAdapter):
 
     def render(self, reply: Reply) -> list[dict[str, Any]]:
         return render_messages(reply)
+
+    #: The slash command's response_url takes 5 posts: one progress line, 4 for the reply.
+    max_progress_updates = RESPONSE_URL_PROGRESS_UPDATES
+
+    async def deliver(self, target: dict[str, Any], reply: Reply) -> None:
+        """Post a ``/image-explain`` result to ``target`` = ``{"response_url",
+        "channel_id", "user_id"}`` (what ``_on_command`` queued) as the command would:
+        the placeholder replaced, an error shown to the asker alone. The response_url
+        needs no token; messages beyond its uses go by chat.postMessage (bot token)."""
+        command = {
+            "response_url": target.get("response_url"),
+            "channel_id": target.get("channel_id"),
+            "user_id": target.get("user_id"),
+        }
+        await self.adapter._post_command_reply(
+            reply,
+            command,
+            self.adapter.app.client,
+            uses_left=RESPONSE_URL_USES - RESPONSE_URL_PROGRESS_UPDATES,
+        )
+
+    async def show_progress(self, target: dict[str, Any], line: str) -> None:
+        """Replace the command's placeholder with ``line`` through its response_url."""
+        response_url = target.get("response_url")
+        if response_url:
+            webhook = AsyncWebhookClient(url=str(response_url))
+            await webhook.send(replace_original=True, **render_text(line))
 
     @property
     def socket_mode(self) -> bool:

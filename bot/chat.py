@@ -20,6 +20,11 @@ An adapter (modelled on errbot's ``backends/base.py``: one module per platform) 
   (only the HTTP endpoints a platform calls: events, interactions), ``"gateway"``
   (only long-lived connections a platform keeps open: websockets) or ``"worker"``
   (no listener: the adapter only posts results). ``setup``/``run`` consult it;
+- optionally ``deliver(target, reply)`` and ``show_progress(target, line)``: post a
+  finished explanation (or a progress line) to a ``target`` the adapter described earlier
+  (a JSON-ready dict: a webhook URL, an interaction token) from any process, e.g. a job
+  worker (``bot.jobs.Delivery``); ``max_progress_updates`` caps the progress lines one
+  target gets (None: no cap);
 - optionally ``register_cli(app)``: commands of its own added to the ``dockwise`` CLI
   (typer), e.g. a command printing the URL that installs the bot.
 
@@ -62,6 +67,8 @@ class ChatAdapter(ABC):
     how_to_configure: ClassVar[str]
     settings_model: ClassVar[type[BaseSettings]] = Settings
     role: Role = "all"
+    #: Progress lines ``show_progress`` may show one delivery target (None: no cap).
+    max_progress_updates: int | None = None
 
     def __init__(self, engine: Engine, settings: Any) -> None:
         self.engine = engine
@@ -89,6 +96,15 @@ class ChatAdapter(ABC):
     def register_cli(cls, app: typer.Typer) -> None:
         """Add this platform's own commands to the ``dockwise`` CLI ``app`` (none by
         default). Commands fail with ``bot.cli.fail`` (one line, exit code 1 or 2)."""
+
+    async def deliver(self, target: dict[str, Any], reply: Reply) -> None:
+        """Post ``reply`` (finished) to ``target``, a dict this adapter described when the
+        question came in; works in any role (no listener needed). Raises
+        NotImplementedError when the adapter has no deferred answers."""
+        raise NotImplementedError(f"{self.name} cannot deliver replies later")
+
+    async def show_progress(self, target: dict[str, Any], line: str) -> None:  # noqa: B027
+        """Show the one-line progress ``line`` at ``target`` (nothing by default)."""
 
     async def setup(self, web_app: web.Application) -> None:  # noqa: B027 - optional hook
         """Before the HTTP server starts: check credentials, add routes to ``web_app``.

@@ -16,7 +16,7 @@ import asyncio
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bot.actions import UNCOVERED_SUBJECT, VOTES, split_value, with_actions
 from bot.cache.share import Shared
@@ -271,6 +271,40 @@ class Engine:
             if reply.kind is ReplyKind.IMAGE:
                 self._remember(ref, reply, asker.team)
             return with_actions(reply, self.knowledge, image=ref)
+
+    async def explain_later(
+        self,
+        reference: str,
+        *,
+        asker: Asker,
+        delivery_target: dict[str, Any],
+        progress: ProgressCallback | None = None,
+    ) -> Reply | None:
+        """Explain an image for ``asker`` whose adapter can post the reply later to
+        ``delivery_target`` (``ChatAdapter.deliver``; a JSON-ready dict). With a job queue
+        (``self.jobs``) the ask is admitted like ``explain`` (rate limits, busy), attached
+        to the image's job, and None is returned: the worker that finishes the job posts
+        the reply (``bot.jobs.JobQueue.explain_later``). Without a queue, for "A vs B"
+        comparisons, and for refusals (bad input, rate limit, busy queue) the reply to
+        post now is returned, as ``explain`` would."""
+        if self.jobs is None or isinstance(
+            parse_dockerfile_or_compare(f"/image-explain {reference.strip()}"), CompareIntent
+        ):
+            return await self.explain(reference, asker=asker, progress=progress)
+        from bot.jobs import Delivery
+
+        title = f"Couldn't explain {reference.strip()[:100]}"
+        try:
+            ref = check_input(reference)
+            async with self.admission.explanation(asker.platform, asker.user, asker.channel):
+                await self.jobs.explain_later(
+                    ref, delivery=Delivery(asker.platform, dict(delivery_target))
+                )
+        except DockwiseError as exc:
+            log.info("explanation refused", platform=asker.platform, reason=exc.kind)
+            return error_reply(str(exc), title=title)
+        log.info("explanation queued", platform=asker.platform)
+        return None
 
     # --- buttons ------------------------------------------------------------------------
 

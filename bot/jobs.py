@@ -38,6 +38,21 @@ queue is bounded: with ``DOCKWISE_QUEUE_MAX`` jobs waiting, a new image is refus
 Progress events (``bot.progress.ExplainProgress`` as JSON) go over Redis pub/sub on
 ``dockwise:jobs:progress:<key>``; a waiting replica relays them to its ``progress``
 callback so the chat placeholders keep moving.
+
+**Deliveries** (``JobQueue.explain_later``): instead of waiting, a replica can attach a
+``Delivery`` (platform name + a JSON target the platform's adapter described, e.g. a
+webhook URL) to the job and return at once; the worker that finishes the job posts the
+reply through that platform's ``ChatAdapter.deliver``. Deliveries of job ``key`` are a
+Redis list ``dockwise:jobs:deliveries:<key>`` with a ``...:closed`` marker, both with
+TTLs. Two Lua scripts make each delivery happen exactly once: *attach* pushes only while
+the list is not closed; *drain* (the worker, once the reply is known) takes the whole
+list and closes it in one step. An attach refused because the job just finished is
+delivered by the submitting replica itself from the job's result (``explain``). The
+drain runs in the job function, before saq stores the result, so a worker killed before
+it leaves the deliveries to the retried job; one killed between drain and posting loses
+them (a window of one HTTP post). When the last attempt crashes, its deliveries get the
+"failed on the workers" error; a last attempt that times out or is killed leaves them
+unanswered.
 """
 
 from __future__ import annotations
@@ -52,15 +67,16 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, Final, Literal
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from prometheus_client import Gauge
 from redis.exceptions import RedisError
 from saq import Job, Queue, Worker
 from saq.job import Status
 
-from bot.errors import Busy, DockwiseError, TimedOut, Unreachable
+from bot.errors import Busy, DockwiseError, InvalidInput, TimedOut, Unreachable
 from bot.progress import ExplainProgress, ProgressCallback
 from bot.reply import Reply
 
@@ -72,6 +88,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXPLAIN_FUNCTION",
     "QUEUE_NAME",
+    "Delivery",
     "JobQueue",
     "JobWorker",
     "QueueFull",
@@ -86,6 +103,25 @@ QUEUE_NAME: Final = "dockwise-explain"
 #: The worker function's name in the queue.
 EXPLAIN_FUNCTION: Final = "explain"
 PROGRESS_PREFIX: Final = "dockwise:jobs:progress:"
+DELIVERIES_PREFIX: Final = "dockwise:jobs:deliveries:"
+#: Seconds between two progress lines a worker shows one delivery.
+DELIVERY_PROGRESS_INTERVAL: Final = 1.0
+
+# KEYS[1] = the deliveries list, KEYS[2] = its closed marker; ARGV = delivery JSON, TTL s.
+# Returns 1 when attached, 0 when the job's deliveries were already drained.
+_ATTACH: Final = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+# Same KEYS; ARGV = TTL s of the closed marker. Returns every attached delivery, once.
+_DRAIN: Final = """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], '1', 'EX', tonumber(ARGV[1]))
+return items
+"""
 #: A waiter re-reads the job at least this often (seconds), so a missed notification
 #: costs at most this much latency.
 POLL_INTERVAL: Final = 1.0
@@ -122,6 +158,77 @@ def job_key(reference: str, source: str, platform: str | None) -> str:
 def progress_channel(key: str) -> str:
     """The pub/sub channel carrying the progress events of job ``key``."""
     return PROGRESS_PREFIX + key
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Where a finished explanation goes: ``platform`` (a ``ChatAdapter.name``) and
+    ``target``, a JSON-ready dict that adapter described (its ``deliver`` reads it)."""
+
+    platform: str
+    target: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"platform": self.platform, "target": self.target})
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Delivery:
+        """Raises ValueError for anything but ``{"platform": str, "target": dict}``."""
+        data = json.loads(raw)
+        if not isinstance(data, dict) or not isinstance(data.get("platform"), str):
+            raise ValueError("not a delivery")
+        target = data.get("target")
+        if not isinstance(target, dict):
+            raise ValueError("not a delivery")
+        return cls(data["platform"], target)
+
+
+class Deliverer(Protocol):
+    """Posts to deliveries: the adapter named by a delivery (``bot.chat.ChatAdapter``
+    satisfies this). ``max_progress_updates``: progress lines one delivery may get (None:
+    no cap)."""
+
+    @property
+    def max_progress_updates(self) -> int | None: ...
+
+    async def deliver(self, target: dict[str, Any], reply: Reply) -> None: ...
+
+    async def show_progress(self, target: dict[str, Any], line: str) -> None: ...
+
+
+def deliveries_keys(key: str) -> list[str]:
+    """The Redis keys of job ``key``'s deliveries: the list and its closed marker."""
+    return [DELIVERIES_PREFIX + key, DELIVERIES_PREFIX + key + ":closed"]
+
+
+def finished_reply(reference: str, result: Reply | DockwiseError) -> Reply:
+    """What a delivery shows: an image reply with its buttons, or the one-line error
+    (titled like ``Engine.explain``'s)."""
+    from bot.actions import with_actions
+    from bot.reply import ReplyKind
+
+    if isinstance(result, DockwiseError):
+        return Reply(
+            kind=ReplyKind.ERROR, title=f"Couldn't explain {reference[:100]}", body=str(result)
+        )
+    return with_actions(result, None, image=reference)
+
+
+async def post_delivery(
+    deliverers: Mapping[str, Deliverer], delivery: Delivery, reply: Reply
+) -> bool:
+    """Post ``reply`` through the adapter named by ``delivery``; True when it was posted.
+    A missing adapter or a failed post is logged (never raised: the job's result stands)."""
+    adapter = deliverers.get(delivery.platform)
+    if adapter is None:
+        log.error("no %s adapter in this process: a reply was not delivered", delivery.platform)
+        return False
+    try:
+        await adapter.deliver(delivery.target, reply)
+    except Exception as exc:
+        log.error("delivering to %s failed: %s", delivery.platform, type(exc).__name__)
+        return False
+    return True
 
 
 def _error_classes() -> dict[str, type[DockwiseError]]:
@@ -169,14 +276,16 @@ class JobQueue:
         self.result_ttl = result_ttl
         # job key -> (the one local wait on Redis, progress callbacks of its askers)
         self._local: dict[str, tuple[asyncio.Future[Reply], list[ProgressCallback]]] = {}
+        #: The adapters of this process by platform name, for deliveries it posts itself
+        #: (a worker's finished jobs; a replica's attach that came too late).
+        self.deliverers: dict[str, Deliverer] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobQueue:
         """The queue on ``DOCKWISE_REDIS_URL`` (raises InvalidInput when unset) with the
         ``DOCKWISE_QUEUE_MAX`` / ``DOCKWISE_JOB_*`` settings; the job timeout is
         ``DOCKWISE_EXPLAIN_TIMEOUT`` plus 10 s."""
-        from bot.errors import InvalidInput
-
         if settings.redis_url is None:
             raise InvalidInput("the job queue needs DOCKWISE_REDIS_URL")
         return cls(
@@ -202,6 +311,8 @@ class JobQueue:
         disconnect."""
         for waiting, _listeners in list(self._local.values()):
             waiting.cancel()
+        for task in list(self._background):
+            task.cancel()
         with contextlib.suppress(RedisError, OSError):
             await self.queue.disconnect()
 
@@ -253,6 +364,67 @@ class JobQueue:
         finally:
             if progress is not None and progress in listeners:
                 listeners.remove(progress)
+
+    async def explain_later(
+        self,
+        reference: str,
+        *,
+        source: SourceChoice = "auto",
+        platform: Platform | None = None,
+        delivery: Delivery,
+    ) -> None:
+        """Have the reply for ``reference`` posted to ``delivery`` by the worker that
+        finishes its job (joined or enqueued as in ``explain``), and return at once. When
+        the job finished before the delivery could be attached, this process waits for
+        the result in the background and posts it through ``self.deliverers`` itself.
+        Raises ``QueueFull`` (synchronously) when ``queue_max`` jobs wait and
+        ``Unreachable`` when Redis fails; errors of the explanation reach the delivery as
+        an error reply."""
+        key = job_key(reference, source, None if platform is None else str(platform))
+        try:
+            await self._join_or_enqueue(key, reference, source, platform)
+            attached = await self.redis.eval(
+                _ATTACH, 2, *deliveries_keys(key), delivery.to_json(), self._delivery_ttl()
+            )
+        except (RedisError, OSError) as exc:
+            raise Unreachable(f"The job queue (Redis) failed: {type(exc).__name__}") from None
+        if not attached:  # drained already: that job's worker won't post this one
+            log.info("explanation job %s finished before its delivery: posting it here", key)
+            task = asyncio.create_task(self._deliver_here(reference, source, platform, delivery))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def drain_deliveries(self, key: str) -> list[Delivery]:
+        """Take every delivery attached to job ``key`` and close its list, in one atomic
+        step: later attaches are refused until a fresh job for ``key`` is enqueued. What
+        a worker does when the job's reply is known. Raises RedisError/OSError."""
+        drained = await self.redis.eval(_DRAIN, 2, *deliveries_keys(key), self._delivery_ttl())
+        out: list[Delivery] = []
+        for raw in drained or []:
+            try:
+                out.append(Delivery.from_json(raw))
+            except ValueError:
+                log.warning("explanation job %s: a malformed delivery was dropped", key)
+        return out
+
+    def _delivery_ttl(self) -> int:
+        """Seconds deliveries and their closed marker live: a job's whole patience."""
+        return int(self._patience()) + self.result_ttl
+
+    async def _deliver_here(
+        self,
+        reference: str,
+        source: SourceChoice,
+        platform: Platform | None,
+        delivery: Delivery,
+    ) -> None:
+        try:
+            result: Reply | DockwiseError = await self.explain(
+                reference, source=source, platform=platform
+            )
+        except DockwiseError as exc:
+            result = exc
+        await post_delivery(self.deliverers, delivery, finished_reply(reference, result))
 
     def _forget(
         self, key: str, entry: tuple[asyncio.Future[Reply], Any], done: asyncio.Future[Reply]
@@ -342,6 +514,8 @@ class JobQueue:
             retries=self.attempts,
             ttl=self.result_ttl,
         )
+        # A fresh job takes deliveries again (the last one's drain closed its list).
+        await self.redis.delete(deliveries_keys(key)[1])
         enqueued = await self.queue.enqueue(job)
         if enqueued is None:  # another replica enqueued it first: join that one
             joined = await self.queue.job(key)
@@ -403,6 +577,8 @@ class JobWorker:
             shutdown_grace_period_s=5,
         )
         self.worker.SIGNALS = []  # `dockwise serve` owns SIGTERM
+        #: Seconds between progress lines shown to a job's deliveries.
+        self.progress_interval = DELIVERY_PROGRESS_INTERVAL
         self._task: asyncio.Task[None] | None = None
         self._gauges: asyncio.Task[None] | None = None
 
@@ -446,7 +622,9 @@ class JobWorker:
         self, ctx: dict[str, Any], *, reference: str, source: SourceChoice, platform: str | None
     ) -> dict[str, Any]:
         """The saq job function: ``{"reply": Reply JSON}`` or, for a user-caused failure,
-        ``{"error": {"kind", "message"}}`` (a result: not retried)."""
+        ``{"error": {"kind", "message"}}`` (a result: not retried). Before returning, the
+        job's deliveries are drained and posted (``post_delivery``); progress lines go to
+        them meanwhile (at most one per ``progress_interval`` seconds)."""
         from bot.image.source import Platform
 
         job: Job = ctx["job"]
@@ -454,9 +632,14 @@ class JobWorker:
         channel = progress_channel(job.key)
 
         async def publish() -> None:  # in order, until the None that ends the job
+            shown: dict[str, int] = {}
+            last = 0.0
             while (event := await events.get()) is not None:
                 with contextlib.suppress(RedisError, OSError):
                     await self.jobs.redis.publish(channel, json.dumps(asdict(event)))
+                    if time.monotonic() - last >= self.progress_interval:
+                        last = time.monotonic()
+                        await self._show_progress(job.key, event.text(), shown)
 
         async def beat() -> None:
             while True:
@@ -465,16 +648,22 @@ class JobWorker:
                     await job.update()
 
         helpers = [asyncio.create_task(publish()), asyncio.create_task(beat())]
+        result: Reply | DockwiseError = Unreachable(
+            f"Explaining {reference[:100]} failed on the workers; try again."
+        )
+        crashed: Exception | None = None
         try:
-            chosen = Platform.parse(platform) if platform else None
-            reply = await self.explainer.explain(
-                reference, source=source, platform=chosen, progress=events.put_nowait
-            )
-            return {"reply": reply.to_json()}
-        except DockwiseError as exc:
-            return {"error": {"kind": exc.kind, "message": str(exc)}}
-        except ValueError as exc:  # a platform string no replica would send
-            return {"error": {"kind": "invalid_input", "message": str(exc)[:200]}}
+            try:
+                chosen = Platform.parse(platform) if platform else None
+                result = await self.explainer.explain(
+                    reference, source=source, platform=chosen, progress=events.put_nowait
+                )
+            except DockwiseError as exc:
+                result = exc
+            except ValueError as exc:  # a platform string no replica would send
+                result = InvalidInput(str(exc)[:200])
+            except Exception as exc:
+                crashed = exc
         finally:
             events.put_nowait(None)  # the events before the result are published first
             with contextlib.suppress(TimeoutError):
@@ -482,3 +671,44 @@ class JobWorker:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+        if crashed is not None:  # saq retries it; after the last attempt nobody else answers
+            if not job.retryable:
+                await self._deliver(job.key, reference, result)
+            raise crashed
+        await self._deliver(job.key, reference, result)
+        if isinstance(result, Reply):
+            return {"reply": result.to_json()}
+        return {"error": {"kind": result.kind, "message": str(result)}}
+
+    async def _show_progress(self, key: str, line: str, shown: dict[str, int]) -> None:
+        """``line`` to every delivery attached to job ``key`` so far, within each
+        adapter's ``max_progress_updates`` (``shown`` counts per delivery)."""
+        for raw in await self.jobs.redis.lrange(deliveries_keys(key)[0], 0, -1):
+            try:
+                delivery = Delivery.from_json(raw)
+            except ValueError:
+                continue
+            adapter = self.jobs.deliverers.get(delivery.platform)
+            count = shown.get(str(raw), 0)
+            if adapter is None or (
+                adapter.max_progress_updates is not None and count >= adapter.max_progress_updates
+            ):
+                continue
+            shown[str(raw)] = count + 1
+            try:
+                await adapter.show_progress(delivery.target, line)
+            except Exception as exc:
+                log.warning("progress to %s failed: %s", delivery.platform, type(exc).__name__)
+
+    async def _deliver(self, key: str, reference: str, result: Reply | DockwiseError) -> None:
+        """Drain job ``key``'s deliveries (atomically: each is taken by one worker once)
+        and post the reply to each."""
+        try:
+            drained = await self.jobs.drain_deliveries(key)
+        except (RedisError, OSError) as exc:
+            log.error("explanation job %s: deliveries unreadable: %s", key, type(exc).__name__)
+            return
+        if drained:
+            reply = finished_reply(reference, result)
+            for delivery in drained:
+                await post_delivery(self.jobs.deliverers, delivery, reply)

@@ -47,7 +47,7 @@ async def serve(settings: Settings, engine: Engine | None = None, *, role: Role 
     from bot.observability import register_secrets_from
 
     check_role(role, settings)
-    chosen = [] if role == "worker" else configured_adapters(settings)
+    chosen = configured_adapters(settings)
     if not chosen and role != "worker":
         raise InvalidInput(how_to_configure())
     from bot.netguard import Trust
@@ -72,7 +72,7 @@ async def serve(settings: Settings, engine: Engine | None = None, *, role: Role 
             settings, max_concurrent=settings.queue_max, max_waiting=settings.queue_max
         )
         engine = Engine(admission=wide, jobs=queue)
-    elif engine is None and role == "all":
+    elif engine is None:  # all; a worker's adapters only post (deliver) with it
         engine = Engine()
     checks: dict[str, Check] = {}
     background: list[Awaitable[object]] = []
@@ -104,10 +104,13 @@ async def serve(settings: Settings, engine: Engine | None = None, *, role: Role 
         checks["worker"] = worker_ready
 
     for adapter_class, own_settings in chosen:
-        assert engine is not None
         register_secrets_from(own_settings)
         adapter = adapter_class(engine, own_settings)
         adapter.role = role
+        if queue is not None:  # results of queued explanations are posted through it
+            queue.deliverers[adapter.name] = adapter
+        if role == "worker":  # no listener: the adapter only delivers the worker's results
+            continue
         await adapter.setup(app)  # credentials checked, HTTP routes added
         background.append(adapter.start())
 

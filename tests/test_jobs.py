@@ -10,6 +10,8 @@ sleeps.
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
@@ -25,7 +28,7 @@ from adapters.slack import EVENTS_PATH, SlackPlatform
 from bot.config import Settings
 from bot.engine import Engine
 from bot.errors import ImageNotFound
-from bot.jobs import JobQueue, JobWorker, QueueFull, job_key, progress_channel
+from bot.jobs import Delivery, JobQueue, JobWorker, QueueFull, job_key, progress_channel
 from bot.progress import ExplainProgress
 from bot.reply import (
     ACTION_FEEDBACK,
@@ -36,11 +39,12 @@ from bot.reply import (
     Section,
     Source,
 )
-from tests.emulators.slack import SlackEmulator
+from tests.emulators.slack import BOT_TOKEN, Record, SlackEmulator
 from tests.fixtures.gated_proxy import GatedProxy
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.registry import RegistryServer, make_layer, push_image
 from tests.test_slack import (  # noqa: F401  (fixtures)
+    CatalogExplainer,
     catalog,
     emulator,
     engine,
@@ -271,3 +275,302 @@ async def test_slack_setup_follows_the_role(
     app = web.Application()
     await gateway.setup(app)  # nothing of Slack runs here: no credentials check, no route
     assert not gateway.socket_mode and not list(app.router.routes())
+
+
+# --- deliveries: the worker posts the reply (Slack slash command via response_url) ----------
+
+
+class SlackWeb:
+    """A ``web`` replica's Slack HTTP endpoint (engine on queue 0) serving the emulator."""
+
+    def __init__(self, emu: SlackEmulator, platform: SlackPlatform, url: str) -> None:
+        self.emulator = emu
+        self.platform = platform
+        self.url = url
+
+
+@pytest.fixture
+async def slack_web(
+    queues: list[JobQueue],
+    worker: JobWorker,
+    emulator: SlackEmulator,  # noqa: F811
+    knowledge_engine: Engine,  # noqa: F811
+) -> AsyncIterator[SlackWeb]:
+    """Queue 0 is a web replica running the Slack route; the worker (queue 2) has its own
+    Slack adapter in role ``worker`` to deliver results with."""
+    settings = slack_settings(emulator, socket=False)
+    web_engine = Engine(knowledge=knowledge_engine.knowledge, jobs=queues[0])
+    web_platform = SlackPlatform(web_engine, settings)
+    web_platform.role = "web"
+    queues[0].deliverers["slack"] = web_platform
+    worker_platform = SlackPlatform(Engine(knowledge=knowledge_engine.knowledge), settings)
+    worker_platform.role = "worker"
+    queues[2].deliverers["slack"] = worker_platform
+    app = web.Application()
+    await web_platform.setup(app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield SlackWeb(emulator, web_platform, f"http://127.0.0.1:{port}{EVENTS_PATH}")
+    finally:
+        await runner.cleanup()
+        await web_platform.stop()
+        await worker_platform.stop()
+
+
+def _answers(emu: SlackEmulator, response_url: str, text: str) -> list[Record]:
+    rid = response_url.rsplit("/", 1)[-1]
+    return [
+        r
+        for r in emu.records
+        if r.kind == "response_url" and r.name == rid and r.data.get("text") == text
+    ]
+
+
+async def _answered(emu: SlackEmulator, response_url: str, text: str) -> bool:
+    return bool(_answers(emu, response_url, text))
+
+
+async def _final_text(queue: JobQueue, key: str, ref: str) -> str:
+    """The first message's text of the job's reply as a delivery shows it."""
+    from adapters.slack_blocks import render_messages
+    from bot.jobs import finished_reply
+
+    job = await queue.queue.job(key)
+    assert job is not None and job.status.value == "complete", job
+    reply = Reply.from_json(job.result["reply"])
+    return str(render_messages(finished_reply(ref, reply))[0]["text"])
+
+
+async def _job_is(queue: JobQueue, key: str, status: str) -> bool:
+    job = await queue.queue.job(key)
+    return job is not None and job.status.value == status
+
+
+async def _job_done(queue: JobQueue, key: str) -> bool:
+    job = await queue.queue.job(key)
+    return job is not None and job.status.value == "complete"
+
+
+@pytest.mark.services
+async def test_slash_commands_are_answered_once_by_the_worker_through_response_url(
+    queues: list[JobQueue],
+    worker: JobWorker,
+    slack_web: SlackWeb,
+    proxy: GatedProxy,
+    registry: RegistryServer,
+) -> None:
+    """Two asks for one image on a web replica attach to ONE job; the web replica returns
+    after its ack, and the worker posts each answer through its response_url once."""
+    emu = slack_web.emulator
+    repo = f"deliver{uuid.uuid4().hex[:8]}/app"
+    layers = [make_layer({"etc/os-release": b"ID=debian\n"}), make_layer({"srv/a": b"a" * 999})]
+    image = push_image(registry.pusher(), repo, "1", layers)
+    ref = f"{proxy.host}/{repo}:1"
+    key = job_key(ref, "auto", None)
+    proxy.hold("/blobs/")
+    commands = [emu.command(ref), emu.command(ref)]
+    for command in commands:
+        ack = await emu.http_command(slack_web.url, command)
+        assert ack.data["status"] == 200
+        assert ack.data["json"]["response_type"] == "in_channel"
+
+    async def both_attached() -> bool:
+        return (
+            proxy.held("/blobs/") >= 1
+            and await queues[0].redis.llen("dockwise:jobs:deliveries:" + key) == 2
+        )
+
+    await until(both_attached, "a worker inside the image and both deliveries attached")
+    worker.progress_interval = 0  # every layer event may reach the deliveries
+    proxy.release("/blobs/")
+    await until(lambda: _job_done(queues[0], key), "the job to complete")
+    final = await _final_text(queues[0], key, ref)
+    for command in commands:
+        url = str(command["response_url"])
+        await until(functools.partial(_answered, emu, url, final), "the answer to a command")
+    for digest in [image.config_digest, *image.layer_digests]:
+        assert proxy.count("GET", digest) == 1, digest
+    job = await queues[0].queue.job(key)
+    assert job is not None and job.attempts == 1
+    assert await queues[0].redis.llen("dockwise:jobs:deliveries:" + key) == 0
+    for command in commands:
+        (answer,) = _answers(emu, command["response_url"], final)
+        assert answer.ok and answer.data["replace_original"] is True
+        assert answer.data["response_type"] == "in_channel"
+        # One progress line (the most a response_url spares), then the answer.
+        rid = str(command["response_url"]).rsplit("/", 1)[-1]
+        sent = [r for r in emu.records if r.kind == "response_url" and r.name == rid]
+        assert [r.seq for r in sent][-1] == answer.seq and len(sent) == 2, sent
+        assert sent[0].ok and sent[0].data["text"].startswith(f"Inspecting `{ref}`")
+
+
+@pytest.mark.services
+async def test_a_delivery_too_late_for_its_job_is_posted_by_the_asking_replica(
+    queues: list[JobQueue], slack_web: SlackWeb, proxy: GatedProxy, registry: RegistryServer
+) -> None:
+    """The attach-vs-finish race, forced: the job's deliveries are drained (as its worker
+    does once the reply is known) before the command attaches, so the attach is refused
+    and the web replica posts the job's result itself, once."""
+    emu = slack_web.emulator
+    repo = f"late{uuid.uuid4().hex[:8]}/app"
+    push_image(registry.pusher(), repo, "1", [make_layer({"etc/os-release": b"ID=alpine\n"})])
+    ref = f"{proxy.host}/{repo}:1"
+    key = job_key(ref, "auto", None)
+    proxy.hold("/blobs/")
+    first = asyncio.create_task(queues[1].explain(ref))  # the job, held inside the image
+
+    async def held() -> bool:
+        return proxy.held("/blobs/") >= 1
+
+    await until(held, "a worker inside the image")
+    assert await queues[0].drain_deliveries(key) == []  # closed: attaches are refused now
+    command = emu.command(ref)
+    ack = await emu.http_command(slack_web.url, command)
+    assert ack.data["status"] == 200
+    assert await queues[0].redis.llen("dockwise:jobs:deliveries:" + key) == 0
+    proxy.release("/blobs/")
+    await first
+    final = await _final_text(queues[0], key, ref)
+    url = str(command["response_url"])
+    await until(functools.partial(_answered, emu, url, final), "the replica's own delivery")
+    job = await queues[0].queue.job(key)
+    assert job is not None and job.attempts == 1
+    (answer,) = _answers(emu, url, final)
+    assert answer.ok and answer.data["replace_original"] is True
+
+
+# --- deliveries: Discord HTTP interactions finished by the worker ---------------------------
+
+
+@pytest.mark.services
+async def test_a_discord_interaction_is_finished_once_by_the_worker(
+    queues: list[JobQueue],
+    worker: JobWorker,
+    knowledge_engine: Engine,  # noqa: F811
+    proxy: GatedProxy,
+    registry: RegistryServer,
+) -> None:
+    """``/image-explain`` over HTTP interactions on a web replica is deferred and queued;
+    the worker's Discord adapter edits the original response with the reply, once."""
+    from adapters.discord import DiscordPlatform
+    from adapters.discord_embeds import render_reply
+    from bot.jobs import finished_reply
+    from tests.emulators.discord import DiscordEmulator
+    from tests.test_discord_interactions import serving, settings_for, webhook_calls
+
+    repo = f"discord{uuid.uuid4().hex[:8]}/app"
+    push_image(registry.pusher(), repo, "1", [make_layer({"etc/os-release": b"ID=debian\n"})])
+    ref = f"{proxy.host}/{repo}:1"
+    key = job_key(ref, "auto", None)
+    discord = DiscordEmulator()
+    await discord.start()
+    worker_engine = Engine(knowledge=knowledge_engine.knowledge)
+    delivering = DiscordPlatform(worker_engine, settings_for(discord))
+    delivering.role = "worker"
+    queues[2].deliverers["discord"] = delivering
+    web_engine = Engine(knowledge=knowledge_engine.knowledge, jobs=queues[0])
+    try:
+        async with serving(discord, web_engine, role="web"):
+            proxy.hold("/blobs/")
+            interaction = await discord.slash_command("image-explain", {"image": ref})
+            assert interaction.acknowledged == 5  # deferred
+
+            async def attached() -> bool:
+                return (
+                    proxy.held("/blobs/") >= 1
+                    and await queues[0].redis.llen("dockwise:jobs:deliveries:" + key) == 1
+                )
+
+            await until(attached, "a worker inside the image and the delivery attached")
+            worker.progress_interval = 0
+            proxy.release("/blobs/")
+            await until(lambda: _job_done(queues[0], key), "the job to complete")
+            job = await queues[0].queue.job(key)
+            assert job is not None
+            reply = finished_reply(ref, Reply.from_json(job.result["reply"]))
+            want = render_reply(reply)[0].to_dict()
+
+            async def shown() -> bool:
+                original = interaction.original or {}
+                return bool(original.get("embeds") == want["embeds"])
+
+            await until(shown, "the worker's edit of the original response")
+    finally:
+        await delivering.stop()
+        await discord.close()
+    assert reply.kind is ReplyKind.IMAGE
+    assert interaction.original is not None
+    assert interaction.original["components"] == want["components"]
+    final_edits = [
+        c
+        for c in webhook_calls(discord)
+        if c.method == "PATCH" and c.body and c.body.get("embeds") == want["embeds"]
+    ]
+    assert len(final_edits) == 1 and final_edits[0].status == 200
+    assert interaction.token in final_edits[0].path
+    progress = [
+        c
+        for c in webhook_calls(discord)
+        if c.method == "PATCH" and c.body and str(c.body.get("content", "")).startswith("Inspect")
+    ]
+    assert progress and all(c.status == 200 for c in progress)
+    assert discord.calls.index(progress[-1]) < discord.calls.index(final_edits[0])
+
+
+@pytest.mark.services
+async def test_a_job_crashing_in_its_last_attempt_tells_its_deliveries(
+    own_redis: RedisServer,
+    emulator: SlackEmulator,  # noqa: F811
+    knowledge_engine: Engine,  # noqa: F811
+    catalog: CatalogExplainer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A bug in the explainer (CatalogExplainer's ``boom``) in the job's only attempt: the
+    attached delivery gets the one-line "failed on the workers" error, no secret."""
+    asking, side = JobQueue(own_redis.url, attempts=1), JobQueue(own_redis.url, attempts=1)
+    await asking.connect()
+    await side.connect()
+    delivering = SlackPlatform(
+        Engine(knowledge=knowledge_engine.knowledge), slack_settings(emulator, socket=False)
+    )
+    delivering.role = "worker"
+    side.deliverers["slack"] = delivering
+    running = JobWorker(
+        side, Settings(_env_file=None, cache_dir=tmp_path), explainer=cast(Any, catalog)
+    )
+    running.start()
+    ref = f"registry.invalid/crash{uuid.uuid4().hex[:8]}/boom:1"
+    url = emulator.new_response_url()
+    emulator.set_original(url, {"response_type": "in_channel", "text": "Inspecting…"})  # the ack
+    target = {"response_url": url, "channel_id": "C0GENERAL", "user_id": "U0ALICE"}
+    try:
+        await asking.explain_later(ref, delivery=Delivery("slack", target))
+        await until(
+            functools.partial(_said, emulator, url, "failed on the workers"), "the error reply"
+        )
+        key = job_key(ref, "auto", None)
+        await until(functools.partial(_job_is, asking, key, "failed"), "the job to fail")
+        job = await asking.queue.job(key)
+        assert job is not None and job.attempts == 1
+    finally:
+        await running.stop()
+        await delivering.stop()
+        await asking.close()
+        await side.close()
+    rid = url.rsplit("/", 1)[-1]
+    sent = [r for r in emulator.records if r.kind == "response_url" and r.name == rid]
+    assert [r.data.get("delete_original") for r in sent] == [True, None]
+    assert sent[1].data["response_type"] == "ephemeral"
+    assert BOT_TOKEN not in json.dumps([r.data for r in sent])
+
+
+async def _said(emu: SlackEmulator, response_url: str, words: str) -> bool:
+    rid = response_url.rsplit("/", 1)[-1]
+    return any(
+        r.kind == "response_url" and r.name == rid and words in json.dumps(r.data)
+        for r in emu.records
+    )

@@ -6,7 +6,9 @@ protocol (signed HTTP events in, Web API calls out).
 Asserted: the same Slack event delivered to both replicas is answered once; a first
 delivery whose answer could not be posted is answered on the retry; a user's rate limit
 holds across replicas; 50 concurrent explanations of one image spread over both replicas
-fetch each blob once; a worker SIGKILLed mid-job still gives exactly one answer.
+fetch each blob once; a worker SIGKILLed mid-job still gives exactly one answer, both to
+a mention (a replica waiting) and to a slash command (answered by the worker through its
+response_url).
 
 Readiness is polled on ``/readyz``; every wait is a condition with a deadline (records,
 held proxy requests, pub/sub subscribers, job states), never a sleep of a guessed length.
@@ -322,12 +324,23 @@ async def test_explanations_across_replicas_and_a_worker_killed_mid_job(
     proxy.hold(f"/{repo}/blobs/")
     event = from_user(emu.mention(f"explain {ref}", channel="C0KILL"), "U0KILL")
     await emu.http_event(a.events, event)
+    # A slash command for the same image at the other replica: its reply is a delivery
+    # attached to the job, posted through its response_url by whichever worker ends it.
+    command = emu.command(ref, channel="C0KILLCMD")
+    ack = await emu.http_command(b.events, command)
+    assert ack.data["status"] == 200 and ack.data["json"]["response_type"] == "in_channel"
 
     async def running() -> bool:
         job = await cluster.queue.queue.job(key)
-        return job is not None and job.worker_id is not None and proxy.held(f"/{repo}/blobs/") > 0
+        attached = await cluster.queue.redis.llen("dockwise:jobs:deliveries:" + key)
+        return (
+            job is not None
+            and job.worker_id is not None
+            and proxy.held(f"/{repo}/blobs/") > 0
+            and attached == 1
+        )
 
-    await until(running, "a worker to be reading the slow image")
+    await until(running, "a worker to be reading the slow image, the command attached")
     job = await cluster.queue.queue.job(key)
     assert job is not None and job.worker_id is not None
     pid = int(job.worker_id.rsplit("-", 2)[1])
@@ -339,7 +352,20 @@ async def test_explanations_across_replicas_and_a_worker_killed_mid_job(
     text = final_text(emu, "C0KILL")
     assert text is not None and repo in text and "alpine" in text.lower()
     assert len(emu.posts("C0KILL")) == 1
+    rid = str(command["response_url"]).rsplit("/", 1)[-1]
+
+    def command_answers() -> list[Any]:
+        return [
+            r
+            for r in emu.records
+            if r.kind == "response_url" and r.name == rid and "alpine" in json.dumps(r.data).lower()
+        ]
+
+    await emu.wait_for(lambda r: bool(command_answers()), within=120)
     job = await cluster.queue.queue.job(key)
     assert job is not None and job.attempts == 2 and job.worker_id is not None
     (survivor,) = [w for w in cluster.workers if w is not victim]
     assert job.worker_id.rsplit("-", 2)[1] == str(survivor.popen.pid)
+    (answer,) = command_answers()  # the job is over: no second answer is coming
+    assert answer.ok and answer.data["replace_original"] is True
+    assert answer.data["response_type"] == "in_channel" and repo in json.dumps(answer.data)
