@@ -83,7 +83,9 @@ def test_a_reply_survives_its_json_round_trip() -> None:
             Reply.from_json(bad)
 
 
-def _serve(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _serve(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKWISE_", "SLACK_"))}
     clean.update(env)
     return subprocess.run(
@@ -92,7 +94,7 @@ def _serve(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
 
 
@@ -109,6 +111,37 @@ def test_distributed_roles_need_redis_and_unknown_roles_are_refused() -> None:
     assert done.stderr.strip() == (
         "dockwise: error: unknown role 'cook': use one of all, web, worker, gateway"
     )
+
+
+def test_distributed_roles_refuse_an_unusable_redis_in_one_line(
+    own_redis_with_password: RedisServer, unused_tcp_port: int
+) -> None:
+    """A Redis URL that is garbage, names another scheme (saq would pick its HTTP queue),
+    has no server behind it, a wrong password or a database Redis lacks stops the role at
+    start-up with one line and a non-zero exit, never a retry loop of tracebacks."""
+    secret = own_redis_with_password.password
+    assert secret is not None
+    good = own_redis_with_password.url
+    wrong_password = good.replace(secret, "not-the-password")
+    bad_db = good.rsplit("/", 1)[0] + "/99"
+    cases = {
+        "garbage": "is not a usable Redis URL",
+        "http://127.0.0.1:1/": "is not a usable Redis URL",
+        f"redis://127.0.0.1:{unused_tcp_port}/0": f"127.0.0.1:{unused_tcp_port}/0",
+        wrong_password: "AuthenticationError",
+        bad_db: "ResponseError",
+    }
+    for url, says in cases.items():
+        env = {"DOCKWISE_REDIS_URL": url, "DOCKWISE_PORT": "0"}
+        try:
+            done = _serve("--role", "worker", env=env, timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"serve --role worker kept running on {url}")
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode != 0, (url, done.stderr[-400:])
+        assert len(lines) == 1 and lines[0].startswith("dockwise: error: "), (url, lines[-3:])
+        assert says in lines[0], (url, lines)
+        assert "not-the-password" not in done.stderr and secret not in done.stderr
 
 
 # --- the queue on real Redis ------------------------------------------------------------
