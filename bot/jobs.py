@@ -169,6 +169,9 @@ class JobQueue:
         self.result_ttl = result_ttl
         # job key -> (the one local wait on Redis, progress callbacks of its askers)
         self._local: dict[str, tuple[asyncio.Future[Reply], list[ProgressCallback]]] = {}
+        # The depth check and the enqueue of this process's asks in turn, so a burst of new
+        # images cannot all read the same depth and overfill the queue.
+        self._enqueueing = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobQueue:
@@ -324,6 +327,12 @@ class JobQueue:
         existing = await self.queue.job(key)
         if existing is not None and existing.status in (Status.QUEUED, Status.ACTIVE):
             return existing
+        async with self._enqueueing:
+            return await self._enqueue(key, reference, source, platform)
+
+    async def _enqueue(
+        self, key: str, reference: str, source: SourceChoice, platform: Platform | None
+    ) -> Job:
         waiting = await self.depth()
         if waiting >= self.queue_max:
             raise QueueFull(

@@ -271,6 +271,30 @@ async def test_a_full_queue_refuses_new_images_with_a_busy_reply(
         await other.close()
 
 
+@pytest.mark.services
+async def test_a_burst_of_new_images_does_not_overfill_the_queue(own_redis: RedisServer) -> None:
+    """Six different images asked at once on one replica with DOCKWISE_QUEUE_MAX=2 and no
+    worker: two wait in the queue, four get the busy reply (the depth check and the
+    enqueue must not interleave)."""
+    queue = JobQueue(own_redis.url, queue_max=2)
+    await queue.connect()
+    asks = [asyncio.create_task(queue.explain(f"registry.invalid/burst{i}:1")) for i in range(6)]
+    try:
+        await until(lambda: _settled(asks, 4), "every ask to be queued or refused", within=30)
+        refused = [a for a in asks if a.done() and isinstance(a.exception(), QueueFull)]
+        assert len(refused) == 4
+        assert await queue.depth() == 2
+    finally:
+        for ask in asks:
+            ask.cancel()
+        await asyncio.gather(*asks, return_exceptions=True)
+        await queue.close()
+
+
+async def _settled(asks: list[asyncio.Task[Reply]], refused: int) -> bool:
+    return sum(a.done() for a in asks) >= refused
+
+
 async def _depth_is(queue: JobQueue, n: int) -> bool:
     return await queue.depth() == n
 
