@@ -295,6 +295,34 @@ async def _settled(asks: list[asyncio.Task[Reply]], refused: int) -> bool:
     return sum(a.done() for a in asks) >= refused
 
 
+@pytest.mark.services
+async def test_a_malformed_reference_is_refused_before_it_takes_a_queue_slot(
+    own_redis: RedisServer,
+) -> None:
+    """A web replica refuses what no worker could explain (non-ASCII, a newline, shell or
+    path tricks, a bad digest) with the same one-line error as one process, and nothing
+    reaches the queue."""
+    queue = JobQueue(own_redis.url, queue_max=5)
+    await queue.connect()
+    web = Engine(jobs=queue)
+    try:
+        for bad, says in (
+            ("ünïcødé/ïmage:😀", "invalid tag"),
+            ("x\ny", "invalid repository name"),
+            ("$(rm -rf /)", "invalid repository name"),
+            ("../../etc/passwd", "invalid registry host"),
+            ("alpine@sha256:zz", "invalid digest"),
+            ("UPPER/Case:1", "lowercase"),
+        ):
+            reply = await asyncio.wait_for(web.explain(bad), 10)
+            assert reply.kind is ReplyKind.ERROR and says in reply.body, (bad, reply.body)
+        assert await queue.depth() == 0
+        assert await queue.queue.count("incomplete") == 0
+    finally:
+        await web.aclose()
+        await queue.close()
+
+
 async def _depth_is(queue: JobQueue, n: int) -> bool:
     return await queue.depth() == n
 
