@@ -135,8 +135,7 @@ async def serve(settings: Settings, engine: Engine | None = None, *, role: Role 
         assert queue is not None
         from bot.jobs import JobWorker
 
-        worker = JobWorker(queue, settings)
-        background.append(worker.start())
+        worker = JobWorker(queue, settings)  # started once the port is ours
 
         async def worker_ready() -> bool:
             return worker.running()
@@ -175,7 +174,26 @@ async def serve(settings: Settings, engine: Engine | None = None, *, role: Role 
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        loop.remove_signal_handler(signal.SIGTERM)
+        for pending in background:  # adapters' loops that never ran
+            if asyncio.iscoroutine(pending):
+                pending.close()
+            elif isinstance(pending, asyncio.Future):
+                pending.cancel()
+        await runner.cleanup()
+        if engine is not None:
+            await engine.aclose()
+        if queue is not None:
+            await queue.close()
+        raise InvalidInput(
+            f"cannot listen on {settings.host}:{settings.port} (DOCKWISE_HOST, "
+            f"DOCKWISE_PORT): {exc.strerror or exc}"
+        ) from None
+    if worker is not None:
+        background.append(worker.start())
     log.info("serving health and metrics on http://%s:%s", settings.host, settings.port)
     try:
         if background:

@@ -144,6 +144,25 @@ def test_distributed_roles_refuse_an_unusable_redis_in_one_line(
         assert "not-the-password" not in done.stderr and secret not in done.stderr
 
 
+def test_a_busy_port_is_one_line_and_no_worker_starts(own_redis: RedisServer) -> None:
+    """DOCKWISE_PORT already taken: the operator reads which address and why in one line
+    (exit 1, not "internal error"), and no worker joined the queue meanwhile (it could have
+    taken a job and burnt one of its attempts)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"DOCKWISE_REDIS_URL": own_redis.url, "DOCKWISE_PORT": str(port)}
+        done = _serve("--role", "worker", env=env, timeout=60)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1, done.stderr[-400:]
+    assert lines[-1].startswith("dockwise: error: cannot listen on 127.0.0.1:"), lines[-3:]
+    assert "DOCKWISE_PORT" in lines[-1]
+    assert "Worker starting" not in done.stderr
+
+
 # --- the queue on real Redis ------------------------------------------------------------
 
 
