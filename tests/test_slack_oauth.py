@@ -608,6 +608,8 @@ def test_database_urls() -> None:
         ("mysql://u:hunter2secret@db/x", "SQLite or PostgreSQL"),
         ("postgresql+asyncpg://u:hunter2secret@db/x", "asyncpg"),
         ("not a url", "not a database URL"),
+        ("postgresql+psycopg://u:hunter2secret@db:notaport/x", "not a database URL"),
+        ("postgresql+psycopg://u:hunter2secret@[::1/x", "not a database URL"),
     ):
         with pytest.raises(InvalidInput, match=says) as caught:
             async_database_url(bad)
