@@ -50,6 +50,7 @@ import importlib
 import logging
 import re
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -1368,6 +1369,10 @@ def install_url(settings: SlackSettings, base_url: str | None = None) -> str:
         base = redirect.rstrip("/")[: -len(redirect_path)]
     if not base:
         raise InvalidInput("set SLACK_REDIRECT_URI or pass --base-url https://YOUR-HOST")
+    parts = urllib.parse.urlsplit(base)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        where = "--base-url" if base_url is not None else "SLACK_REDIRECT_URI"
+        raise InvalidInput(f"{where} must be a link like https://YOUR-HOST (got {base[:60]!r})")
     return base.rstrip("/") + install_path
 
 

@@ -81,7 +81,7 @@ def async_database_url(url: str) -> URL:
     Raises InvalidInput (one line, no password) for anything else."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise InvalidInput(
             f"DOCKWISE_DATABASE_URL is not a database URL: use {_URL_HELP}"
         ) from None

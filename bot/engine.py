@@ -124,6 +124,15 @@ class Asker:
 LOCAL = Asker("shell", "local")
 
 
+def _check_reference(reference: str) -> None:
+    """Raise InvalidReference (one line) for what no worker could explain: not an image
+    ID and not a valid ``[registry/]repository[:tag][@digest]``. No I/O."""
+    from bot.image.reference import is_full_image_id, looks_like_image_id, parse_reference
+
+    if not (looks_like_image_id(reference) or is_full_image_id(reference)):
+        parse_reference(reference)
+
+
 class Engine:
     def __init__(
         self,
@@ -243,6 +252,7 @@ class Engine:
                     with track_explanation(source):
                         extra = {} if progress is None else {"progress": relay}
                         if self.jobs is not None:  # a worker explains; the queue times out
+                            _check_reference(ref)  # garbage never takes a queue slot
                             return await self.jobs.explain(
                                 ref, source=source, platform=platform, **extra
                             )

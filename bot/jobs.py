@@ -280,6 +280,9 @@ class JobQueue:
         #: (a worker's finished jobs; a replica's attach that came too late).
         self.deliverers: dict[str, Deliverer] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # The depth check and the enqueue of this process's asks in turn, so a burst of new
+        # images cannot all read the same depth and overfill the queue.
+        self._enqueueing = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobQueue:
@@ -496,6 +499,12 @@ class JobQueue:
         existing = await self.queue.job(key)
         if existing is not None and existing.status in (Status.QUEUED, Status.ACTIVE):
             return existing
+        async with self._enqueueing:
+            return await self._enqueue(key, reference, source, platform)
+
+    async def _enqueue(
+        self, key: str, reference: str, source: SourceChoice, platform: Platform | None
+    ) -> Job:
         waiting = await self.depth()
         if waiting >= self.queue_max:
             raise QueueFull(

@@ -39,6 +39,44 @@ def check_role(role: str, settings: Settings) -> Role:
     raise InvalidInput(f"unknown role {role[:40]!r}: use one of {', '.join(ROLES)}")
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+async def check_redis(settings: Settings, within: float = 5.0) -> None:
+    """Fail fast when ``DOCKWISE_REDIS_URL`` cannot carry the job queue: InvalidInput for
+    a URL that is not ``redis://``, ``rediss://`` or ``unix://`` (saq would otherwise pick
+    another backend for ``http://``), Unreachable when Redis does not answer a PING within
+    ``within`` seconds (no server, wrong password, missing database). Messages name the
+    host, port and db and the error type, never the URL's password."""
+    import urllib.parse
+
+    from redis.exceptions import RedisError
+
+    from bot.cache.redis import _client, describe_url
+    from bot.errors import Unreachable
+
+    if settings.redis_url is None:
+        return
+    url = settings.redis_url.get_secret_value()
+    scheme = urllib.parse.urlsplit(url).scheme if "://" in url else ""
+    if scheme not in REDIS_SCHEMES:
+        raise InvalidInput(
+            "DOCKWISE_REDIS_URL is not a usable Redis URL: expected "
+            "redis://[:password@]host[:port][/db], rediss://... or unix:///path"
+        )
+    client = _client(url, within, retries=0)
+    try:
+        async with asyncio.timeout(within * 2):
+            await client.ping()
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise Unreachable(
+            f"Redis at {describe_url(url)} (DOCKWISE_REDIS_URL) did not answer: "
+            f"{type(exc).__name__}"
+        ) from None
+    finally:
+        await client.aclose()
+
+
 async def serve(settings: Settings, engine: Engine | None = None, *, role: Role = "all") -> None:
     """Run every adapter whose settings are complete (``bot.chat``) in ``role`` until
     cancelled. Raises InvalidInput when no platform is configured (any role but
@@ -60,6 +98,8 @@ async def serve(settings: Settings, engine: Engine | None = None, *, role: Role 
     queue = None
     if role != "all":
         from bot.jobs import JobQueue
+
+        await check_redis(settings)
 
         queue = JobQueue.from_settings(settings)
     if engine is None and role in ("web", "gateway"):
@@ -95,8 +135,7 @@ async def serve(settings: Settings, engine: Engine | None = None, *, role: Role 
         assert queue is not None
         from bot.jobs import JobWorker
 
-        worker = JobWorker(queue, settings)
-        background.append(worker.start())
+        worker = JobWorker(queue, settings)  # started once the port is ours
 
         async def worker_ready() -> bool:
             return worker.running()
@@ -138,7 +177,26 @@ async def serve(settings: Settings, engine: Engine | None = None, *, role: Role 
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        loop.remove_signal_handler(signal.SIGTERM)
+        for pending in background:  # adapters' loops that never ran
+            if asyncio.iscoroutine(pending):
+                pending.close()
+            elif isinstance(pending, asyncio.Future):
+                pending.cancel()
+        await runner.cleanup()
+        if engine is not None:
+            await engine.aclose()
+        if queue is not None:
+            await queue.close()
+        raise InvalidInput(
+            f"cannot listen on {settings.host}:{settings.port} (DOCKWISE_HOST, "
+            f"DOCKWISE_PORT): {exc.strerror or exc}"
+        ) from None
+    if worker is not None:
+        background.append(worker.start())
     log.info("serving health and metrics on http://%s:%s", settings.host, settings.port)
     try:
         if background:

@@ -731,6 +731,16 @@ def test_kubernetes_readme_covers_the_topology() -> None:
     top = (DEPLOY / "README.md").read_text()
     for needle in ("--profile scale", "--role web", "/discord/interactions"):
         assert needle in top, needle
+    # every job-queue setting and the autoscaling gauge, for the operator who sizes workers
+    queue_settings = [
+        str(field.validation_alias)
+        for field in Settings.model_fields.values()
+        if str(field.validation_alias).startswith(("DOCKWISE_JOB_", "DOCKWISE_QUEUE_"))
+        or field.validation_alias == "DOCKWISE_WORKER_CONCURRENCY"
+    ]
+    assert len(queue_settings) == 6
+    for needle in (*queue_settings, "DOCKWISE_ROLE", "dockwise_queue_jobs"):
+        assert f"`{needle}" in top, needle
 
 
 def _redis_args(args: list[str]) -> dict[str, str]:

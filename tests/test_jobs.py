@@ -87,7 +87,9 @@ def test_a_reply_survives_its_json_round_trip() -> None:
             Reply.from_json(bad)
 
 
-def _serve(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _serve(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKWISE_", "SLACK_"))}
     clean.update(env)
     return subprocess.run(
@@ -96,7 +98,7 @@ def _serve(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
 
 
@@ -113,6 +115,56 @@ def test_distributed_roles_need_redis_and_unknown_roles_are_refused() -> None:
     assert done.stderr.strip() == (
         "dockwise: error: unknown role 'cook': use one of all, web, worker, gateway"
     )
+
+
+def test_distributed_roles_refuse_an_unusable_redis_in_one_line(
+    own_redis_with_password: RedisServer, unused_tcp_port: int
+) -> None:
+    """A Redis URL that is garbage, names another scheme (saq would pick its HTTP queue),
+    has no server behind it, a wrong password or a database Redis lacks stops the role at
+    start-up with one line and a non-zero exit, never a retry loop of tracebacks."""
+    secret = own_redis_with_password.password
+    assert secret is not None
+    good = own_redis_with_password.url
+    wrong_password = good.replace(secret, "not-the-password")
+    bad_db = good.rsplit("/", 1)[0] + "/99"
+    cases = {
+        "garbage": "is not a usable Redis URL",
+        "http://127.0.0.1:1/": "is not a usable Redis URL",
+        f"redis://127.0.0.1:{unused_tcp_port}/0": f"127.0.0.1:{unused_tcp_port}/0",
+        wrong_password: "AuthenticationError",
+        bad_db: "ResponseError",
+    }
+    for url, says in cases.items():
+        env = {"DOCKWISE_REDIS_URL": url, "DOCKWISE_PORT": "0"}
+        try:
+            done = _serve("--role", "worker", env=env, timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"serve --role worker kept running on {url}")
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode != 0, (url, done.stderr[-400:])
+        assert len(lines) == 1 and lines[0].startswith("dockwise: error: "), (url, lines[-3:])
+        assert says in lines[0], (url, lines)
+        assert "not-the-password" not in done.stderr and secret not in done.stderr
+
+
+def test_a_busy_port_is_one_line_and_no_worker_starts(own_redis: RedisServer) -> None:
+    """DOCKWISE_PORT already taken: the operator reads which address and why in one line
+    (exit 1, not "internal error"), and no worker joined the queue meanwhile (it could have
+    taken a job and burnt one of its attempts)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"DOCKWISE_REDIS_URL": own_redis.url, "DOCKWISE_PORT": str(port)}
+        done = _serve("--role", "worker", env=env, timeout=60)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1, done.stderr[-400:]
+    assert lines[-1].startswith("dockwise: error: cannot listen on 127.0.0.1:"), lines[-3:]
+    assert "DOCKWISE_PORT" in lines[-1]
+    assert "Worker starting" not in done.stderr
 
 
 # --- the queue on real Redis ------------------------------------------------------------
@@ -240,6 +292,58 @@ async def test_a_full_queue_refuses_new_images_with_a_busy_reply(
         await asyncio.gather(waiting, return_exceptions=True)
         await small.close()
         await other.close()
+
+
+@pytest.mark.services
+async def test_a_burst_of_new_images_does_not_overfill_the_queue(own_redis: RedisServer) -> None:
+    """Six different images asked at once on one replica with DOCKWISE_QUEUE_MAX=2 and no
+    worker: two wait in the queue, four get the busy reply (the depth check and the
+    enqueue must not interleave)."""
+    queue = JobQueue(own_redis.url, queue_max=2)
+    await queue.connect()
+    asks = [asyncio.create_task(queue.explain(f"registry.invalid/burst{i}:1")) for i in range(6)]
+    try:
+        await until(lambda: _settled(asks, 4), "every ask to be queued or refused", within=30)
+        refused = [a for a in asks if a.done() and isinstance(a.exception(), QueueFull)]
+        assert len(refused) == 4
+        assert await queue.depth() == 2
+    finally:
+        for ask in asks:
+            ask.cancel()
+        await asyncio.gather(*asks, return_exceptions=True)
+        await queue.close()
+
+
+async def _settled(asks: list[asyncio.Task[Reply]], refused: int) -> bool:
+    return sum(a.done() for a in asks) >= refused
+
+
+@pytest.mark.services
+async def test_a_malformed_reference_is_refused_before_it_takes_a_queue_slot(
+    own_redis: RedisServer,
+) -> None:
+    """A web replica refuses what no worker could explain (non-ASCII, a newline, shell or
+    path tricks, a bad digest) with the same one-line error as one process, and nothing
+    reaches the queue."""
+    queue = JobQueue(own_redis.url, queue_max=5)
+    await queue.connect()
+    web = Engine(jobs=queue)
+    try:
+        for bad, says in (
+            ("ünïcødé/ïmage:😀", "invalid tag"),
+            ("x\ny", "invalid repository name"),
+            ("$(rm -rf /)", "invalid repository name"),
+            ("../../etc/passwd", "invalid registry host"),
+            ("alpine@sha256:zz", "invalid digest"),
+            ("UPPER/Case:1", "lowercase"),
+        ):
+            reply = await asyncio.wait_for(web.explain(bad), 10)
+            assert reply.kind is ReplyKind.ERROR and says in reply.body, (bad, reply.body)
+        assert await queue.depth() == 0
+        assert await queue.queue.count("incomplete") == 0
+    finally:
+        await web.aclose()
+        await queue.close()
 
 
 async def _depth_is(queue: JobQueue, n: int) -> bool:

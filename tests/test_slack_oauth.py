@@ -571,6 +571,28 @@ def test_install_url_command(tmp_path: Path) -> None:
     assert CLIENT_SECRET not in given.stderr + derived.stderr + single.stderr
 
 
+def test_install_url_refuses_a_base_that_is_not_an_https_link() -> None:
+    """The printed link is shared with workspace admins: a base without a scheme or host
+    (``dw.example``), or another scheme (``javascript:``), is refused in one line, not
+    printed as ``dw.example/slack/install``."""
+    from adapters.slack import install_url
+
+    oauth = SlackSettings(
+        _env_file=None,
+        slack_client_id="1.2",
+        slack_client_secret=SecretStr("s" * 12),
+        slack_signing_secret=SecretStr("t" * 12),
+    )
+    assert install_url(oauth, "http://127.0.0.1:3000") == "http://127.0.0.1:3000/slack/install"
+    for bad in ("dw.example", "javascript:alert(1)", "https://", "ftp://dw.example"):
+        with pytest.raises(InvalidInput, match="https://") as caught:
+            install_url(oauth, bad)
+        assert "\n" not in str(caught.value)
+    redirect = oauth.model_copy(update={"slack_redirect_uri": "dw.example/slack/oauth_redirect"})
+    with pytest.raises(InvalidInput, match="SLACK_REDIRECT_URI"):
+        install_url(redirect)
+
+
 def test_database_urls() -> None:
     assert async_database_url("sqlite:////var/cache/dockwise/slack.db").drivername == (
         "sqlite+aiosqlite"
@@ -586,6 +608,8 @@ def test_database_urls() -> None:
         ("mysql://u:hunter2secret@db/x", "SQLite or PostgreSQL"),
         ("postgresql+asyncpg://u:hunter2secret@db/x", "asyncpg"),
         ("not a url", "not a database URL"),
+        ("postgresql+psycopg://u:hunter2secret@db:notaport/x", "not a database URL"),
+        ("postgresql+psycopg://u:hunter2secret@[::1/x", "not a database URL"),
     ):
         with pytest.raises(InvalidInput, match=says) as caught:
             async_database_url(bad)
