@@ -148,10 +148,19 @@ class QueueFull(Busy):
 
 
 def job_key(reference: str, source: str, platform: str | None) -> str:
-    """The saq job key of one explanation: 32 hex digits of SHA-256 over the reference as
-    asked, the source choice and the platform (``"None"`` for the default), so every
-    replica computes the same key for the same ask."""
-    raw = json.dumps([reference, source, str(platform)])
+    """The saq job key of one explanation: 32 hex digits of SHA-256 over the normalised
+    reference (``alpine``, ``alpine:latest`` and ``docker.io/library/alpine`` are one image,
+    as ``bot.image.reference.parse_reference`` reads them; anything it cannot parse, such as
+    a local image id, as asked), the source choice and the platform (``"None"`` for the
+    default), so every replica computes the same key for the same image."""
+    from bot.errors import InvalidReference
+    from bot.image.reference import parse_reference
+
+    try:
+        image = str(parse_reference(reference))
+    except InvalidReference:
+        image = reference
+    raw = json.dumps([image, source, str(platform)])
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 

@@ -678,3 +678,18 @@ async def _said(emu: SlackEmulator, response_url: str, words: str) -> bool:
         r.kind == "response_url" and r.name == rid and words in json.dumps(r.data)
         for r in emu.records
     )
+
+
+def test_one_image_asked_in_different_words_is_one_job() -> None:
+    """The job key follows the normalised reference (the Docker CLI's reading), so asks
+    for one image typed differently share one job; other images, sources or platforms,
+    and what is not a reference, get their own."""
+    same = {
+        job_key(r, "auto", None)
+        for r in ("alpine", "alpine:latest", "docker.io/library/alpine", "library/alpine:latest")
+    }
+    assert len(same) == 1
+    assert job_key("alpine:3.20", "auto", None) not in same
+    assert job_key("alpine", "registry", None) not in same
+    assert job_key("alpine", "auto", "linux/arm64") not in same
+    assert job_key("not a reference!", "auto", None) == job_key("not a reference!", "auto", None)
