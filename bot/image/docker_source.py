@@ -684,6 +684,25 @@ def _cleanup_all(exports: list[_Export]) -> None:
         export.cleanup()
 
 
+def _take(diff_id: str, kind: str, value: Any) -> bytes | Path | None:
+    """One message of a layer reader (``_LayerReader.receive``): a chunk's bytes (counted),
+    the spool file's path when the layer was written to disk, or None at the end. Raises
+    ContentError when the layer that ended is not ``diff_id``, and the export's own error
+    when the reader got one."""
+    if kind == "chunk":
+        chunk: bytes = value
+        BYTES_FETCHED.labels(source="docker").inc(len(chunk))
+        return chunk
+    if kind == "end":
+        if value != diff_id:
+            raise ContentError(f"layer {diff_id} from the engine does not match it")
+        return None
+    if kind == "file":
+        path: Path = value
+        return path
+    raise value
+
+
 def _opener(exports: _Exports, diff_id: str) -> Callable[[], AsyncIterator[bytes]]:
     async def stream() -> AsyncIterator[bytes]:
         reader = exports.want(diff_id)
@@ -691,18 +710,14 @@ def _opener(exports: _Exports, diff_id: str) -> Callable[[], AsyncIterator[bytes
         try:
             while True:
                 kind, value = await asyncio.to_thread(reader.receive)
-                if kind == "chunk":
-                    BYTES_FETCHED.labels(source="docker").inc(len(value))
-                    yield value
-                elif kind == "end":
-                    if value != diff_id:
-                        raise ContentError(f"layer {diff_id} from the engine does not match it")
+                taken = _take(diff_id, kind, value)
+                if isinstance(taken, bytes):
+                    yield taken
+                elif taken is None:
                     return
-                elif kind == "file":
-                    path = value
-                    break
                 else:
-                    raise value
+                    path = taken
+                    break
             handle = await asyncio.to_thread(path.open, "rb")
             try:
                 while chunk := await asyncio.to_thread(handle.read, CHUNK):
@@ -732,18 +747,14 @@ def _blocking_opener(
                 if stop.is_set():
                     raise ContentError("layer reader closed")
                 kind, value = reader.receive(stop)
-                if kind == "chunk":
-                    BYTES_FETCHED.labels(source="docker").inc(len(value))
-                    yield value
-                elif kind == "end":
-                    if value != diff_id:
-                        raise ContentError(f"layer {diff_id} from the engine does not match it")
+                taken = _take(diff_id, kind, value)
+                if isinstance(taken, bytes):
+                    yield taken
+                elif taken is None:
                     return
-                elif kind == "file":
-                    path = value
-                    break
                 else:
-                    raise value
+                    path = taken
+                    break
             with path.open("rb") as handle:
                 while chunk := handle.read(CHUNK):
                     if stop.is_set():
