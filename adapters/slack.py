@@ -200,6 +200,10 @@ INSTALL_FAILURES = {
     "storage_error": "dockwise could not save the installation. Please try again later.",
 }
 ACTION_PATTERN = re.compile(r"^dockwise_(?:full_article|ask|section|feedback)(?:_\w+)?$")
+#: Every other action id and shortcut callback id: answered privately ("Unknown button")
+#: instead of bolt's 404, which Slack shows the clicker as a failed app. Registered last.
+ANY_ID = re.compile(r"(?s).*")
+UNKNOWN_SHORTCUT = "I don't know that shortcut: use *Explain image* from a message's menu."
 NO_IMAGE_IN_MESSAGE = (
     "I found no image reference in that message (like `python:3.12-slim`, "
     "`docker pull nginx` or a hub.docker.com link)."
@@ -429,6 +433,8 @@ class SlackAdapter:
         self.app.shortcut(SHORTCUT)(self._on_shortcut)
         self.app.event("app_home_opened")(self._on_home_opened)
         self.app.event("link_shared")(self._on_link_shared)
+        self.app.action(ANY_ID)(self._on_action)  # the engine refuses unknown ids privately
+        self.app.shortcut(ANY_ID)(self._on_unknown_shortcut)
         self.app.error(self._on_error)
 
     def _oauth_app(self, client: AsyncWebClient, bolt_logger: logging.Logger) -> AsyncApp:
@@ -733,12 +739,14 @@ class SlackAdapter:
         thread_ts: str | None,
         private_to: str | None,
         work: Callable[[ProgressCallback], Awaitable[Reply]],
+        fallback: Callable[[Reply], Awaitable[bool]] | None = None,
     ) -> bool:
         """Run ``work``; if it reports progress, post a placeholder in the thread and edit
         it (``chat.update``), then replace it with the reply. An error reply goes to
         ``private_to`` alone (``chat.postEphemeral``) when set; the placeholder is removed.
         True when the reply reached Slack (at least its first message); when it did not,
-        the placeholder is removed too."""
+        the placeholder is removed too and ``fallback`` (if any) gets the reply to send
+        another way (a shortcut's response_url when the bot is not in the channel)."""
         placeholder: dict[str, str] = {}
 
         async def show(line: str) -> None:
@@ -759,7 +767,9 @@ class SlackAdapter:
             if "ts" in placeholder:
                 await self._quietly(client.chat_delete(channel=channel, ts=placeholder["ts"]))
             if private_to is not None:
-                return await self._post_ephemeral(client, channel, private_to, thread_ts, messages)
+                if await self._post_ephemeral(client, channel, private_to, thread_ts, messages):
+                    return True
+                return fallback is not None and await fallback(reply)
         elif "ts" in placeholder:
             first, *rest = messages
             try:
@@ -777,7 +787,7 @@ class SlackAdapter:
             return True
         if "ts" in placeholder:
             await self._quietly(client.chat_delete(channel=channel, ts=placeholder["ts"]))
-        return False
+        return fallback is not None and await fallback(reply)
 
     async def _post_ephemeral(
         self,
@@ -828,7 +838,7 @@ class SlackAdapter:
         thread_ts = message.get("thread_ts") or message.get("ts") or container.get("message_ts")
         asker = Asker("slack", user, channel or None, _team(body))
         reply = await self._guarded(self.engine.action(action_id, value, asker=asker))
-        log.info("slack: button %s pressed", action_id)
+        log.info("slack: button %s pressed", action_id[:80])
         if reply.kind is ReplyKind.ERROR or action_id.startswith("dockwise_feedback"):
             await self._respond_private(respond, reply)
             return
@@ -881,7 +891,25 @@ class SlackAdapter:
             thread_ts,
             user,
             lambda progress: self.engine.explain(reference, asker=asker, progress=progress),
+            fallback=lambda reply: self._respond_reply(respond, reply),
         )
+
+    async def _respond_reply(self, respond: Any, reply: Reply) -> bool:
+        """``reply`` through the request's response_url (works where the bot is not a
+        channel member): in the channel, or to the asker alone for an error."""
+        visibility = "ephemeral" if reply.kind is ReplyKind.ERROR else "in_channel"
+        for n, rendered in enumerate(render_messages(reply)):
+            try:
+                await respond(response_type=visibility, replace_original=False, **rendered)
+            except Exception as exc:
+                log.error("slack: response_url post failed: %s", _describe(exc))
+                return n > 0
+        return True
+
+    async def _on_unknown_shortcut(self, ack: AsyncAck, respond: Any) -> None:
+        await ack()
+        unknown = Reply(kind=ReplyKind.ERROR, title="Unknown shortcut", body=UNKNOWN_SHORTCUT)
+        await self._respond_private(respond, unknown)
 
     async def _on_home_opened(
         self, event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
@@ -906,7 +934,10 @@ class SlackAdapter:
 
     async def _unfurl(self, event: dict[str, Any], client: AsyncWebClient) -> None:
         unfurls: dict[str, Any] = {}
-        for link in (event.get("links") or [])[:5]:
+        links = event.get("links")
+        for link in (links if isinstance(links, list) else [])[:5]:
+            if not isinstance(link, dict):
+                continue
             url = str(link.get("url") or "")
             if str(link.get("domain") or "") not in IMAGE_LINK_HOSTS:
                 continue
@@ -1024,12 +1055,20 @@ class SlackAdapter:
     # --- transports ---------------------------------------------------------------------
 
     async def handle_http(self, request: web.Request) -> web.StreamResponse:
-        """The aiohttp handler for ``POST /slack/events`` (events, slash commands)."""
-        bolt_request = await to_bolt_request(request)
+        """The aiohttp handler for ``POST /slack/events`` (events, slash commands,
+        interactivity). A body bolt cannot read (not JSON, a payload of the wrong shape)
+        gets 400 and one log line, never a 500 with a traceback."""
+        try:
+            bolt_request = await to_bolt_request(request)
+        except ValueError:  # json.JSONDecodeError: a form ``payload`` that is not JSON
+            return _malformed("unreadable body")
         trigger = _trigger_id(bolt_request)
         self.gates.open(trigger)
         try:
-            bolt_response = await self.app.async_dispatch(bolt_request)
+            try:
+                bolt_response = await self.app.async_dispatch(bolt_request)
+            except (LookupError, TypeError, AttributeError, ValueError) as exc:
+                return _malformed(type(exc).__name__)
             response = await to_aiohttp_response(bolt_response)
             await response.prepare(request)
             await response.write_eof()
@@ -1193,6 +1232,11 @@ def unfurl_block(summary: Reply) -> dict[str, Any]:
     """One section: the image in bold and its one-line summary (config-level facts)."""
     text = f"*{escape(summary.title)}*: {escape(summary.body)}"
     return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+
+
+def _malformed(reason: str) -> web.Response:
+    log.warning("slack: refused a request bolt could not read (%s)", reason)
+    return web.json_response({"error": "malformed request"}, status=400)
 
 
 def _first(req: AsyncBoltRequest, name: str) -> str:

@@ -1,0 +1,190 @@
+"""Odd and hostile requests at the chat endpoints, as an independent client sends them.
+
+Slack requests are signed raw HTTP to ``POST /slack/events`` through the real slack-bolt
+(HTTP mode) against the Slack emulator; Discord interactions are signed raw JSON to
+``POST /discord/interactions``. Each must get a sensible answer: never a 500 or a
+traceback, and errors shown only to whoever caused them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from adapters.slack import SlackSettings, run_slack
+from bot.config import Settings
+from bot.engine import Engine
+from bot.knowledge import KnowledgeBase
+from bot.observability import configure_logging
+from tests.emulators.slack import (
+    BOT_TOKEN,
+    SIGNING_SECRET,
+    Record,
+    SlackEmulator,
+    block_texts,
+)
+
+
+@pytest.fixture(scope="module")
+def knowledge() -> KnowledgeBase:
+    return KnowledgeBase.load()
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[SlackEmulator]:
+    emulator = SlackEmulator()
+    await emulator.start()
+    try:
+        yield emulator
+    finally:
+        await emulator.stop()
+
+
+@pytest.fixture
+def logs() -> io.StringIO:
+    stream = io.StringIO()
+    configure_logging("INFO", json_output=True, stream=stream, environ={})
+    return stream
+
+
+async def slack_http(emu: SlackEmulator, engine: Engine) -> tuple[web.AppRunner, str]:
+    """The bot in Slack HTTP mode on a loopback port; returns the runner and events URL."""
+    settings = SlackSettings(
+        _env_file=None,
+        slack_bot_token=BOT_TOKEN,
+        slack_signing_secret=SIGNING_SECRET,
+        slack_api_url=emu.api_url,
+    )
+    app = web.Application()
+    await run_slack(engine, settings, web_app=app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
+
+
+def click(emu: SlackEmulator, action_id: str, value: str) -> dict[str, Any]:
+    """A block_actions payload for a button the bot may or may not have made."""
+    message = {"ts": emu.next_ts(), "text": "an answer", "blocks": []}
+    button = {"action_id": action_id, "text": {"type": "plain_text", "text": "b"}, "value": value}
+    return emu.block_action(message, button)
+
+
+# --- Slack ------------------------------------------------------------------------------------
+
+
+async def test_slack_bodies_bolt_cannot_read_get_400_not_a_500(
+    emu: SlackEmulator, knowledge: KnowledgeBase, logs: io.StringIO
+) -> None:
+    engine = Engine(knowledge=knowledge)
+    runner, url = await slack_http(emu, engine)
+    form = "application/x-www-form-urlencoded"
+    try:
+        not_json = await emu.http_post(url, "payload=not-json", form)
+        shapeless = click(emu, "dockwise_ask", "what is a container?")
+        shapeless["actions"] = {"not": "a list"}
+        wrong_shape = await emu.http_interactive(url, shapeless)
+        unsigned = await emu.http_post(url, "{not json", "application/json", signature="v0=00")
+        article = click(emu, "dockwise_full_article", "vm-vs-container")
+        fine = await emu.http_interactive(url, article)
+    finally:
+        await runner.cleanup()
+        await engine.aclose()
+    assert not_json.data["status"] == 400, not_json.data
+    assert wrong_shape.data["status"] == 400, wrong_shape.data
+    assert unsigned.data["status"] in (400, 401), unsigned.data
+    assert fine.data["status"] == 200  # the endpoint still works
+    assert "Traceback" not in logs.getvalue()
+    assert "refused a request bolt could not read" in logs.getvalue()
+
+
+async def test_slack_unknown_buttons_and_shortcuts_are_answered_privately(
+    emu: SlackEmulator, knowledge: KnowledgeBase
+) -> None:
+    engine = Engine(knowledge=knowledge)
+    runner, url = await slack_http(emu, engine)
+    forged = click(emu, "dockwise_bogus", "x")
+    foreign = click(emu, "someone_elses_button", "x")
+    shortcut = emu.message_shortcut("docker pull nginx", callback_id="not_ours")
+    try:
+        statuses = [
+            (await emu.http_interactive(url, payload)).data["status"]
+            for payload in (forged, foreign, shortcut)
+        ]
+        for payload in (forged, foreign, shortcut):
+            rid = str(payload["response_url"]).rsplit("/", 1)[1]
+
+            def answered(record: Record, rid: str = rid) -> bool:
+                return record.kind == "response_url" and record.name == rid
+
+            await emu.wait_for(answered)
+    finally:
+        await runner.cleanup()
+        await engine.aclose()
+    assert statuses == [200, 200, 200]  # bolt's 404 would show the clicker a failed app
+    answers = {r.name: r.data for r in emu.records if r.kind == "response_url"}
+    for payload, needle in ((forged, "Unknown button"), (foreign, "Unknown button")):
+        answer = answers[payload["response_url"].rsplit("/", 1)[1]]
+        assert answer["response_type"] == "ephemeral" and needle in answer["text"], answer
+    answer = answers[shortcut["response_url"].rsplit("/", 1)[1]]
+    assert answer["response_type"] == "ephemeral" and "Explain image" in answer["text"]
+    assert emu.current("C0GENERAL") == []  # nothing public
+
+
+async def test_slack_shortcut_where_the_bot_is_not_a_member_answers_by_response_url(
+    emu: SlackEmulator, knowledge: KnowledgeBase, registry: Any, tmp_path: Any
+) -> None:
+    """The message shortcut works in any channel; chat.postMessage does not (not_in_channel):
+    the explanation then comes through the shortcut's response_url instead of nowhere."""
+    from bot.image.explain import Explainer
+    from tests.fixtures.registry import Pusher, make_layer, push_image
+
+    os_release = b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
+    layer = make_layer({"etc/os-release": os_release})
+    await asyncio.to_thread(push_image, Pusher(registry.url), "edges/app", "v1", [layer])
+    reference = f"{registry.host}/edges/app:v1"
+    settings = Settings(
+        _env_file=None, cache_dir=tmp_path, insecure_registries=[registry.host], redis_url=None
+    )
+    engine = Engine(knowledge=knowledge, explainer=Explainer(settings=settings))
+    emu.not_member.add("C0RANDOM")
+    runner, url = await slack_http(emu, engine)
+    shortcut = emu.message_shortcut(f"we ship `docker pull {reference}`", channel="C0RANDOM")
+    rid = shortcut["response_url"].rsplit("/", 1)[1]
+    try:
+        ack = await emu.http_interactive(url, shortcut)
+        answer = await emu.wait_for(lambda r: r.kind == "response_url" and r.name == rid, within=60)
+    finally:
+        await runner.cleanup()
+        await engine.aclose()
+    assert ack.data["status"] == 200
+    assert answer.ok, answer.error
+    assert answer.data["response_type"] == "in_channel"
+    assert "Debian GNU/Linux 12" in "\n".join(block_texts([answer]))
+    actions = [b for b in answer.data["blocks"] if b["type"] == "actions"]
+    assert "dockwise_feedback_up" in [e["action_id"] for b in actions for e in b["elements"]]
+
+
+async def test_slack_link_shared_with_junk_links_is_quiet(
+    emu: SlackEmulator, knowledge: KnowledgeBase, logs: io.StringIO
+) -> None:
+    engine = Engine(knowledge=knowledge)
+    runner, url = await slack_http(emu, engine)
+    event = emu.link_shared(["https://example.com/"])
+    event["links"] = ["not an object", 5, None, {"domain": "example.com", "url": "x"}]
+    try:
+        sent = await emu.http_event(url, event)
+        home = await emu.http_event(url, emu.home_opened("U0CAROL"))
+        await emu.wait_for(lambda r: r.name == "views.publish")  # handled after the links
+    finally:
+        await runner.cleanup()
+        await engine.aclose()
+    assert (sent.data["status"], home.data["status"]) == (200, 200)
+    assert emu.api_calls("chat.unfurl") == []
+    assert "unhandled error" not in logs.getvalue() and "Traceback" not in logs.getvalue()
