@@ -239,8 +239,11 @@ def asker_of(payload: dict[str, Any]) -> Asker:
 
 def options_of(data: dict[str, Any]) -> dict[str, Any]:
     """A chat command's top-level options by name."""
+    options = data.get("options")
     return {
-        str(o.get("name")): o.get("value") for o in data.get("options") or [] if isinstance(o, dict)
+        str(o.get("name")): o.get("value")
+        for o in (options if isinstance(options, list) else [])
+        if isinstance(o, dict)
     }
 
 
@@ -475,6 +478,8 @@ class DiscordInteractions:
 
             log.exception("discord: could not handle an interaction of type %s", kind)
             answer = private(error_reply(FAILURE_MESSAGE))
+            if kind == AUTOCOMPLETE:  # Discord takes nothing but choices here
+                answer = Answer({"type": AUTOCOMPLETE_RESULT, "data": {"choices": []}})
         response = web.json_response(answer.body)
         if answer.after is not None:
             acked = _Acked()
@@ -551,12 +556,13 @@ class DiscordInteractions:
         if command_type == CHAT_INPUT and name == DOCKERFILE_COMMAND:
             return Answer({"type": MODAL, "data": dockerfile_modal()})
         if command_type == MESSAGE_COMMAND and name == CONTEXT_MENU:
-            target = ((data.get("resolved") or {}).get("messages") or {}).get(
-                str(data.get("target_id"))
-            ) or {}
+            messages = _object(_object(data.get("resolved")).get("messages"))
+            target = _object(messages.get(str(data.get("target_id"))))
+            embeds = target.get("embeds")
             texts = [str(target.get("content") or "")] + [
                 str(part)
-                for embed in target.get("embeds") or []
+                for embed in (embeds if isinstance(embeds, list) else [])
+                if isinstance(embed, dict)
                 for part in (embed.get("title"), embed.get("description"))
                 if part
             ]
@@ -569,8 +575,13 @@ class DiscordInteractions:
         return private(error_reply(UNKNOWN_COMMAND))
 
     def _autocomplete(self, data: dict[str, Any], payload: dict[str, Any]) -> Answer:
+        options = data.get("options")
         focused = next(
-            (o for o in data.get("options") or [] if isinstance(o, dict) and o.get("focused")),
+            (
+                o
+                for o in (options if isinstance(options, list) else [])
+                if isinstance(o, dict) and o.get("focused")
+            ),
             None,
         )
         choices: list[dict[str, str]] = []

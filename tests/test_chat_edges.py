@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -188,3 +189,59 @@ async def test_slack_link_shared_with_junk_links_is_quiet(
     assert (sent.data["status"], home.data["status"]) == (200, 200)
     assert emu.api_calls("chat.unfurl") == []
     assert "unhandled error" not in logs.getvalue() and "Traceback" not in logs.getvalue()
+
+
+# --- Discord ----------------------------------------------------------------------------------
+
+
+async def test_discord_odd_autocomplete_and_message_command_shapes(
+    knowledge: KnowledgeBase,
+) -> None:
+    from tests.emulators.discord import DiscordEmulator
+    from tests.test_discord_interactions import serving
+
+    emu = DiscordEmulator()
+    await emu.start()
+    engine = Engine(knowledge=knowledge)
+    base = {"id": "1", "token": "itoken-edges", "application_id": emu.application_id}
+    odd_autocomplete = [
+        {"name": "image-explain", "type": 1, "options": 5},
+        {"name": "image-explain", "type": 1, "options": ["x", {"focused": True, "value": 7}]},
+        {"name": "image-explain", "type": 1},
+    ]
+    odd_targets: list[dict[str, Any]] = [
+        {"resolved": ["not", "a", "map"]},
+        {"resolved": {"messages": ["x"]}, "target_id": "7"},
+        {"resolved": {"messages": {"7": {"content": 5, "embeds": "no"}}}, "target_id": "7"},
+    ]
+    try:
+        async with serving(emu, engine, token=False):
+            completions = [
+                await emu.post_signed(json.dumps({**base, "type": 4, "data": data}).encode())
+                for data in odd_autocomplete
+            ]
+            targets = [
+                await emu.post_signed(
+                    json.dumps(
+                        {**base, "type": 2, "data": {"name": "Explain image", "type": 3, **t}}
+                    ).encode()
+                )
+                for t in odd_targets
+            ]
+            bad_options = await emu.post_signed(
+                json.dumps(
+                    {**base, "type": 2, "data": {"name": "ask", "type": 1, "options": "q"}}
+                ).encode()
+            )
+    finally:
+        await engine.aclose()
+        await emu.close()
+    for status, answer in completions:  # Discord takes only choices for autocomplete
+        assert status == 200 and answer["type"] == 8, answer
+        assert isinstance(answer["data"]["choices"], list)
+    for status, answer in targets:
+        assert status == 200 and answer["type"] == 4 and answer["data"]["flags"] == 64
+        assert "no image reference" in json.dumps(answer), answer
+    status, answer = bad_options
+    assert status == 200 and answer["data"]["flags"] == 64
+    assert "needs its question option" in json.dumps(answer)
