@@ -9,7 +9,8 @@ action's ``action_id`` prefix and ``value``:
   (or the reply's suggestions when it has no related articles);
 - ``dockwise_section`` (value: ``<image ref>|<section title>``), one per image section;
 - ``dockwise_feedback`` (value: ``up|<topic or image>`` / ``down|...``) on every answer
-  and image reply.
+  and image reply: a comparison's subject is ``A vs B``, a Dockerfile explanation's
+  ``Dockerfile`` (``DOCKERFILE_SUBJECT``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ MAX_VALUE = 2000
 VOTES = ("up", "down")
 FEEDBACK_LABELS = {"up": "👍", "down": "👎"}
 UNCOVERED_SUBJECT = "uncovered"
+#: The feedback subject of a Dockerfile explanation (its text is never put in a value).
+DOCKERFILE_SUBJECT = "Dockerfile"
 FEEDBACK_KINDS = (str(ReplyKind.ANSWER), str(ReplyKind.UNCOVERED), str(ReplyKind.IMAGE))
 
 
@@ -58,11 +61,17 @@ def follow_up_questions(reply: Reply, knowledge: KnowledgeBase | None) -> list[s
 
 
 def with_actions(
-    reply: Reply, knowledge: KnowledgeBase | None = None, *, image: str | None = None
+    reply: Reply,
+    knowledge: KnowledgeBase | None = None,
+    *,
+    image: str | None = None,
+    subject: str | None = None,
 ) -> Reply:
     """``reply`` with its buttons (replacing any it had); returns the same object.
 
-    ``image`` is the reference an image reply explains (its sections' buttons carry it).
+    ``image`` is the reference an image reply explains (its sections' buttons carry it;
+    ``A vs B`` for a comparison). ``subject`` names what an image reply's feedback is
+    about when it explains no image (``DOCKERFILE_SUBJECT``); it adds no section buttons.
     Error replies get no buttons.
     """
     actions: list[Action] = []
@@ -79,12 +88,12 @@ def with_actions(
             value = f"{image}|{section.title}"
             if len(value) <= MAX_VALUE:
                 actions.append(Action(ACTION_SECTION, section.title, value))
-    subject = image if reply.kind is ReplyKind.IMAGE else reply.topic
-    if reply.kind is ReplyKind.UNCOVERED and not subject:
-        subject = UNCOVERED_SUBJECT  # no topic: the vote still says how "not covered" felt
-    if str(reply.kind) in FEEDBACK_KINDS and subject:
+    about = (image or subject) if reply.kind is ReplyKind.IMAGE else reply.topic
+    if reply.kind is ReplyKind.UNCOVERED and not about:
+        about = UNCOVERED_SUBJECT  # no topic: the vote still says how "not covered" felt
+    if str(reply.kind) in FEEDBACK_KINDS and about:
         for vote in VOTES:
-            value = f"{vote}|{subject}"
+            value = f"{vote}|{about}"
             if len(value) <= MAX_VALUE:
                 actions.append(Action(ACTION_FEEDBACK, FEEDBACK_LABELS[vote], value))
     reply.actions = actions

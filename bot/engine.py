@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from bot.actions import UNCOVERED_SUBJECT, VOTES, split_value, with_actions
+from bot.actions import DOCKERFILE_SUBJECT, UNCOVERED_SUBJECT, VOTES, split_value, with_actions
 from bot.cache.share import Shared
 from bot.errors import DockwiseError, InvalidInput
 from bot.intent import (
@@ -374,7 +374,9 @@ class Engine:
 
     def feedback(self, value: str, *, asker: Asker = LOCAL) -> Reply:
         """Count a 👍/👎 (``up|<topic or image>``) in ``dockwise_feedback_total{kind,vote}``
-        and log it (platform, kind, vote, subject; never message text)."""
+        and log it (platform, kind, vote, subject; never message text). The subject must be
+        one a button can carry (an article id, ``uncovered``, ``Dockerfile``, an image
+        reference or ``A vs B``): anything else is refused and not counted."""
         vote, subject = split_value(value)
         if vote not in VOTES or not subject.strip():
             return error_reply("That feedback button is not one I made.")
@@ -382,8 +384,10 @@ class Engine:
             kind = str(ReplyKind.ANSWER)
         elif subject == UNCOVERED_SUBJECT:
             kind = str(ReplyKind.UNCOVERED)
-        else:
+        elif subject == DOCKERFILE_SUBJECT or self.check_reference(subject) is None:
             kind = str(ReplyKind.IMAGE)
+        else:  # free text in a forged value: neither counted nor logged
+            return error_reply("That feedback button is not one I made.")
         count_feedback(kind, vote)
         log.info("feedback", platform=asker.platform, kind=kind, vote=vote, subject=subject[:200])
         thanks = "Thanks, glad it helped!" if vote == "up" else "Thanks, noted: I'll improve."
@@ -515,7 +519,7 @@ class Engine:
                 log.info("dockerfile refused", platform=asker.platform, reason=exc.kind)
                 return error_reply(str(exc), title=title)
             log.info("dockerfile explained", platform=asker.platform)
-            return reply
+            return with_actions(reply, self.knowledge, subject=DOCKERFILE_SUBJECT)
 
     async def compare(
         self,
@@ -551,7 +555,10 @@ class Engine:
                 log.info("comparison failed", platform=asker.platform, reason=exc.kind)
                 return error_reply(str(exc), title=title)
             log.info("images compared", platform=asker.platform, source=source)
-            return reply
+            pair = f"{ref_a} vs {ref_b}"
+            if reply.kind is ReplyKind.IMAGE:
+                self._remember(pair, reply, None)  # its section buttons open from here
+            return with_actions(reply, self.knowledge, image=pair)
 
     async def aclose(self) -> None:
         self._retrieval_thread.shutdown(wait=False)

@@ -28,6 +28,7 @@ from tests.emulators.slack import (
     Record,
     SlackEmulator,
     block_texts,
+    buttons,
 )
 
 
@@ -245,3 +246,73 @@ async def test_discord_odd_autocomplete_and_message_command_shapes(
     status, answer = bad_options
     assert status == 200 and answer["data"]["flags"] == 64
     assert "needs its question option" in json.dumps(answer)
+
+
+# --- feedback on every image reply ------------------------------------------------------------
+
+
+def feedback_count(kind: str, vote: str) -> float:
+    from prometheus_client import REGISTRY
+
+    value = REGISTRY.get_sample_value("dockwise_feedback_total", {"kind": kind, "vote": vote})
+    return value or 0.0
+
+
+async def test_slack_comparison_and_dockerfile_replies_carry_feedback_and_sections(
+    emu: SlackEmulator, knowledge: KnowledgeBase, registry: Any, tmp_path: Any, logs: io.StringIO
+) -> None:
+    """A comparison (``A vs B``) and a Dockerfile explanation are image replies too: 👍/👎
+    (counted as kind image), and the comparison's section buttons open its sections."""
+    from bot.image.explain import Explainer
+    from tests.fixtures.registry import Pusher, make_layer, push_image
+
+    pusher = Pusher(registry.url)
+    os_release = b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
+    base = make_layer({"etc/os-release": os_release})
+    extra = make_layer({"app/run": b"#!/bin/sh\necho hi\n"})
+    await asyncio.to_thread(push_image, pusher, "edges/base", "v1", [base])
+    await asyncio.to_thread(push_image, pusher, "edges/base", "v2", [base, extra])
+    a, b = f"{registry.host}/edges/base:v1", f"{registry.host}/edges/base:v2"
+    settings = Settings(
+        _env_file=None, cache_dir=tmp_path, insecure_registries=[registry.host], redis_url=None
+    )
+    engine = Engine(knowledge=knowledge, explainer=Explainer(settings=settings))
+    runner, url = await slack_http(emu, engine)
+    dockerfile = '```\nFROM scratch\nCOPY app /app\nENTRYPOINT ["/app"]\n```'
+    try:
+        await emu.http_event(url, emu.mention(f"compare {a} and {b}"))
+        await emu.wait_for(lambda r: len(emu.current("C0GENERAL")) >= 1, within=60)
+        await emu.http_event(url, emu.mention(f"what about this one?\n{dockerfile}"))
+        await emu.wait_for(lambda r: len(emu.current("C0GENERAL")) >= 2, within=60)
+        replies = emu.current("C0GENERAL")
+        by_title = {m["blocks"][0]["text"]["text"]: m for m in replies}
+        compared = next(m for t, m in by_title.items() if "edges/base" in t)
+        explained = next(m for t, m in by_title.items() if "edges/base" not in t)
+        compare_ids = {e["action_id"]: e for e in buttons(compared)}
+        dockerfile_ids = {e["action_id"]: e for e in buttons(explained)}
+        before = feedback_count("image", "up")
+        for reply, button in (
+            (compared, compare_ids["dockwise_feedback_up"]),
+            (explained, dockerfile_ids["dockwise_feedback_up"]),
+        ):
+            await emu.http_interactive(url, emu.block_action(reply, button))
+        packages = compare_ids["dockwise_section"]
+        await emu.http_interactive(url, emu.block_action(compared, packages))
+        await emu.wait_for(lambda r: len(emu.current("C0GENERAL")) >= 3, within=60)
+        forged = click(emu, "dockwise_feedback_up", "up|my secret plans for friday")
+        await emu.http_interactive(url, forged)
+        rid = str(forged["response_url"]).rsplit("/", 1)[1]
+        refused = await emu.wait_for(lambda r: r.kind == "response_url" and r.name == rid)
+    finally:
+        await runner.cleanup()
+        await engine.aclose()
+    assert compare_ids["dockwise_feedback_up"]["value"] == f"up|{a} vs {b}"
+    assert dockerfile_ids["dockwise_feedback_down"]["value"] == "down|Dockerfile"
+    assert packages["value"] == f"{a} vs {b}|Packages"
+    assert feedback_count("image", "up") == before + 2
+    opened = emu.current("C0GENERAL")[2]
+    assert opened["blocks"][0]["text"]["text"].endswith(": Packages")
+    assert refused.data["response_type"] == "ephemeral"
+    assert "not one I made" in refused.data["text"]
+    assert "secret plans" not in logs.getvalue()
+    assert feedback_count("image", "up") == before + 2  # the forged vote is not counted
