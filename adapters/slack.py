@@ -203,7 +203,7 @@ ACTION_PATTERN = re.compile(r"^dockwise_(?:full_article|ask|section|feedback)(?:
 #: Every other action id and shortcut callback id: answered privately ("Unknown button")
 #: instead of bolt's 404, which Slack shows the clicker as a failed app. Registered last.
 ANY_ID = re.compile(r"(?s).*")
-UNKNOWN_SHORTCUT = "I don't know that shortcut: use *Explain image* from a message's menu."
+UNKNOWN_SHORTCUT = "I don't know that shortcut: use **Explain image** from a message's menu."
 NO_IMAGE_IN_MESSAGE = (
     "I found no image reference in that message (like `python:3.12-slim`, "
     "`docker pull nginx` or a hub.docker.com link)."
@@ -730,6 +730,8 @@ class SlackAdapter:
             shown=shown,
             max_updates=max_updates,
             placeholder_text=placeholder_text,
+            # one response_url edit: spend it on a long explanation's layers, not at 0 s
+            first_after=self.progress_heartbeat if max_updates is not None else 0.0,
         )
 
     async def _reply_with_progress(

@@ -65,8 +65,11 @@ class ProgressRelay:
     ``shown=True`` means the placeholder is already on screen (e.g. a command's ack), so
     the first event is an edit like the others; ``placeholder_text`` is what it says (an
     event that would show the same text is not sent again). ``max_updates`` caps the number of
-    ``show`` calls (some reply channels take only a few uses). ``close()`` waits for a ``show``
-    in flight, so the caller can then replace the placeholder with the result.
+    ``show`` calls (some reply channels take only a few uses). ``first_after`` (seconds)
+    holds the first ``show`` back until the work has run that long, so a tight budget is not
+    spent on the first stage of work that ends at once but shows a long one's layers.
+    ``close()`` waits for a ``show`` in flight, so the caller can then replace the
+    placeholder with the result.
     """
 
     def __init__(
@@ -78,8 +81,10 @@ class ProgressRelay:
         max_updates: int | None = None,
         shown: bool = False,
         placeholder_text: str | None = None,
+        first_after: float = 0.0,
     ) -> None:
         self._show = show
+        self.first_after = first_after
         self.min_interval = min_interval
         self.heartbeat = heartbeat
         self.max_updates = max_updates
@@ -101,6 +106,9 @@ class ProgressRelay:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def _loop(self) -> None:
+        if self.first_after > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.first_after)
         while not self._stopping:
             if self.placeholder_shown:
                 with contextlib.suppress(TimeoutError):

@@ -222,3 +222,28 @@ async def test_relay_heartbeat_edits_while_nothing_changes() -> None:
     await relay.close()
     assert "layer 1 of 9" in screen.lines[1]
     assert screen.lines[1].endswith(" s)")
+
+
+async def test_relay_with_one_update_spends_it_after_first_after_on_the_newest_stage() -> None:
+    """A reply channel with one edit left (Slack's response_url) keeps it for work that
+    runs longer than ``first_after``: the lookup at 0 s is skipped, the layers are shown."""
+    screen = Screen()
+    relay = ProgressRelay(
+        screen.show, min_interval=0, heartbeat=3600, max_updates=1, shown=True, first_after=0.05
+    )
+    relay(ExplainProgress("big", "looking up the image"))
+    for _ in range(20):  # let the relay run as far as it can (yields, not time)
+        await asyncio.sleep(0)
+    relay(ExplainProgress("big", "reading layers", 2, 9, 31_200_000))
+    await screen.next(1)
+    await relay.close()
+    assert len(screen.lines) == 1
+    assert "layer 2 of 9, 31.2 MB read" in screen.lines[0]
+
+    quick = Screen()
+    short = ProgressRelay(
+        quick.show, min_interval=0, heartbeat=3600, max_updates=1, shown=True, first_after=3600
+    )
+    short(ExplainProgress("small", "looking up the image"))
+    await short.close()  # done before first_after: the edit is kept for the result
+    assert quick.lines == []
