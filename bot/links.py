@@ -4,7 +4,9 @@
   ``https://hub.docker.com/_/python`` -> ``python``, ``hub.docker.com/r/org/app`` ->
   ``org/app``, ``https://ghcr.io/org/app`` -> ``ghcr.io/org/app``,
   ``https://quay.io/repository/org/app`` -> ``quay.io/org/app``. A ``?tab=tags&name=TAG``
-  or ``/tags/TAG`` part adds the tag. ``None`` for any other URL.
+  or ``/tags/TAG`` part adds the tag. A ghcr.io or quay.io link that is a whole reference
+  (``http://ghcr.io/org/app:1.2``, what chat apps make of a pasted ``ghcr.io/org/app:1.2``)
+  is that reference. ``None`` for any other URL.
 - ``find_image_reference(text)``: the first image reference in a message: a registry link,
   then ``docker pull|run X``, ``FROM X``, ``image: X``, ``explain X``, then any word shaped
   like a reference with a tag, digest or registry domain (``python:3.12-slim``,
@@ -93,6 +95,8 @@ def image_from_url(url: str) -> str | None:
             return None
     else:
         return None
+    if host in ("ghcr.io", "quay.io") and path[0] != "repository" and ":" in "".join(path):
+        return _valid(f"{host}/{'/'.join(path)}")  # an auto-linked reference with a tag/digest
     if len(rest) >= 2 and rest[0] in ("tags", "tag"):
         tag = tag or rest[1]
     if not all(_NAME.match(p) for p in name.split("/")[1 if "." in name.split("/")[0] else 0 :]):

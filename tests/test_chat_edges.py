@@ -22,6 +22,7 @@ from bot.config import Settings
 from bot.engine import Engine
 from bot.knowledge import KnowledgeBase
 from bot.observability import configure_logging
+from bot.reply import ReplyKind
 from tests.emulators.slack import (
     BOT_TOKEN,
     SIGNING_SECRET,
@@ -316,3 +317,61 @@ async def test_slack_comparison_and_dockerfile_replies_carry_feedback_and_sectio
     assert "not one I made" in refused.data["text"]
     assert "secret plans" not in logs.getvalue()
     assert feedback_count("image", "up") == before + 2  # the forged vote is not counted
+
+
+async def test_slack_unfurls_real_registry_links_without_any_layer(
+    emu: SlackEmulator, knowledge: KnowledgeBase, registry: Any, tmp_path: Any
+) -> None:
+    """hub.docker.com, ghcr.io and quay.io links, served by a real registry as those
+    registries' mirror, are unfurled from the manifest and config alone: the images' layer
+    blobs are removed from the registry before the links are shared, and still every link
+    gets its one-line summary."""
+    from bot.image.explain import Explainer
+    from tests.fixtures.registry import Pusher, make_layer, push_image
+
+    pusher = Pusher(registry.url)
+    pushed = {}
+    for repo in ("acme/unfurl", "ghorg/unfurl", "quayorg/unfurl"):
+        layer = make_layer({f"etc/{repo.split('/')[0]}": repo.encode()})
+        pushed[repo] = await asyncio.to_thread(
+            push_image,
+            pusher,
+            repo,
+            "1.0",
+            [layer],
+            config_extra={"config": {"User": "app", "Cmd": ["/bin/serve"]}},
+        )
+        for digest in pushed[repo].layer_digests:  # a layer read would now fail (404)
+            link = registry.root / "data/docker/registry/v2/repositories" / repo
+            (link / "_layers/sha256" / digest.split(":", 1)[1] / "link").unlink()
+    mirror = f"http://{registry.host}"
+    settings = Settings(
+        _env_file=None,
+        cache_dir=tmp_path,
+        insecure_registries=[registry.host],
+        registry_mirrors=[f"docker.io={mirror}", f"ghcr.io={mirror}", f"quay.io={mirror}"],
+        redis_url=None,
+    )
+    engine = Engine(knowledge=knowledge, explainer=Explainer(settings=settings))
+    urls = [
+        "https://hub.docker.com/r/acme/unfurl/tags?name=1.0",
+        "https://ghcr.io/ghorg/unfurl:1.0",
+        "https://quay.io/repository/quayorg/unfurl/tag/1.0",
+        "http://quay.io/quayorg/unfurl:1.0",  # Slack's link for a pasted quay.io/…:1.0
+    ]
+    runner, url = await slack_http(emu, engine)
+    try:
+        assert (await emu.http_event(url, emu.link_shared(urls))).data["status"] == 200
+        unfurl = await emu.wait_for(lambda r: r.name == "chat.unfurl", within=60)
+        whole = await engine.explain(f"{registry.host}/acme/unfurl:1.0")  # needs the layer
+    finally:
+        await runner.cleanup()
+        await engine.aclose()
+    assert unfurl.ok, unfurl.error
+    lines = {u: v["blocks"][0]["text"]["text"] for u, v in unfurl.data["unfurls"].items()}
+    assert set(lines) == set(urls), lines
+    for line in lines.values():
+        for part in ("linux/amd64", "1 layers", "user app", "runs `/bin/serve`"):
+            assert part in line, line
+    assert lines[urls[1]].startswith("*ghcr.io/ghorg/unfurl:1.0*")
+    assert whole.kind is ReplyKind.ERROR  # the layer really is gone: only the config was read
