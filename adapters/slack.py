@@ -878,7 +878,11 @@ class SlackAdapter:
         message = shortcut.get("message") or {}
         channel = str((shortcut.get("channel") or {}).get("id") or "")
         user = str((shortcut.get("user") or {}).get("id") or "")
-        reference = find_image_reference(slack_to_plain(str(message.get("text") or "")))
+        raw = str(message.get("text") or "")
+        # A link written with a label (<https://hub.docker.com/_/nginx|our proxy>) shows
+        # only the label as text: its address is searched too.
+        targets = [m[1].partition("|")[0] for m in _CONTROL.finditer(raw) if "|" in m[1]]
+        reference = find_image_reference("\n".join([slack_to_plain(raw), *targets]))
         if reference is None:
             await self._respond_private(
                 respond,

@@ -375,3 +375,26 @@ async def test_slack_unfurls_real_registry_links_without_any_layer(
             assert part in line, line
     assert lines[urls[1]].startswith("*ghcr.io/ghorg/unfurl:1.0*")
     assert whole.kind is ReplyKind.ERROR  # the layer really is gone: only the config was read
+
+
+async def test_slack_shortcut_finds_an_image_behind_a_labelled_link(
+    emu: SlackEmulator, knowledge: KnowledgeBase, tmp_path: Any
+) -> None:
+    """A link written with a label shows only the label; the shortcut still finds the
+    image at its address (here refused by the allowlist: the refusal names the image)."""
+    from bot.image.explain import Explainer
+
+    settings = Settings(
+        _env_file=None, cache_dir=tmp_path, registry_allowlist=["127.0.0.1:9"], redis_url=None
+    )
+    engine = Engine(knowledge=knowledge, explainer=Explainer(settings=settings))
+    runner, url = await slack_http(emu, engine)
+    shortcut = emu.message_shortcut("we run <https://hub.docker.com/r/acme/proxy|our proxy> now")
+    try:
+        await emu.http_interactive(url, shortcut)
+        private = await emu.wait_for(lambda r: r.name == "chat.postEphemeral")
+    finally:
+        await runner.cleanup()
+        await engine.aclose()
+    assert "acme/proxy" in private.data["text"], private.data["text"]
+    assert "no image reference" not in private.data["text"]
