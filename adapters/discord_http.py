@@ -250,9 +250,11 @@ def options_of(data: dict[str, Any]) -> dict[str, Any]:
 def modal_values(data: dict[str, Any]) -> dict[str, str]:
     """A submitted modal's text inputs by custom id (action rows or label components)."""
     out: dict[str, str] = {}
-    for row in data.get("components") or []:
+    rows = data.get("components")
+    for row in rows if isinstance(rows, list) else []:
+        row = _object(row)
         inner = row.get("components") or ([row["component"]] if row.get("component") else [])
-        for element in inner:
+        for element in inner if isinstance(inner, list) else []:
             if isinstance(element, dict) and "custom_id" in element:
                 out[str(element["custom_id"])] = str(element.get("value") or "")
     return out

@@ -1066,8 +1066,13 @@ class SlackAdapter:
         gets 400 and one log line, never a 500 with a traceback."""
         try:
             bolt_request = await to_bolt_request(request)
-        except ValueError:  # json.JSONDecodeError: a form ``payload`` that is not JSON
-            return _malformed("unreadable body")
+        except (ValueError, LookupError, TypeError, AttributeError) as exc:  # not JSON, a list…
+            return _malformed(type(exc).__name__)
+        body = bolt_request.body
+        if not isinstance(body, dict):
+            return _malformed("body is not an object")
+        if body.get("type") == "event_callback" and not isinstance(body.get("event"), dict):
+            return _malformed("event is not an object")  # bolt's own middleware would 500
         trigger = _trigger_id(bolt_request)
         self.gates.open(trigger)
         try:

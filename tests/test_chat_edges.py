@@ -94,6 +94,9 @@ async def test_slack_bodies_bolt_cannot_read_get_400_not_a_500(
         shapeless["actions"] = {"not": "a list"}
         wrong_shape = await emu.http_interactive(url, shapeless)
         unsigned = await emu.http_post(url, "{not json", "application/json", signature="v0=00")
+        a_list = await emu.http_post(url, "[1, 2]", "application/json")
+        callback = {"type": "event_callback", "event_id": "Ev1", "event": "not an object"}
+        no_event = await emu.http_post(url, json.dumps(callback), "application/json")
         article = click(emu, "dockwise_full_article", "vm-vs-container")
         fine = await emu.http_interactive(url, article)
     finally:
@@ -102,6 +105,7 @@ async def test_slack_bodies_bolt_cannot_read_get_400_not_a_500(
     assert not_json.data["status"] == 400, not_json.data
     assert wrong_shape.data["status"] == 400, wrong_shape.data
     assert unsigned.data["status"] in (400, 401), unsigned.data
+    assert (a_list.data["status"], no_event.data["status"]) == (400, 400)
     assert fine.data["status"] == 200  # the endpoint still works
     assert "Traceback" not in logs.getvalue()
     assert "refused a request bolt could not read" in logs.getvalue()
@@ -230,6 +234,18 @@ async def test_discord_odd_autocomplete_and_message_command_shapes(
                 )
                 for t in odd_targets
             ]
+            modals = [
+                await emu.post_signed(
+                    json.dumps(
+                        {
+                            **base,
+                            "type": 5,
+                            "data": {"custom_id": "dockwise_dockerfile_modal", "components": c},
+                        }
+                    ).encode()
+                )
+                for c in ("x", ["x", {"components": "y"}, {"component": 5}])
+            ]
             bad_options = await emu.post_signed(
                 json.dumps(
                     {**base, "type": 2, "data": {"name": "ask", "type": 1, "options": "q"}}
@@ -244,6 +260,9 @@ async def test_discord_odd_autocomplete_and_message_command_shapes(
     for status, answer in targets:
         assert status == 200 and answer["type"] == 4 and answer["data"]["flags"] == 64
         assert "no image reference" in json.dumps(answer), answer
+    for status, answer in modals:  # an empty form, said privately
+        assert status == 200 and answer["data"]["flags"] == 64, answer
+        assert "Something went wrong" not in json.dumps(answer)
     status, answer = bad_options
     assert status == 200 and answer["data"]["flags"] == 64
     assert "needs its question option" in json.dumps(answer)
