@@ -241,7 +241,9 @@ OWN_FINDINGS: dict[str, tuple[str, str]] = {
     ),
 }
 
-_DIRECTIVE = re.compile(r"^#\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(.*?)\s*$")
+# BuildKit's directive pattern (frontend/dockerfile/parser/directives.go) and its directives.
+_DIRECTIVE = re.compile(r"^#\s*([A-Za-z][A-Za-z0-9]*)\s*=\s*(.+?)\s*$")
+_KNOWN_DIRECTIVES = frozenset({"syntax", "escape", "check"})
 _VAR = re.compile(
     r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<mod>:?[-+][^}]*)?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
 )
@@ -411,11 +413,14 @@ def decode_dockerfile(data: bytes | str) -> str:
 
 
 def parser_directives(text: str) -> dict[str, str]:
-    """``# key=value`` lines at the very top (the Dockerfile reference's parser directives)."""
+    """``# key=value`` lines at the very top (the Dockerfile reference's parser directives:
+    ``syntax``, ``escape``, ``check``). As in BuildKit, the block ends at the first line that
+    is not one of them: a blank line, an instruction, another comment, or an unknown
+    ``# key=value`` (which is a comment, and makes a later ``# escape=`` one too)."""
     found: dict[str, str] = {}
     for line in text.splitlines():
         match = _DIRECTIVE.match(line.strip()) if line.strip() else None
-        if match is None:
+        if match is None or match.group(1).lower() not in _KNOWN_DIRECTIVES:
             break
         key = match.group(1).lower()
         if key in found:  # a repeated directive ends the directive block (BuildKit: error)

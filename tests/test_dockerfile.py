@@ -156,6 +156,32 @@ def test_heredoc_escape_directive_and_syntax_line() -> None:
     assert parser_directives("FROM x\n# syntax=y\n") == {}
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        "# escape=`\n",
+        "#ESCAPE = `\n",
+        "   # escape=`\n",
+        "# syntax=docker/dockerfile:1\n# escape=`\n",
+        "# unknowndirective=value\n# escape=`\n",  # a comment: escape is one too
+        "# just a comment\n# escape=`\n",
+        "\n# escape=`\n",
+        "# foo_bar=1\n# escape=`\n",
+    ],
+)
+def test_directives_shown_are_the_ones_buildkit_applies(header: str) -> None:
+    """The escape directive we report is in effect exactly when BuildKit's parser uses it:
+    with it, the backtick joins the RUN's two lines; without it, `y` is an instruction."""
+    import dockerfile
+
+    text = header + "FROM debian:12\nRUN echo x `\n y\n"
+    applied = len(dockerfile.parse_string(text)) == 2
+    assert ("escape" in parser_directives(text)) is applied
+    if applied:
+        assert parser_directives(text)["escape"] == "`"
+        assert parse_dockerfile(text).directives.get("escape") == "`"
+
+
 def test_exposed_ports_workdir_and_exec_form() -> None:
     reply = explain(DATA / "42-expose-and-workdir.Dockerfile")
     fs = reply.data["final_stage"]
