@@ -247,6 +247,7 @@ _KNOWN_DIRECTIVES = frozenset({"syntax", "escape", "check"})
 _VAR = re.compile(
     r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<mod>:?[-+][^}]*)?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
 )
+_STAGE_NAME = re.compile(r"^[a-z][a-z0-9._-]*$")
 _LAYER_CMDS = frozenset({"RUN", "COPY", "ADD"})
 _DEPENDENCY_INSTALL = re.compile(
     r"\b(pip3?\s+install|poetry\s+install|pipenv\s+install|uv\s+(?:pip\s+install|sync)|"
@@ -395,6 +396,11 @@ def decode_dockerfile(data: bytes | str) -> str:
             f"That Dockerfile is {len(raw):,} bytes; I read at most {MAX_DOCKERFILE_BYTES:,} "
             "(64 KB)."
         )
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InvalidInput(
+            "That Dockerfile is UTF-16 text (as Windows PowerShell's `>` writes it); docker "
+            "build reads UTF-8: save it as UTF-8."
+        )
     if b"\x00" in raw:
         raise InvalidInput("That is a binary file, not a Dockerfile (it contains NUL bytes).")
     try:
@@ -500,7 +506,21 @@ def parse_dockerfile(text: str) -> Parsed:
             if not ins.value:
                 raise InvalidInput(f"Line {ins.line}: FROM needs an image.")
             base = ins.value[0]
-            name = ins.value[2] if len(ins.value) >= 3 and ins.value[1].upper() == "AS" else None
+            # BuildKit's parseBuildStageName: FROM image [AS name], name a lower-case word.
+            if len(ins.value) == 3 and ins.value[1].upper() == "AS":
+                name: str | None = ins.value[2]
+                if not _STAGE_NAME.match(ins.value[2].lower()):
+                    raise InvalidInput(
+                        f"Line {ins.line}: {ins.value[2][:40]!r} is not a valid build stage "
+                        "name (a letter first, then letters, digits, '-', '_' or '.')."
+                    )
+            elif len(ins.value) != 1:
+                raise InvalidInput(
+                    f"Line {ins.line}: FROM takes an image and optionally `AS name`, "
+                    f"not {len(ins.value)} words."
+                )
+            else:
+                name = None
             resolved, complete = expand(base, args)
             platform = next(
                 (f.split("=", 1)[1] for f in ins.flags if f.startswith("--platform=")), None

@@ -206,6 +206,8 @@ def test_shell_form_says_sh_is_pid_1() -> None:
         (b"FROM caf\xe9\n", "not UTF-8"),
         (b"   \n\n", "empty"),
         (b"FROM debian\n\x1b[31mRUN x\n", "binary"),
+        ("FROM debian:12\nUSER 1\n".encode("utf-16"), "UTF-16"),
+        ("FROM debian:12\nUSER 1\n".encode("utf-16-be"), "binary"),  # no BOM: just NULs
     ],
 )
 def test_bad_input_is_one_clear_line(data: bytes, fragment: str) -> None:
@@ -221,6 +223,11 @@ def test_bad_input_is_one_clear_line(data: bytes, fragment: str) -> None:
         ("RUN echo hi\nFROM debian\n", "before any FROM"),
         ("ARG X=1\n", "No FROM"),
         ("# just a comment\n", "couldn't parse"),
+        ("FROM debian:12 AS\nUSER 1\n", "FROM takes an image and optionally `AS name`"),
+        ("FROM debian:12 AS a AS b\n", "not 5 words"),
+        ("FROM debian 12\n", "not 2 words"),
+        ("FROM debian:12 AS 2fast\n", "not a valid build stage name"),
+        ("FROM debian:12 AS my/stage\n", "not a valid build stage name"),
     ],
 )
 def test_unparsable_text_is_one_clear_line(text: str, fragment: str) -> None:

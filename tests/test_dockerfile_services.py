@@ -152,3 +152,27 @@ def test_no_user_finding_is_dropped_when_the_base_is_non_root(tmp_path: Path) ->
     # No ENTRYPOINT/CMD in the file: the explanation names what the base runs.
     assert "it runs what the base set: `/hello`" in reply.body
     assert "DW1001" in {c for _l, c in EXPECTED["50-run-on-distroless"]["findings"]}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FROM dockwise-test/debian:bookworm AS\n",
+        "FROM dockwise-test/debian:bookworm AS a AS b\n",
+        "FROM dockwise-test/debian:bookworm AS 2fast\n",
+    ],
+)
+def test_from_lines_we_refuse_are_refused_by_the_engine(
+    text: str, test_images: ImageSet, docker_client: DockerClient, tmp_path: Path
+) -> None:
+    """A FROM line our one-line error refuses is one `docker build` refuses too."""
+    from bot.dockerfile_explain import parse_dockerfile
+    from bot.errors import InvalidInput
+
+    with pytest.raises(InvalidInput):
+        parse_dockerfile(text)
+    (tmp_path / "Dockerfile").write_text(text)
+    with pytest.raises(BuildError) as info:
+        docker_build(docker_client, "dockwise-test/df-bad-from:1", tmp_path, recipe_hash(tmp_path))
+    message = str(info.value).lower()
+    assert "from requires either one or three arguments" in message or "stage" in message
