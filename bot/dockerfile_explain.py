@@ -816,6 +816,22 @@ def _copies_whole_context(ins: Instruction) -> bool:
     return any(s in (".", "./", "*", "./*") for s in sources)
 
 
+def _deps_installed_first(stage: Stage, whole: Instruction) -> bool:
+    """Whether, before ``whole`` (the COPY of the whole context), the stage already copies
+    some files on their own and installs dependencies after them: the cache-friendly
+    order, after which an install (``pip install .``, ``poetry install --only-root``) only
+    installs the project itself."""
+    copied = False
+    for ins in stage.instructions:
+        if ins is whole:
+            return False
+        if ins.cmd in ("COPY", "ADD") and not any(f.startswith("--from=") for f in ins.flags):
+            copied = True
+        elif copied and ins.cmd == "RUN" and _DEPENDENCY_INSTALL.search(run_text(ins)):
+            return True
+    return False
+
+
 def own_findings(
     parsed: Parsed, base_facts: Mapping[str, ImageFacts] | None = None
 ) -> list[Finding]:
@@ -840,7 +856,7 @@ def own_findings(
     for stage in parsed.stages:
         # DW1002: COPY . then a dependency install in the same stage.
         whole = next((i for i in stage.instructions if _copies_whole_context(i)), None)
-        if whole is not None:
+        if whole is not None and not _deps_installed_first(stage, whole):
             later = [
                 i
                 for i in stage.instructions
