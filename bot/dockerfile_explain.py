@@ -242,6 +242,12 @@ OWN_FINDINGS: dict[str, tuple[str, str]] = {
 }
 
 # BuildKit's directive pattern (frontend/dockerfile/parser/directives.go) and its directives.
+# DW1001 when the base could not be inspected: what the base sets is unknown.
+DW1001_UNINSPECTED = (
+    "The final stage never sets USER, so it runs as the base image's user, which is root "
+    "unless the base sets another (it was not inspected): add a user and `USER` it."
+)
+
 _DIRECTIVE = re.compile(r"^#\s*([A-Za-z][A-Za-z0-9]*)\s*=\s*(.+?)\s*$")
 _KNOWN_DIRECTIVES = frozenset({"syntax", "escape", "check"})
 _VAR = re.compile(
@@ -850,7 +856,10 @@ def own_findings(
     # DW1001: no USER anywhere in the final stage's chain.
     if stage_user(parsed, final) is None:
         base_user_ok = root_facts is not None and not root_facts.runs_as_root
-        if not base_user_ok:
+        if root.kind in ("image", "unresolved") and root_facts is None:
+            # Not inspected: most bases run as root, some (distroless :nonroot) do not.
+            out.append(Finding(final.line, "DW1001", DW1001_UNINSPECTED, "root-and-isolation"))
+        elif not base_user_ok:
             add("DW1001", final.line)
 
     for stage in parsed.stages:
@@ -974,6 +983,11 @@ def _clip(text: str, limit: int = LINE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _stage_ref(stage: Stage) -> str:
+    """``stage `build` `` for a named stage, ``stage 2`` for an unnamed one."""
+    return f"stage `{stage.name}`" if stage.name else f"stage {stage.index + 1}"
+
+
 def _what_base_brings(parsed: Parsed, stage: Stage) -> str:
     if stage.kind == "scratch":
         return (
@@ -1039,7 +1053,11 @@ def report_json(report: DockerfileReport) -> dict[str, Any]:
     needed = used_stages(parsed)
     final["stages_used"] = [parsed.stages[i].label for i in sorted(needed)]
     final["stages_unused"] = [s.label for s in parsed.stages if s.index not in needed]
-    final["runs_as_root"] = _is_root_user(final["user"])
+    final_root = root_of(parsed, parsed.stages[-1])
+    if final["user"] is None and final_root.kind in ("image", "unresolved"):
+        final["runs_as_root"] = None  # no USER and the base not inspected: unknown
+    else:
+        final["runs_as_root"] = _is_root_user(final["user"])
     result = {
         "stages": stages,
         "findings": [f.to_json() for f in report.findings],
@@ -1081,7 +1099,12 @@ def render_report(report: DockerfileReport) -> Reply:
     else:
         sentences.append("This is a single-stage build: everything it installs ships in the image.")
     user = final["user"]
-    if final["runs_as_root"]:
+    if final["runs_as_root"] is None:
+        sentences.append(
+            "No USER is set, so the container runs as the base image's user: root unless the "
+            "base sets another."
+        )
+    elif final["runs_as_root"]:
         sentences.append("The container runs as root.")
     else:
         sentences.append(f"The container runs as user `{_clip(str(user), 40)}`.")
@@ -1123,16 +1146,21 @@ def render_report(report: DockerfileReport) -> Reply:
     sections = [Section("Stages", "\n".join(stage_lines))]
 
     final_lines = [
-        f"- Built from stage `{final_stage.label}`, FROM `{_clip(final_stage.base_resolved, 60)}`.",
-        f"- Runs as {'root' if final['runs_as_root'] else '`' + _clip(str(user), 40) + '`'}"
-        + (
-            ""
-            if final["user_set_in_dockerfile"]
-            else " (set by the base image)"
-            if final["user"] is not None
-            else " (no USER in the Dockerfile)"
-        )
-        + ".",
+        f"- Built from {_stage_ref(final_stage)}, FROM `{_clip(final_stage.base_resolved, 60)}`.",
+        (
+            "- Runs as the base image's user: root unless the base sets another (no USER in "
+            "the Dockerfile)."
+            if final["runs_as_root"] is None
+            else f"- Runs as {'root' if final['runs_as_root'] else f'`{_clip(str(user), 40)}`'}"
+            + (
+                ""
+                if final["user_set_in_dockerfile"]
+                else " (set by the base image)"
+                if final["user"] is not None
+                else " (no USER in the Dockerfile)"
+            )
+            + "."
+        ),
         f"- Exposes {', '.join(ports) if ports else 'no ports'}.",
         f"- {_start_sentence(final, final_base, scratch=on_scratch)}",
     ]

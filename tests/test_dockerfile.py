@@ -541,3 +541,27 @@ def test_scratch_without_a_command_says_it_cannot_start() -> None:
     reply = asyncio.run(explain_dockerfile("FROM scratch\nCOPY app /app\n", lint=run_hadolint))
     text = reply.plain_text()
     assert "scratch sets none" in text and "whatever the base image set" not in text
+
+
+def test_no_user_on_an_uninspected_base_is_not_called_root() -> None:
+    """Without inspecting the base, dockwise can't know its user (distroless :nonroot runs
+    as 65532): JSON says unknown (null) and the text says root only "unless the base sets
+    another". On scratch there is nothing to inherit: root, for sure."""
+    from bot.dockerfile_explain import DW1001_UNINSPECTED
+
+    reply = explain(DATA / "26-no-user.Dockerfile")
+    assert reply.data is not None
+    fs = reply.data["final_stage"]
+    assert fs["user"] is None and fs["runs_as_root"] is None
+    (finding,) = reply.data["findings"]
+    assert (finding["code"], finding["message"]) == ("DW1001", DW1001_UNINSPECTED)
+    text = reply.plain_text()
+    assert "The container runs as root" not in text and "Runs as root" not in text
+    assert "root unless the base sets another" in reply.body
+    scratch = explain(DATA / "36-run-on-scratch.Dockerfile")
+    assert scratch.data is not None and scratch.data["final_stage"]["runs_as_root"] is True
+    assert "The container runs as root." in scratch.body
+    assert [f["message"] for f in scratch.data["findings"] if f["code"] == "DW1001"] == [
+        OWN_FINDINGS["DW1001"][0]
+    ]
+    assert "Built from stage 1, FROM `scratch`" in scratch.plain_text()
