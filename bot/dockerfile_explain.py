@@ -932,7 +932,13 @@ def own_findings(
             add("DW1003", line)
 
     # DW1004: a distro final stage that only copies a static binary from a builder stage.
-    if len(parsed.stages) > 1 and root.kind == "image" and _DISTRO_BASES.match(root.base_resolved):
+    # The base is a distribution by its inspected facts, else by its name.
+    distro = (
+        root_facts.userspace_kind() == "distribution"
+        if root_facts is not None
+        else bool(_DISTRO_BASES.match(root.base_resolved))
+    )
+    if len(parsed.stages) > 1 and root.kind == "image" and distro:
         layers = final.layer_instructions()
         sources = final.copies_from()
         if (
