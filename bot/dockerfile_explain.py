@@ -891,8 +891,12 @@ def own_findings(
                     managers = _PACKAGE_TOOLS[tool]
                     has = base.packages.manager if base.packages is not None else None
                     if has not in managers:
-                        what = f"it uses {has}" if has else "it has no package manager"
-                        add("DW2001", ins.line, f"`{tool}` needs {'/'.join(managers)}, but {what}.")
+                        what = (
+                            f"Its packages are {has}'s, so there is no `{tool}`."
+                            if has
+                            else f"It has no package manager, so no `{tool}`."
+                        )
+                        add("DW2001", ins.line, what)
                         break
             if not base.shell and not base.scratch:
                 for ins in _shell_form_runs(stage):

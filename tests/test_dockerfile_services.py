@@ -176,3 +176,14 @@ def test_from_lines_we_refuse_are_refused_by_the_engine(
         docker_build(docker_client, "dockwise-test/df-bad-from:1", tmp_path, recipe_hash(tmp_path))
     message = str(info.value).lower()
     assert "from requires either one or three arguments" in message or "stage" in message
+
+
+def test_wrong_package_manager_names_the_one_the_base_has(
+    test_images: ImageSet, tmp_path: Path
+) -> None:
+    text = (DATA / "49-apt-on-alpine.Dockerfile").read_text()
+    reply, bases = explain_inspected(text, tmp_path)
+    assert reply.data is not None
+    assert bases["dockwise-test/alpine:1"].packages is not None
+    (finding,) = [f for f in reply.data["findings"] if f["code"] == "DW2001"]
+    assert finding["message"].endswith("Its packages are apk's, so there is no `apt-get`.")
