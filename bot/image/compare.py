@@ -304,7 +304,13 @@ def advice(a: Side, b: Side) -> list[str]:
     if ca and cb and ca != cb:
         fewer, more = (a, b) if ca < cb else (b, a)
         small = short_name(fewer.facts.reference)
-        if _built_on(fewer, more) and fewer.facts.size.uncompressed >= more.facts.size.uncompressed:
+        size_fewer, size_more = fewer.facts.size.uncompressed, more.facts.size.uncompressed
+        if (
+            _built_on(fewer, more)
+            and size_fewer is not None
+            and size_more is not None
+            and size_fewer >= size_more
+        ):
             out.append(
                 f"{small} has fewer packages but is no smaller: they were removed in a layer "
                 f"on top of {short_name(more.facts.reference)}'s, which still ship. Start it "
