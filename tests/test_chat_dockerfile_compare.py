@@ -109,6 +109,24 @@ async def test_slack_mention_with_a_fenced_dockerfile(slack: SlackEmulator) -> N
     assert "Couldn't inspect the base" in text  # docker.io is not allowed here
 
 
+async def test_slack_dm_with_a_commented_dockerfile_as_slack_sends_it(
+    slack: SlackEmulator,
+) -> None:
+    """A bare code block that starts with comments, with `&&` and `<<` escaped the way
+    Slack escapes message text (&amp; &lt;), sent in a DM."""
+    pasted = (
+        "# build stage\nFROM golang:1.22 AS build\nCOPY . .\n"
+        "RUN CGO_ENABLED=0 go build -o /app . &amp;&amp; test -x /app\n\n"
+        "# runtime\nFROM debian:bookworm-slim\nCOPY --from=build /app /app\n"
+        'USER 65532\nENTRYPOINT ["/app"]'
+    )
+    await slack.socket_event(slack.dm(f"what does this build?\n```{pasted}```"))
+    post = await slack.wait_for(lambda r: "Dockerfile: 2 stages" in all_text(r), within=60)
+    assert post.ok, post.error
+    text = all_text(post)
+    assert "line 7 `DW1004`" in text  # the runtime FROM: the comment lines count
+
+
 async def test_slack_compare_by_mention_and_by_command(
     slack: SlackEmulator, pair: tuple[str, str]
 ) -> None:

@@ -286,6 +286,7 @@ def test_hadolint_codes_and_lines_are_hadolints_own() -> None:
         "```\n# syntax=docker/dockerfile:1\nFROM debian:12\n```",
         "```\nARG V=12\nFROM debian:${V}\n```",
         "why is this big?\n```\nFROM debian:12\nRUN apt-get update\n",  # unclosed fence
+        "```\n# build stage\n\n# (Go)\nFROM debian:12 AS build\n```",  # comments first
     ],
 )
 def test_fenced_dockerfiles_are_recognised(text: str) -> None:
@@ -296,7 +297,13 @@ def test_fenced_dockerfiles_are_recognised(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["```\nls -la /var/lib\n```", "```python\nprint('FROM x')\n```", "what is a Dockerfile?"],
+    [
+        "```\nls -la /var/lib\n```",
+        "```python\nprint('FROM x')\n```",
+        "what is a Dockerfile?",
+        "```\n# list it\nls -la\n```",
+        "```\n#!/bin/sh\necho FROM x\n```",
+    ],
 )
 def test_other_code_blocks_are_not_dockerfiles(text: str) -> None:
     assert parse_dockerfile_or_compare(text) is None
@@ -312,6 +319,16 @@ def test_other_code_blocks_are_not_dockerfiles(text: str) -> None:
         ("/image-explain alpine vs debian", "alpine", "debian"),
         ("`ghcr.io/a/b:1` vs. `ghcr.io/a/b:2`", "ghcr.io/a/b:1", "ghcr.io/a/b:2"),
         ("compare alpine debian", "alpine", "debian"),
+        ("compare alpine:3.20 with debian:12 please", "alpine:3.20", "debian:12"),
+        ("Compare alpine:3.20 and debian:12, please?", "alpine:3.20", "debian:12"),
+        ("what's the difference between alpine:3.20 and debian:12?", "alpine:3.20", "debian:12"),
+        ("whats the difference between alpine:3.20 and debian:12", "alpine:3.20", "debian:12"),
+        ("What’s the difference between alpine:3.20 and debian:12?", "alpine:3.20", "debian:12"),
+        (
+            "difference between `ghcr.io/a/b:1` and `ghcr.io/a/b:2`",
+            "ghcr.io/a/b:1",
+            "ghcr.io/a/b:2",
+        ),
     ],
 )
 def test_compare_requests_are_recognised(text: str, a: str, b: str) -> None:
@@ -329,6 +346,8 @@ def test_compare_requests_are_recognised(text: str, a: str, b: str) -> None:
         "musl vs glibc",
         "compare alpine and slim",
         "copy vs add",
+        "what's the difference between alpine and debian?",
+        "what is the difference between cmd and entrypoint?",
     ],
 )
 def test_questions_with_vs_stay_questions(text: str) -> None:
