@@ -253,6 +253,10 @@ _KNOWN_DIRECTIVES = frozenset({"syntax", "escape", "check"})
 _VAR = re.compile(
     r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<mod>:?[-+][^}]*)?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
 )
+# Windows container bases (servercore, nanoserver, their .NET/PowerShell variants).
+_WINDOWS_BASES = re.compile(
+    r"^mcr\.microsoft\.com/windows(?:/|:|$)|nanoserver|windowsservercore|servercore", re.I
+)
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9._-]*$")
 _LAYER_CMDS = frozenset({"RUN", "COPY", "ADD"})
 _DEPENDENCY_INSTALL = re.compile(
@@ -856,7 +860,9 @@ def own_findings(
     # DW1001: no USER anywhere in the final stage's chain.
     if stage_user(parsed, final) is None:
         base_user_ok = root_facts is not None and not root_facts.runs_as_root
-        if root.kind in ("image", "unresolved") and root_facts is None:
+        if root.kind == "image" and _WINDOWS_BASES.search(root.base_resolved):
+            pass  # Windows has no root/uid 0; its default users are a different story
+        elif root.kind in ("image", "unresolved") and root_facts is None:
             # Not inspected: most bases run as root, some (distroless :nonroot) do not.
             out.append(Finding(final.line, "DW1001", DW1001_UNINSPECTED, "root-and-isolation"))
         elif not base_user_ok:
@@ -1009,6 +1015,11 @@ def _what_base_brings(parsed: Parsed, stage: Stage) -> str:
         return "an image chosen by a build argument without a default (pass it with --build-arg)"
     if stage.base_summary:
         return f"its user space ({stage.base_summary}); no kernel: containers use the host's"
+    if _WINDOWS_BASES.search(stage.base_resolved):
+        return (
+            "a Windows user space (system DLLs, services, cmd or PowerShell), never a kernel: "
+            "it runs only on a Windows host, whose kernel it shares"
+        )
     return (
         "that image's user space (files, a C library, maybe a shell and package manager), "
         "never a kernel"
@@ -1109,7 +1120,13 @@ def render_report(report: DockerfileReport) -> Reply:
     else:
         sentences.append("This is a single-stage build: everything it installs ships in the image.")
     user = final["user"]
-    if final["runs_as_root"] is None:
+    windows = bool(_WINDOWS_BASES.search(root_of(parsed, final_stage).base_resolved))
+    if final["runs_as_root"] is None and windows:
+        sentences.append(
+            "No USER is set, so the container runs as the base image's default user "
+            "(ContainerAdministrator on Server Core, ContainerUser on Nano Server)."
+        )
+    elif final["runs_as_root"] is None:
         sentences.append(
             "No USER is set, so the container runs as the base image's user: root unless the "
             "base sets another."
@@ -1158,8 +1175,10 @@ def render_report(report: DockerfileReport) -> Reply:
     final_lines = [
         f"- Built from {_stage_ref(final_stage)}, FROM `{_clip(final_stage.base_resolved, 60)}`.",
         (
-            "- Runs as the base image's user: root unless the base sets another (no USER in "
-            "the Dockerfile)."
+            "- Runs as the base image's default Windows user (no USER in the Dockerfile)."
+            if final["runs_as_root"] is None and windows
+            else "- Runs as the base image's user: root unless the base sets another (no USER "
+            "in the Dockerfile)."
             if final["runs_as_root"] is None
             else f"- Runs as {'root' if final['runs_as_root'] else f'`{_clip(str(user), 40)}`'}"
             + (

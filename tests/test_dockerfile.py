@@ -584,3 +584,21 @@ def test_no_user_on_an_uninspected_base_is_not_called_root() -> None:
         OWN_FINDINGS["DW1001"][0]
     ]
     assert "Built from stage 1, FROM `scratch`" in scratch.plain_text()
+
+
+def test_windows_base_with_backtick_escape() -> None:
+    """A Windows Dockerfile: the backtick joins the RUN's lines, the base brings a Windows
+    user space (no C library, no uid 0), and no root/uid finding is made up."""
+    reply = explain(DATA / "62-windows-escape-backtick.Dockerfile")
+    assert reply.data is not None
+    (stage,) = reply.data["stages"]
+    assert stage["layers"] == [
+        {"line": 4, "instruction": "RUN"},
+        {"line": 6, "instruction": "COPY"},
+    ]
+    assert stage["entrypoint"]["words"] == ["C:\\app\\app.exe"]
+    assert stage["workdir"] == "C:\\app"
+    text = reply.plain_text()
+    assert "a Windows user space" in text and "C library" not in text
+    assert "ContainerAdministrator" in reply.body and "root" not in reply.body
+    assert reply.data["findings"] == []
