@@ -1064,7 +1064,9 @@ def report_json(report: DockerfileReport) -> dict[str, Any]:
     """The JSON contract: ``{"stages": [...], "findings": [{"line", "code", "message",
     "article"}], "final_stage": {...}, "lint": {"ran": bool, "note": str | null}}``;
     ``lint.ran`` is false (and ``note`` says why in one line) when hadolint was missing or
-    failed, so a consumer never takes "no findings" for "lint-clean"."""
+    failed, so a consumer never takes "no findings" for "lint-clean". ``final_stage`` is
+    the last stage's entry plus ``stages_used``, ``stages_unused`` and ``runs_as_root``:
+    true/false, or null when no USER is set and the base was not inspected (unknown)."""
     parsed = report.parsed
     stages = [
         stage_json(parsed, s, report.base_facts.get(root_of(parsed, s).base_resolved))
