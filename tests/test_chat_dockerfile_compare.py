@@ -267,3 +267,37 @@ async def test_discord_dockerfile_attachment_with_a_mention(
     finally:
         await runner.cleanup()
         await close(engine)
+
+
+# --------------------------------------------------------------------------- platforms
+
+
+async def test_compare_names_every_platform_of_an_index(
+    engine: Engine, registry: RegistryServer, pair: tuple[str, str]
+) -> None:
+    """An index of six platforms next to a one-platform image: four are named and the
+    row says how many more there are (the JSON keeps all six)."""
+    from tests.fixtures.registry import push_index
+
+    pusher = Pusher(registry.url)
+    arches = ["amd64", "arm64", "arm/v7", "ppc64le", "s390x", "riscv64"]
+    images = [
+        push_image(
+            pusher,
+            "chat/multi",
+            None,
+            [make_layer({"etc/os-release": OS_RELEASE, "bin/sh": b"#!shell\n", "a": a.encode()})],
+            platform=f"linux/{a}",
+        )
+        for a in arches
+    ]
+    push_index(pusher, "chat/multi", "1", images)
+    try:
+        reply = await engine.handle(f"compare {registry.host}/chat/multi:1 and {pair[0]}")
+        assert reply.data is not None, reply.body
+        assert reply.data["a"]["platforms"] == [f"linux/{a}" for a in arches]
+        (row,) = [f.value for f in reply.facts if f.name == "Platforms"]
+        assert row.startswith("linux/amd64, linux/arm64, linux/arm/v7, linux/ppc64le (+2 more)")
+        assert row.endswith("|  linux/amd64")
+    finally:
+        await close(engine)

@@ -147,6 +147,13 @@ def _pkg_text(side: Side) -> str:
     return f"{count if count is not None else 'unknown number of'} ({facts.packages.manager})"
 
 
+def _platforms(facts: ImageFacts, shown: int = 4) -> str:
+    """The first ``shown`` platforms, and how many more there are."""
+    more = len(facts.platforms) - shown
+    text = ", ".join(facts.platforms[:shown]) or "unknown"
+    return f"{text} (+{more} more)" if more > 0 else text
+
+
 def _start(facts: ImageFacts) -> str:
     words = (facts.entrypoint or []) + (facts.cmd or [])
     return clip(" ".join(words), 60) if words else "(none)"
@@ -375,7 +382,7 @@ def render_comparison(a: Side, b: Side) -> Reply:
         ),
         both("Ports", ", ".join(fa.exposed_ports) or "none", ", ".join(fb.exposed_ports) or "none"),
         both("Runs", _start(fa), _start(fb)),
-        both("Platforms", ", ".join(fa.platforms[:4]), ", ".join(fb.platforms[:4])),
+        both("Platforms", _platforms(fa), _platforms(fb)),
         both("Wasted", human(fa.wasted_bytes), human(fb.wasted_bytes)),
         both(
             "Secrets flagged",
