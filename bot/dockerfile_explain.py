@@ -273,6 +273,11 @@ _COMPILE = re.compile(
     r"\b(go\s+build|cargo\s+build|mvn\s+[^&;|]*package|gradle\s+[^&;|]*build|"
     r"npm\s+run\s+build|yarn\s+build|gcc\s|g\+\+\s|make\b|dotnet\s+publish|tsc\b)"
 )
+# Removing packages in the same RUN ("apk del .build-deps", "apt-get purge -y gcc").
+_REMOVES_PACKAGES = re.compile(
+    r"\b(?:apk\s+del|apt-get\s+(?:-\S+\s+)*(?:purge|remove|autoremove)|"
+    r"(?:yum|dnf|microdnf)\s+(?:-\S+\s+)*(?:remove|erase)|zypper\s+(?:-\S+\s+)*(?:rm|remove))\b"
+)
 _TOOLCHAIN_BASES = re.compile(
     r"^(?:[^/]+/)*(golang|rust|maven|gradle|gcc|openjdk|eclipse-temurin|node|dotnet/sdk|"
     r"amazoncorretto)(?::|@|$)",
@@ -935,7 +940,11 @@ def own_findings(
             if line is not None:
                 break
             text = run_text(ins)
-            tools = _BUILD_TOOLS.search(text) and _DEPENDENCY_INSTALL.search(text)
+            tools = (
+                _BUILD_TOOLS.search(text)
+                and _DEPENDENCY_INSTALL.search(text)
+                and not _REMOVES_PACKAGES.search(text)  # installed, used, removed: one layer
+            )
             if tools or _COMPILE.search(text):
                 line = ins.line
         if line is not None:
