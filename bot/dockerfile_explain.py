@@ -831,6 +831,27 @@ def _copies_whole_context(ins: Instruction) -> bool:
     return any(s in (".", "./", "*", "./*") for s in sources)
 
 
+_ARCHIVE = re.compile(r"\.(?:tar|tgz|tbz2?|txz|tar\.(?:gz|bz2|xz|zst))$", re.I)
+
+
+def _may_have_added_a_shell(parsed: Parsed, stage: Stage, run: Instruction) -> bool:
+    """Whether, before ``run``, the scratch-rooted chain of ``stage`` may have put a
+    /bin/sh in place: ADD of a local archive (a root filesystem, unpacked by ADD), or a
+    COPY/ADD onto ``/``, ``/bin`` or ``/bin/sh`` (``COPY --from=build /rootfs/ /``)."""
+    for link in reversed(chain(parsed, stage)):
+        for ins in link.instructions:
+            if ins is run:
+                return False
+            if ins.cmd not in ("COPY", "ADD") or len(ins.value) < 2:
+                continue
+            dest = ins.value[-1].rstrip("/") or "/"
+            if dest in ("/", "/bin", "/bin/sh"):
+                return True
+            if ins.cmd == "ADD" and any(_ARCHIVE.search(src) for src in ins.value[:-1]):
+                return True
+    return False
+
+
 def _deps_installed_first(stage: Stage, whole: Instruction) -> bool:
     """Whether, before ``whole`` (the COPY of the whole context), the stage already copies
     some files on their own and installs dependencies after them: the cache-friendly
@@ -890,7 +911,8 @@ def own_findings(
         stage_root = root_of(parsed, stage)
         if stage_root.kind == "scratch":
             for ins in _shell_form_runs(stage):
-                add("DW1005", ins.line)
+                if not _may_have_added_a_shell(parsed, stage, ins):
+                    add("DW1005", ins.line)
                 break
         # DW2001 / DW2002: against the inspected base's facts.
         base = facts.get(stage_root.base_resolved) if stage_root.kind == "image" else None

@@ -109,6 +109,13 @@ def test_inspected_findings_and_the_real_build(
     name = build(docker_client, stem, tmp_path)
     built = image_facts(name, tmp_path / "cache")
     final = reply.data["final_stage"]
+    if final["base_kind"] == "scratch":
+        # FROM scratch: nothing inherited; the shell-form RUN ran (no DW1005 was right).
+        assert built.runs_as_root is final["runs_as_root"]
+        assert built.user == final["user"] and built.entrypoint == final["entrypoint"]["words"]
+        assert filesystem_layers(built) == len(final["layers"])
+        assert built.shell and "no OS user space" in reply.plain_text()
+        return
     base = bases[final["root_base"]]
     # What runs, as whom, on which ports: as promised.
     assert built.runs_as_root is final["runs_as_root"]
