@@ -50,7 +50,7 @@ LINE_CHARS = 120
 MAX_FINDINGS_SHOWN = 30
 
 # hadolint code -> (one plain sentence, article id). Codes not listed keep hadolint's own
-# message and get an article by instruction (see _article_for_unknown).
+# message and the layers-and-size article (see plain_message).
 HADOLINT_PLAIN: dict[str, tuple[str, str]] = {
     "DL1000": ("hadolint could not parse this line.", "build-cache"),
     "DL3000": (
@@ -97,6 +97,14 @@ HADOLINT_PLAIN: dict[str, tuple[str, str]] = {
         "ADD can unpack a local archive itself; no separate RUN tar needed.",
         "layers-and-size",
     ),
+    "DL3011": (
+        "A port number outside 0-65535 is not a port, so this EXPOSE is wrong.",
+        "ports-and-networking",
+    ),
+    "DL3012": (
+        "Only the last HEALTHCHECK counts; the earlier ones do nothing.",
+        "container-exits",
+    ),
     "DL3013": ("pip packages are not pinned to versions.", "package-managers"),
     "DL3014": (
         "apt-get install without -y waits for a yes that never comes in a build.",
@@ -140,6 +148,11 @@ HADOLINT_PLAIN: dict[str, tuple[str, str]] = {
     "DL3032": ("yum clean all is missing, so the yum cache stays in the layer.", "layers-and-size"),
     "DL3033": ("yum packages are not pinned to versions.", "package-managers"),
     "DL3034": ("zypper install without -n waits for a yes.", "package-managers"),
+    "DL3035": (
+        "zypper dist-upgrade swaps the base's packages for other versions: start from a newer "
+        "base instead.",
+        "package-managers",
+    ),
     "DL3036": ("zypper clean is missing: its cache stays in the layer.", "layers-and-size"),
     "DL3037": ("zypper packages are not pinned to versions.", "package-managers"),
     "DL3038": ("dnf install without -y waits for a yes.", "package-managers"),
