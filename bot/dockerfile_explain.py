@@ -50,7 +50,7 @@ LINE_CHARS = 120
 MAX_FINDINGS_SHOWN = 30
 
 # hadolint code -> (one plain sentence, article id). Codes not listed keep hadolint's own
-# message and get an article by instruction (see _article_for_unknown).
+# message and the layers-and-size article (see plain_message).
 HADOLINT_PLAIN: dict[str, tuple[str, str]] = {
     "DL1000": ("hadolint could not parse this line.", "build-cache"),
     "DL3000": (
@@ -97,6 +97,14 @@ HADOLINT_PLAIN: dict[str, tuple[str, str]] = {
         "ADD can unpack a local archive itself; no separate RUN tar needed.",
         "layers-and-size",
     ),
+    "DL3011": (
+        "A port number outside 0-65535 is not a port, so this EXPOSE is wrong.",
+        "ports-and-networking",
+    ),
+    "DL3012": (
+        "Only the last HEALTHCHECK counts; the earlier ones do nothing.",
+        "container-exits",
+    ),
     "DL3013": ("pip packages are not pinned to versions.", "package-managers"),
     "DL3014": (
         "apt-get install without -y waits for a yes that never comes in a build.",
@@ -140,6 +148,11 @@ HADOLINT_PLAIN: dict[str, tuple[str, str]] = {
     "DL3032": ("yum clean all is missing, so the yum cache stays in the layer.", "layers-and-size"),
     "DL3033": ("yum packages are not pinned to versions.", "package-managers"),
     "DL3034": ("zypper install without -n waits for a yes.", "package-managers"),
+    "DL3035": (
+        "zypper dist-upgrade swaps the base's packages for other versions: start from a newer "
+        "base instead.",
+        "package-managers",
+    ),
     "DL3036": ("zypper clean is missing: its cache stays in the layer.", "layers-and-size"),
     "DL3037": ("zypper packages are not pinned to versions.", "package-managers"),
     "DL3038": ("dnf install without -y waits for a yes.", "package-managers"),
@@ -241,10 +254,23 @@ OWN_FINDINGS: dict[str, tuple[str, str]] = {
     ),
 }
 
-_DIRECTIVE = re.compile(r"^#\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(.*?)\s*$")
+# BuildKit's directive pattern (frontend/dockerfile/parser/directives.go) and its directives.
+# DW1001 when the base could not be inspected: what the base sets is unknown.
+DW1001_UNINSPECTED = (
+    "The final stage never sets USER, so it runs as the base image's user, which is root "
+    "unless the base sets another (it was not inspected): add a user and `USER` it."
+)
+
+_DIRECTIVE = re.compile(r"^#\s*([A-Za-z][A-Za-z0-9]*)\s*=\s*(.+?)\s*$")
+_KNOWN_DIRECTIVES = frozenset({"syntax", "escape", "check"})
 _VAR = re.compile(
     r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<mod>:?[-+][^}]*)?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
 )
+# Windows container bases (servercore, nanoserver, their .NET/PowerShell variants).
+_WINDOWS_BASES = re.compile(
+    r"^mcr\.microsoft\.com/windows(?:/|:|$)|nanoserver|windowsservercore|servercore", re.I
+)
+_STAGE_NAME = re.compile(r"^[a-z][a-z0-9._-]*$")
 _LAYER_CMDS = frozenset({"RUN", "COPY", "ADD"})
 _DEPENDENCY_INSTALL = re.compile(
     r"\b(pip3?\s+install|poetry\s+install|pipenv\s+install|uv\s+(?:pip\s+install|sync)|"
@@ -259,6 +285,11 @@ _BUILD_TOOLS = re.compile(
 _COMPILE = re.compile(
     r"\b(go\s+build|cargo\s+build|mvn\s+[^&;|]*package|gradle\s+[^&;|]*build|"
     r"npm\s+run\s+build|yarn\s+build|gcc\s|g\+\+\s|make\b|dotnet\s+publish|tsc\b)"
+)
+# Removing packages in the same RUN ("apk del .build-deps", "apt-get purge -y gcc").
+_REMOVES_PACKAGES = re.compile(
+    r"\b(?:apk\s+del|apt-get\s+(?:-\S+\s+)*(?:purge|remove|autoremove)|"
+    r"(?:yum|dnf|microdnf)\s+(?:-\S+\s+)*(?:remove|erase)|zypper\s+(?:-\S+\s+)*(?:rm|remove))\b"
 )
 _TOOLCHAIN_BASES = re.compile(
     r"^(?:[^/]+/)*(golang|rust|maven|gradle|gcc|openjdk|eclipse-temurin|node|dotnet/sdk|"
@@ -393,6 +424,11 @@ def decode_dockerfile(data: bytes | str) -> str:
             f"That Dockerfile is {len(raw):,} bytes; I read at most {MAX_DOCKERFILE_BYTES:,} "
             "(64 KB)."
         )
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InvalidInput(
+            "That Dockerfile is UTF-16 text (as Windows PowerShell's `>` writes it); docker "
+            "build reads UTF-8: save it as UTF-8."
+        )
     if b"\x00" in raw:
         raise InvalidInput("That is a binary file, not a Dockerfile (it contains NUL bytes).")
     try:
@@ -411,11 +447,14 @@ def decode_dockerfile(data: bytes | str) -> str:
 
 
 def parser_directives(text: str) -> dict[str, str]:
-    """``# key=value`` lines at the very top (the Dockerfile reference's parser directives)."""
+    """``# key=value`` lines at the very top (the Dockerfile reference's parser directives:
+    ``syntax``, ``escape``, ``check``). As in BuildKit, the block ends at the first line that
+    is not one of them: a blank line, an instruction, another comment, or an unknown
+    ``# key=value`` (which is a comment, and makes a later ``# escape=`` one too)."""
     found: dict[str, str] = {}
     for line in text.splitlines():
         match = _DIRECTIVE.match(line.strip()) if line.strip() else None
-        if match is None:
+        if match is None or match.group(1).lower() not in _KNOWN_DIRECTIVES:
             break
         key = match.group(1).lower()
         if key in found:  # a repeated directive ends the directive block (BuildKit: error)
@@ -495,7 +534,21 @@ def parse_dockerfile(text: str) -> Parsed:
             if not ins.value:
                 raise InvalidInput(f"Line {ins.line}: FROM needs an image.")
             base = ins.value[0]
-            name = ins.value[2] if len(ins.value) >= 3 and ins.value[1].upper() == "AS" else None
+            # BuildKit's parseBuildStageName: FROM image [AS name], name a lower-case word.
+            if len(ins.value) == 3 and ins.value[1].upper() == "AS":
+                name: str | None = ins.value[2]
+                if not _STAGE_NAME.match(ins.value[2].lower()):
+                    raise InvalidInput(
+                        f"Line {ins.line}: {ins.value[2][:40]!r} is not a valid build stage "
+                        "name (a letter first, then letters, digits, '-', '_' or '.')."
+                    )
+            elif len(ins.value) != 1:
+                raise InvalidInput(
+                    f"Line {ins.line}: FROM takes an image and optionally `AS name`, "
+                    f"not {len(ins.value)} words."
+                )
+            else:
+                name = None
             resolved, complete = expand(base, args)
             platform = next(
                 (f.split("=", 1)[1] for f in ins.flags if f.startswith("--platform=")), None
@@ -791,6 +844,43 @@ def _copies_whole_context(ins: Instruction) -> bool:
     return any(s in (".", "./", "*", "./*") for s in sources)
 
 
+_ARCHIVE = re.compile(r"\.(?:tar|tgz|tbz2?|txz|tar\.(?:gz|bz2|xz|zst))$", re.I)
+
+
+def _may_have_added_a_shell(parsed: Parsed, stage: Stage, run: Instruction) -> bool:
+    """Whether, before ``run``, the scratch-rooted chain of ``stage`` may have put a
+    /bin/sh in place: ADD of a local archive (a root filesystem, unpacked by ADD), or a
+    COPY/ADD onto ``/``, ``/bin`` or ``/bin/sh`` (``COPY --from=build /rootfs/ /``)."""
+    for link in reversed(chain(parsed, stage)):
+        for ins in link.instructions:
+            if ins is run:
+                return False
+            if ins.cmd not in ("COPY", "ADD") or len(ins.value) < 2:
+                continue
+            dest = ins.value[-1].rstrip("/") or "/"
+            if dest in ("/", "/bin", "/bin/sh"):
+                return True
+            if ins.cmd == "ADD" and any(_ARCHIVE.search(src) for src in ins.value[:-1]):
+                return True
+    return False
+
+
+def _deps_installed_first(stage: Stage, whole: Instruction) -> bool:
+    """Whether, before ``whole`` (the COPY of the whole context), the stage already copies
+    some files on their own and installs dependencies after them: the cache-friendly
+    order, after which an install (``pip install .``, ``poetry install --only-root``) only
+    installs the project itself."""
+    copied = False
+    for ins in stage.instructions:
+        if ins is whole:
+            return False
+        if ins.cmd in ("COPY", "ADD") and not any(f.startswith("--from=") for f in ins.flags):
+            copied = True
+        elif copied and ins.cmd == "RUN" and _DEPENDENCY_INSTALL.search(run_text(ins)):
+            return True
+    return False
+
+
 def own_findings(
     parsed: Parsed, base_facts: Mapping[str, ImageFacts] | None = None
 ) -> list[Finding]:
@@ -809,13 +899,18 @@ def own_findings(
     # DW1001: no USER anywhere in the final stage's chain.
     if stage_user(parsed, final) is None:
         base_user_ok = root_facts is not None and not root_facts.runs_as_root
-        if not base_user_ok:
+        if root.kind == "image" and _WINDOWS_BASES.search(root.base_resolved):
+            pass  # Windows has no root/uid 0; its default users are a different story
+        elif root.kind in ("image", "unresolved") and root_facts is None:
+            # Not inspected: most bases run as root, some (distroless :nonroot) do not.
+            out.append(Finding(final.line, "DW1001", DW1001_UNINSPECTED, "root-and-isolation"))
+        elif not base_user_ok:
             add("DW1001", final.line)
 
     for stage in parsed.stages:
         # DW1002: COPY . then a dependency install in the same stage.
         whole = next((i for i in stage.instructions if _copies_whole_context(i)), None)
-        if whole is not None:
+        if whole is not None and not _deps_installed_first(stage, whole):
             later = [
                 i
                 for i in stage.instructions
@@ -829,7 +924,8 @@ def own_findings(
         stage_root = root_of(parsed, stage)
         if stage_root.kind == "scratch":
             for ins in _shell_form_runs(stage):
-                add("DW1005", ins.line)
+                if not _may_have_added_a_shell(parsed, stage, ins):
+                    add("DW1005", ins.line)
                 break
         # DW2001 / DW2002: against the inspected base's facts.
         base = facts.get(stage_root.base_resolved) if stage_root.kind == "image" else None
@@ -841,8 +937,12 @@ def own_findings(
                     managers = _PACKAGE_TOOLS[tool]
                     has = base.packages.manager if base.packages is not None else None
                     if has not in managers:
-                        what = f"it uses {has}" if has else "it has no package manager"
-                        add("DW2001", ins.line, f"`{tool}` needs {'/'.join(managers)}, but {what}.")
+                        what = (
+                            f"Its packages are {has}'s, so there is no `{tool}`."
+                            if has
+                            else f"It has no package manager, so no `{tool}`."
+                        )
+                        add("DW2001", ins.line, what)
                         break
             if not base.shell and not base.scratch:
                 for ins in _shell_form_runs(stage):
@@ -875,14 +975,24 @@ def own_findings(
             if line is not None:
                 break
             text = run_text(ins)
-            tools = _BUILD_TOOLS.search(text) and _DEPENDENCY_INSTALL.search(text)
+            tools = (
+                _BUILD_TOOLS.search(text)
+                and _DEPENDENCY_INSTALL.search(text)
+                and not _REMOVES_PACKAGES.search(text)  # installed, used, removed: one layer
+            )
             if tools or _COMPILE.search(text):
                 line = ins.line
         if line is not None:
             add("DW1003", line)
 
     # DW1004: a distro final stage that only copies a static binary from a builder stage.
-    if len(parsed.stages) > 1 and root.kind == "image" and _DISTRO_BASES.match(root.base_resolved):
+    # The base is a distribution by its inspected facts, else by its name.
+    distro = (
+        root_facts.userspace_kind() == "distribution"
+        if root_facts is not None
+        else bool(_DISTRO_BASES.match(root.base_resolved))
+    )
+    if len(parsed.stages) > 1 and root.kind == "image" and distro:
         layers = final.layer_instructions()
         sources = final.copies_from()
         if (
@@ -933,6 +1043,11 @@ def _clip(text: str, limit: int = LINE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _stage_ref(stage: Stage) -> str:
+    """``stage `build` `` for a named stage, ``stage 2`` for an unnamed one."""
+    return f"stage `{stage.name}`" if stage.name else f"stage {stage.index + 1}"
+
+
 def _what_base_brings(parsed: Parsed, stage: Stage) -> str:
     if stage.kind == "scratch":
         return (
@@ -944,6 +1059,11 @@ def _what_base_brings(parsed: Parsed, stage: Stage) -> str:
         return "an image chosen by a build argument without a default (pass it with --build-arg)"
     if stage.base_summary:
         return f"its user space ({stage.base_summary}); no kernel: containers use the host's"
+    if _WINDOWS_BASES.search(stage.base_resolved):
+        return (
+            "a Windows user space (system DLLs, services, cmd or PowerShell), never a kernel: "
+            "it runs only on a Windows host, whose kernel it shares"
+        )
     return (
         "that image's user space (files, a C library, maybe a shell and package manager), "
         "never a kernel"
@@ -988,7 +1108,9 @@ def report_json(report: DockerfileReport) -> dict[str, Any]:
     """The JSON contract: ``{"stages": [...], "findings": [{"line", "code", "message",
     "article"}], "final_stage": {...}, "lint": {"ran": bool, "note": str | null}}``;
     ``lint.ran`` is false (and ``note`` says why in one line) when hadolint was missing or
-    failed, so a consumer never takes "no findings" for "lint-clean"."""
+    failed, so a consumer never takes "no findings" for "lint-clean". ``final_stage`` is
+    the last stage's entry plus ``stages_used``, ``stages_unused`` and ``runs_as_root``:
+    true/false, or null when no USER is set and the base was not inspected (unknown)."""
     parsed = report.parsed
     stages = [
         stage_json(parsed, s, report.base_facts.get(root_of(parsed, s).base_resolved))
@@ -998,7 +1120,11 @@ def report_json(report: DockerfileReport) -> dict[str, Any]:
     needed = used_stages(parsed)
     final["stages_used"] = [parsed.stages[i].label for i in sorted(needed)]
     final["stages_unused"] = [s.label for s in parsed.stages if s.index not in needed]
-    final["runs_as_root"] = _is_root_user(final["user"])
+    final_root = root_of(parsed, parsed.stages[-1])
+    if final["user"] is None and final_root.kind in ("image", "unresolved"):
+        final["runs_as_root"] = None  # no USER and the base not inspected: unknown
+    else:
+        final["runs_as_root"] = _is_root_user(final["user"])
     result = {
         "stages": stages,
         "findings": [f.to_json() for f in report.findings],
@@ -1040,7 +1166,18 @@ def render_report(report: DockerfileReport) -> Reply:
     else:
         sentences.append("This is a single-stage build: everything it installs ships in the image.")
     user = final["user"]
-    if final["runs_as_root"]:
+    windows = bool(_WINDOWS_BASES.search(root_of(parsed, final_stage).base_resolved))
+    if final["runs_as_root"] is None and windows:
+        sentences.append(
+            "No USER is set, so the container runs as the base image's default user "
+            "(ContainerAdministrator on Server Core, ContainerUser on Nano Server)."
+        )
+    elif final["runs_as_root"] is None:
+        sentences.append(
+            "No USER is set, so the container runs as the base image's user: root unless the "
+            "base sets another."
+        )
+    elif final["runs_as_root"]:
         sentences.append("The container runs as root.")
     else:
         sentences.append(f"The container runs as user `{_clip(str(user), 40)}`.")
@@ -1082,16 +1219,23 @@ def render_report(report: DockerfileReport) -> Reply:
     sections = [Section("Stages", "\n".join(stage_lines))]
 
     final_lines = [
-        f"- Built from stage `{final_stage.label}`, FROM `{_clip(final_stage.base_resolved, 60)}`.",
-        f"- Runs as {'root' if final['runs_as_root'] else '`' + _clip(str(user), 40) + '`'}"
-        + (
-            ""
-            if final["user_set_in_dockerfile"]
-            else " (set by the base image)"
-            if final["user"] is not None
-            else " (no USER in the Dockerfile)"
-        )
-        + ".",
+        f"- Built from {_stage_ref(final_stage)}, FROM `{_clip(final_stage.base_resolved, 60)}`.",
+        (
+            "- Runs as the base image's default Windows user (no USER in the Dockerfile)."
+            if final["runs_as_root"] is None and windows
+            else "- Runs as the base image's user: root unless the base sets another (no USER "
+            "in the Dockerfile)."
+            if final["runs_as_root"] is None
+            else f"- Runs as {'root' if final['runs_as_root'] else f'`{_clip(str(user), 40)}`'}"
+            + (
+                ""
+                if final["user_set_in_dockerfile"]
+                else " (set by the base image)"
+                if final["user"] is not None
+                else " (no USER in the Dockerfile)"
+            )
+            + "."
+        ),
         f"- Exposes {', '.join(ports) if ports else 'no ports'}.",
         f"- {_start_sentence(final, final_base, scratch=on_scratch)}",
     ]

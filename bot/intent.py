@@ -109,7 +109,10 @@ class CompareIntent:
 _FENCE = re.compile(
     r"```(?:[ \t]*(?P<lang>[A-Za-z0-9_.+-]+)[ \t]*\n|[ \t]*\n)?(?P<body>.*?)(?:```|\Z)", re.S
 )
-_DOCKERFILE_START = re.compile(r"^\s*(?:FROM\s|ARG\s|#\s*(?:syntax|escape|check)\s*=)", re.I)
+# A Dockerfile's first instruction, after any comment lines ("# build stage").
+_DOCKERFILE_START = re.compile(
+    r"^(?:[ \t]*(?:#[^\n]*)?\n)*\s*(?:FROM\s|ARG\s|#\s*(?:syntax|escape|check)\s*=)", re.I
+)
 _VS = r"(?:vs\.?|versus)"
 _TOKEN = r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*"  # noqa: S105 - a regex, not a secret
 _COMPARE_PATTERNS = [
@@ -119,10 +122,18 @@ _COMPARE_PATTERNS = [
     ),
     re.compile(
         rf"^(?:please\s+)?(?:compare|diff)\s+(?:the\s+)?(?:images?\s+)?`?(?P<a>{_TOKEN})`?"
-        rf"\s+(?:(?:{_VS}|and|with|to|against)\s+)?(?:the\s+image\s+)?`?(?P<b>{_TOKEN})`?\s*\??$",
+        rf"\s+(?:(?:{_VS}|and|with|to|against)\s+)?(?:the\s+image\s+)?`?(?P<b>{_TOKEN})`?"
+        r"(?:\s*,?\s+please)?\s*[?.!]?$",
         re.I,
     ),
 ]
+# "what's the difference between A and B?": a compare only when both name images (a tag,
+# a registry or a digest); "the difference between alpine and debian" stays a question.
+_DIFFERENCE = re.compile(
+    rf"^(?:what(?:['’]?s|\s+is)\s+)?(?:the\s+)?differences?\s+between\s+`?(?P<a>{_TOKEN})`?"
+    rf"\s+and\s+`?(?P<b>{_TOKEN})`?\s*[?.!]?$",
+    re.I,
+)
 _BARE_VS = re.compile(rf"^`?(?P<a>{_TOKEN})`?\s+{_VS}\s+`?(?P<b>{_TOKEN})`?\s*\??$", re.I)
 # Topics people put side by side that are not images ("cmd vs entrypoint").
 _NOT_COMPARED = _NOT_IMAGES | {
@@ -167,7 +178,7 @@ def parse_dockerfile_or_compare(text: str) -> DockerfileIntent | CompareIntent |
     match = _COMPARE_PATTERNS[0].match(stripped) or _COMPARE_PATTERNS[1].match(stripped)
     if match is None:
         explicit = False
-        match = _BARE_VS.match(stripped)
+        match = _BARE_VS.match(stripped) or _DIFFERENCE.match(stripped)
     if match is None:
         return None
     a, b = _clean_ref(match.group("a")), _clean_ref(match.group("b"))

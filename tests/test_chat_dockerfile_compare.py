@@ -109,6 +109,24 @@ async def test_slack_mention_with_a_fenced_dockerfile(slack: SlackEmulator) -> N
     assert "Couldn't inspect the base" in text  # docker.io is not allowed here
 
 
+async def test_slack_dm_with_a_commented_dockerfile_as_slack_sends_it(
+    slack: SlackEmulator,
+) -> None:
+    """A bare code block that starts with comments, with `&&` and `<<` escaped the way
+    Slack escapes message text (&amp; &lt;), sent in a DM."""
+    pasted = (
+        "# build stage\nFROM golang:1.22 AS build\nCOPY . .\n"
+        "RUN CGO_ENABLED=0 go build -o /app . &amp;&amp; test -x /app\n\n"
+        "# runtime\nFROM debian:bookworm-slim\nCOPY --from=build /app /app\n"
+        'USER 65532\nENTRYPOINT ["/app"]'
+    )
+    await slack.socket_event(slack.dm(f"what does this build?\n```{pasted}```"))
+    post = await slack.wait_for(lambda r: "Dockerfile: 2 stages" in all_text(r), within=60)
+    assert post.ok, post.error
+    text = all_text(post)
+    assert "line 7 `DW1004`" in text  # the runtime FROM: the comment lines count
+
+
 async def test_slack_compare_by_mention_and_by_command(
     slack: SlackEmulator, pair: tuple[str, str]
 ) -> None:
@@ -248,4 +266,38 @@ async def test_discord_dockerfile_attachment_with_a_mention(
             assert "binary file, not a Dockerfile" in shown
     finally:
         await runner.cleanup()
+        await close(engine)
+
+
+# --------------------------------------------------------------------------- platforms
+
+
+async def test_compare_names_every_platform_of_an_index(
+    engine: Engine, registry: RegistryServer, pair: tuple[str, str]
+) -> None:
+    """An index of six platforms next to a one-platform image: four are named and the
+    row says how many more there are (the JSON keeps all six)."""
+    from tests.fixtures.registry import push_index
+
+    pusher = Pusher(registry.url)
+    arches = ["amd64", "arm64", "arm/v7", "ppc64le", "s390x", "riscv64"]
+    images = [
+        push_image(
+            pusher,
+            "chat/multi",
+            None,
+            [make_layer({"etc/os-release": OS_RELEASE, "bin/sh": b"#!shell\n", "a": a.encode()})],
+            platform=f"linux/{a}",
+        )
+        for a in arches
+    ]
+    push_index(pusher, "chat/multi", "1", images)
+    try:
+        reply = await engine.handle(f"compare {registry.host}/chat/multi:1 and {pair[0]}")
+        assert reply.data is not None, reply.body
+        assert reply.data["a"]["platforms"] == [f"linux/{a}" for a in arches]
+        (row,) = [f.value for f in reply.facts if f.name == "Platforms"]
+        assert row.startswith("linux/amd64, linux/arm64, linux/arm/v7, linux/ppc64le (+2 more)")
+        assert row.endswith("|  linux/amd64")
+    finally:
         await close(engine)

@@ -214,7 +214,13 @@ def test_text_has_side_by_side_facts_verdict_and_advice(pair: ComparePair, tmp_p
     flat = " ".join(out.split())  # the terminal renderer wraps lines
     assert "Removing packages in a layer on top does not make dockwise-test/cmp-b:1 smaller" in flat
     assert out.startswith("dockwise-test/cmp-a:1 vs dockwise-test/cmp-b:1")
-    assert "dockwise-test/cmp-b:1 is built on dockwise-test/cmp-a:1" in out
+    assert (
+        "dockwise-test/cmp-b:1 is built on dockwise-test/cmp-a:1: it keeps all 2 of its layers "
+        "and adds 1 more." in flat
+    )
+    # B has fewer packages only because a layer on top removed them: no "prefer it".
+    assert "dockwise-test/cmp-b:1 has fewer packages but is no smaller" in flat
+    assert "prefer it" not in flat
     assert "same glibc" in out
     assert f"has {len(PURGED)} fewer packages" in out
     assert "no apt lists" in out
@@ -336,3 +342,18 @@ def test_shell_compares_through_the_engine(pair: ComparePair, tmp_path: Path) ->
     child.expect_exact("dockwise> ")
     child.sendline("quit")
     child.expect_exact("bye")
+
+
+def test_image_built_on_a_one_layer_base(
+    test_images: ImageSet, docker_client: DockerClient, tmp_path: Path
+) -> None:
+    """app is built on the one-layer Debian: the verdict says so in plain words."""
+    base, app = test_images.debian.name, test_images.app.name
+    layers = [docker_client.images.get(n).attrs["RootFS"]["Layers"] for n in (base, app)]
+    assert len(layers[0]) == 1 and layers[1][:1] == layers[0]
+    result = compare_cli("--source", "docker", base, app, cache=tmp_path)
+    assert result.returncode == 0, result.stderr
+    flat = " ".join(result.stdout.split())
+    added = len(layers[1]) - 1
+    assert f"{app} is built on {base}: it keeps its layer and adds {added} more." in flat
+    assert "all 1 of" not in flat

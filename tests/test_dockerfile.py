@@ -156,6 +156,32 @@ def test_heredoc_escape_directive_and_syntax_line() -> None:
     assert parser_directives("FROM x\n# syntax=y\n") == {}
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        "# escape=`\n",
+        "#ESCAPE = `\n",
+        "   # escape=`\n",
+        "# syntax=docker/dockerfile:1\n# escape=`\n",
+        "# unknowndirective=value\n# escape=`\n",  # a comment: escape is one too
+        "# just a comment\n# escape=`\n",
+        "\n# escape=`\n",
+        "# foo_bar=1\n# escape=`\n",
+    ],
+)
+def test_directives_shown_are_the_ones_buildkit_applies(header: str) -> None:
+    """The escape directive we report is in effect exactly when BuildKit's parser uses it:
+    with it, the backtick joins the RUN's two lines; without it, `y` is an instruction."""
+    import dockerfile
+
+    text = header + "FROM debian:12\nRUN echo x `\n y\n"
+    applied = len(dockerfile.parse_string(text)) == 2
+    assert ("escape" in parser_directives(text)) is applied
+    if applied:
+        assert parser_directives(text)["escape"] == "`"
+        assert parse_dockerfile(text).directives.get("escape") == "`"
+
+
 def test_exposed_ports_workdir_and_exec_form() -> None:
     reply = explain(DATA / "42-expose-and-workdir.Dockerfile")
     fs = reply.data["final_stage"]
@@ -180,6 +206,8 @@ def test_shell_form_says_sh_is_pid_1() -> None:
         (b"FROM caf\xe9\n", "not UTF-8"),
         (b"   \n\n", "empty"),
         (b"FROM debian\n\x1b[31mRUN x\n", "binary"),
+        ("FROM debian:12\nUSER 1\n".encode("utf-16"), "UTF-16"),
+        ("FROM debian:12\nUSER 1\n".encode("utf-16-be"), "binary"),  # no BOM: just NULs
     ],
 )
 def test_bad_input_is_one_clear_line(data: bytes, fragment: str) -> None:
@@ -195,6 +223,11 @@ def test_bad_input_is_one_clear_line(data: bytes, fragment: str) -> None:
         ("RUN echo hi\nFROM debian\n", "before any FROM"),
         ("ARG X=1\n", "No FROM"),
         ("# just a comment\n", "couldn't parse"),
+        ("FROM debian:12 AS\nUSER 1\n", "FROM takes an image and optionally `AS name`"),
+        ("FROM debian:12 AS a AS b\n", "not 5 words"),
+        ("FROM debian 12\n", "not 2 words"),
+        ("FROM debian:12 AS 2fast\n", "not a valid build stage name"),
+        ("FROM debian:12 AS my/stage\n", "not a valid build stage name"),
     ],
 )
 def test_unparsable_text_is_one_clear_line(text: str, fragment: str) -> None:
@@ -253,6 +286,7 @@ def test_hadolint_codes_and_lines_are_hadolints_own() -> None:
         "```\n# syntax=docker/dockerfile:1\nFROM debian:12\n```",
         "```\nARG V=12\nFROM debian:${V}\n```",
         "why is this big?\n```\nFROM debian:12\nRUN apt-get update\n",  # unclosed fence
+        "```\n# build stage\n\n# (Go)\nFROM debian:12 AS build\n```",  # comments first
     ],
 )
 def test_fenced_dockerfiles_are_recognised(text: str) -> None:
@@ -263,7 +297,13 @@ def test_fenced_dockerfiles_are_recognised(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["```\nls -la /var/lib\n```", "```python\nprint('FROM x')\n```", "what is a Dockerfile?"],
+    [
+        "```\nls -la /var/lib\n```",
+        "```python\nprint('FROM x')\n```",
+        "what is a Dockerfile?",
+        "```\n# list it\nls -la\n```",
+        "```\n#!/bin/sh\necho FROM x\n```",
+    ],
 )
 def test_other_code_blocks_are_not_dockerfiles(text: str) -> None:
     assert parse_dockerfile_or_compare(text) is None
@@ -279,6 +319,16 @@ def test_other_code_blocks_are_not_dockerfiles(text: str) -> None:
         ("/image-explain alpine vs debian", "alpine", "debian"),
         ("`ghcr.io/a/b:1` vs. `ghcr.io/a/b:2`", "ghcr.io/a/b:1", "ghcr.io/a/b:2"),
         ("compare alpine debian", "alpine", "debian"),
+        ("compare alpine:3.20 with debian:12 please", "alpine:3.20", "debian:12"),
+        ("Compare alpine:3.20 and debian:12, please?", "alpine:3.20", "debian:12"),
+        ("what's the difference between alpine:3.20 and debian:12?", "alpine:3.20", "debian:12"),
+        ("whats the difference between alpine:3.20 and debian:12", "alpine:3.20", "debian:12"),
+        ("What’s the difference between alpine:3.20 and debian:12?", "alpine:3.20", "debian:12"),
+        (
+            "difference between `ghcr.io/a/b:1` and `ghcr.io/a/b:2`",
+            "ghcr.io/a/b:1",
+            "ghcr.io/a/b:2",
+        ),
     ],
 )
 def test_compare_requests_are_recognised(text: str, a: str, b: str) -> None:
@@ -296,6 +346,8 @@ def test_compare_requests_are_recognised(text: str, a: str, b: str) -> None:
         "musl vs glibc",
         "compare alpine and slim",
         "copy vs add",
+        "what's the difference between alpine and debian?",
+        "what is the difference between cmd and entrypoint?",
     ],
 )
 def test_questions_with_vs_stay_questions(text: str) -> None:
@@ -508,3 +560,45 @@ def test_scratch_without_a_command_says_it_cannot_start() -> None:
     reply = asyncio.run(explain_dockerfile("FROM scratch\nCOPY app /app\n", lint=run_hadolint))
     text = reply.plain_text()
     assert "scratch sets none" in text and "whatever the base image set" not in text
+
+
+def test_no_user_on_an_uninspected_base_is_not_called_root() -> None:
+    """Without inspecting the base, dockwise can't know its user (distroless :nonroot runs
+    as 65532): JSON says unknown (null) and the text says root only "unless the base sets
+    another". On scratch there is nothing to inherit: root, for sure."""
+    from bot.dockerfile_explain import DW1001_UNINSPECTED
+
+    reply = explain(DATA / "26-no-user.Dockerfile")
+    assert reply.data is not None
+    fs = reply.data["final_stage"]
+    assert fs["user"] is None and fs["runs_as_root"] is None
+    (finding,) = reply.data["findings"]
+    assert (finding["code"], finding["message"]) == ("DW1001", DW1001_UNINSPECTED)
+    text = reply.plain_text()
+    assert "The container runs as root" not in text and "Runs as root" not in text
+    assert "root unless the base sets another" in reply.body
+    scratch = explain(DATA / "36-run-on-scratch.Dockerfile")
+    assert scratch.data is not None and scratch.data["final_stage"]["runs_as_root"] is True
+    assert "The container runs as root." in scratch.body
+    assert [f["message"] for f in scratch.data["findings"] if f["code"] == "DW1001"] == [
+        OWN_FINDINGS["DW1001"][0]
+    ]
+    assert "Built from stage 1, FROM `scratch`" in scratch.plain_text()
+
+
+def test_windows_base_with_backtick_escape() -> None:
+    """A Windows Dockerfile: the backtick joins the RUN's lines, the base brings a Windows
+    user space (no C library, no uid 0), and no root/uid finding is made up."""
+    reply = explain(DATA / "62-windows-escape-backtick.Dockerfile")
+    assert reply.data is not None
+    (stage,) = reply.data["stages"]
+    assert stage["layers"] == [
+        {"line": 4, "instruction": "RUN"},
+        {"line": 6, "instruction": "COPY"},
+    ]
+    assert stage["entrypoint"]["words"] == ["C:\\app\\app.exe"]
+    assert stage["workdir"] == "C:\\app"
+    text = reply.plain_text()
+    assert "a Windows user space" in text and "C library" not in text
+    assert "ContainerAdministrator" in reply.body and "root" not in reply.body
+    assert reply.data["findings"] == []

@@ -109,6 +109,13 @@ def test_inspected_findings_and_the_real_build(
     name = build(docker_client, stem, tmp_path)
     built = image_facts(name, tmp_path / "cache")
     final = reply.data["final_stage"]
+    if final["base_kind"] == "scratch":
+        # FROM scratch: nothing inherited; the shell-form RUN ran (no DW1005 was right).
+        assert built.runs_as_root is final["runs_as_root"]
+        assert built.user == final["user"] and built.entrypoint == final["entrypoint"]["words"]
+        assert filesystem_layers(built) == len(final["layers"])
+        assert built.shell and "no OS user space" in reply.plain_text()
+        return
     base = bases[final["root_base"]]
     # What runs, as whom, on which ports: as promised.
     assert built.runs_as_root is final["runs_as_root"]
@@ -152,3 +159,38 @@ def test_no_user_finding_is_dropped_when_the_base_is_non_root(tmp_path: Path) ->
     # No ENTRYPOINT/CMD in the file: the explanation names what the base runs.
     assert "it runs what the base set: `/hello`" in reply.body
     assert "DW1001" in {c for _l, c in EXPECTED["50-run-on-distroless"]["findings"]}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FROM dockwise-test/debian:bookworm AS\n",
+        "FROM dockwise-test/debian:bookworm AS a AS b\n",
+        "FROM dockwise-test/debian:bookworm AS 2fast\n",
+    ],
+)
+def test_from_lines_we_refuse_are_refused_by_the_engine(
+    text: str, test_images: ImageSet, docker_client: DockerClient, tmp_path: Path
+) -> None:
+    """A FROM line our one-line error refuses is one `docker build` refuses too."""
+    from bot.dockerfile_explain import parse_dockerfile
+    from bot.errors import InvalidInput
+
+    with pytest.raises(InvalidInput):
+        parse_dockerfile(text)
+    (tmp_path / "Dockerfile").write_text(text)
+    with pytest.raises(BuildError) as info:
+        docker_build(docker_client, "dockwise-test/df-bad-from:1", tmp_path, recipe_hash(tmp_path))
+    message = str(info.value).lower()
+    assert "from requires either one or three arguments" in message or "stage" in message
+
+
+def test_wrong_package_manager_names_the_one_the_base_has(
+    test_images: ImageSet, tmp_path: Path
+) -> None:
+    text = (DATA / "49-apt-on-alpine.Dockerfile").read_text()
+    reply, bases = explain_inspected(text, tmp_path)
+    assert reply.data is not None
+    assert bases["dockwise-test/alpine:1"].packages is not None
+    (finding,) = [f for f in reply.data["findings"] if f["code"] == "DW2001"]
+    assert finding["message"].endswith("Its packages are apk's, so there is no `apt-get`.")

@@ -147,9 +147,34 @@ def _pkg_text(side: Side) -> str:
     return f"{count if count is not None else 'unknown number of'} ({facts.packages.manager})"
 
 
+def _platforms(facts: ImageFacts, shown: int = 4) -> str:
+    """The first ``shown`` platforms, and how many more there are."""
+    more = len(facts.platforms) - shown
+    text = ", ".join(facts.platforms[:shown]) or "unknown"
+    return f"{text} (+{more} more)" if more > 0 else text
+
+
 def _start(facts: ImageFacts) -> str:
     words = (facts.entrypoint or []) + (facts.cmd or [])
     return clip(" ".join(words), 60) if words else "(none)"
+
+
+def _keeps(lower: int, upper: int) -> str:
+    """ "it keeps its layer and adds 2 more" for an image built on one with ``lower`` layers."""
+    kept = "its layer" if lower == 1 else f"all {lower} of its layers"
+    added = upper - lower
+    return f"it keeps {kept} and adds {added} more" if added else f"it keeps {kept}"
+
+
+def _built_on(upper: Side, lower: Side) -> bool:
+    """Whether ``upper`` starts with all of ``lower``'s layers and adds some."""
+    keys_lower = [layer_key(x) for x in lower.resolved.layers]
+    keys_upper = [layer_key(x) for x in upper.resolved.layers]
+    return (
+        bool(keys_lower)
+        and len(keys_upper) > len(keys_lower)
+        and (keys_upper[: len(keys_lower)] == keys_lower)
+    )
 
 
 def verdict(a: Side, b: Side, shared_layers: int, diff: dict[str, list[Any]]) -> str:
@@ -161,15 +186,9 @@ def verdict(a: Side, b: Side, shared_layers: int, diff: dict[str, list[Any]]) ->
     if keys_a and keys_a == keys_b:
         sentences.append(f"{na} and {nb} have the same layers: the same filesystem.")
     elif keys_a and keys_b[: len(keys_a)] == keys_a:
-        sentences.append(
-            f"{nb} is built on {na}: it keeps all {len(keys_a)} of its layers and adds "
-            f"{len(keys_b) - len(keys_a)}."
-        )
+        sentences.append(f"{nb} is built on {na}: {_keeps(len(keys_a), len(keys_b))}.")
     elif keys_b and keys_a[: len(keys_b)] == keys_b:
-        sentences.append(
-            f"{na} is built on {nb}: it keeps all {len(keys_b)} of its layers and adds "
-            f"{len(keys_a) - len(keys_b)}."
-        )
+        sentences.append(f"{na} is built on {nb}: {_keeps(len(keys_b), len(keys_a))}.")
     elif shared_layers:
         sentences.append(f"They share {shared_layers} layer(s) (downloaded and stored once).")
     else:
@@ -290,11 +309,25 @@ def advice(a: Side, b: Side) -> list[str]:
     ca = a.facts.packages.count if a.facts.packages else None
     cb = b.facts.packages.count if b.facts.packages else None
     if ca and cb and ca != cb:
-        small = short_name((a if ca < cb else b).facts.reference)
-        out.append(
-            f"If your app runs on {small}, prefer it: fewer packages mean fewer files to patch "
-            "and fewer CVEs to track."
-        )
+        fewer, more = (a, b) if ca < cb else (b, a)
+        small = short_name(fewer.facts.reference)
+        size_fewer, size_more = fewer.facts.size.uncompressed, more.facts.size.uncompressed
+        if (
+            _built_on(fewer, more)
+            and size_fewer is not None
+            and size_more is not None
+            and size_fewer >= size_more
+        ):
+            out.append(
+                f"{small} has fewer packages but is no smaller: they were removed in a layer "
+                f"on top of {short_name(more.facts.reference)}'s, which still ship. Start it "
+                "from a base without them (or copy what you need into a fresh stage)."
+            )
+        else:
+            out.append(
+                f"If your app runs on {small}, prefer it: fewer packages mean fewer files to "
+                "patch and fewer CVEs to track."
+            )
     return out
 
 
@@ -349,7 +382,7 @@ def render_comparison(a: Side, b: Side) -> Reply:
         ),
         both("Ports", ", ".join(fa.exposed_ports) or "none", ", ".join(fb.exposed_ports) or "none"),
         both("Runs", _start(fa), _start(fb)),
-        both("Platforms", ", ".join(fa.platforms[:4]), ", ".join(fb.platforms[:4])),
+        both("Platforms", _platforms(fa), _platforms(fb)),
         both("Wasted", human(fa.wasted_bytes), human(fb.wasted_bytes)),
         both(
             "Secrets flagged",

@@ -1,0 +1,9 @@
+FROM python:3.12-alpine
+WORKDIR /app
+COPY requirements.txt .
+RUN apk add --no-cache --virtual .build-deps gcc=13.2.1_git20240309-r0 musl-dev=1.2.5-r0 \
+ && pip install --no-cache-dir -r requirements.txt \
+ && apk del .build-deps
+COPY . .
+USER 1000
+CMD ["python", "app.py"]
