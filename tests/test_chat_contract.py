@@ -24,6 +24,7 @@ from bot.errors import InvalidInput
 from bot.knowledge import KnowledgeBase
 from bot.serve import serve
 from tests.fixtures.registry import free_port
+from tests.fixtures.router import seed_router
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,7 +161,7 @@ def test_run_without_platforms_falls_back_to_the_shell(tmp_path: Path) -> None:
         k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_", "DOCKWISE_"))
     }
     env["HOME"] = str(tmp_path)
-    env["DOCKWISE_CACHE_DIR"] = str(tmp_path)
+    env["DOCKWISE_CACHE_DIR"] = str(seed_router(tmp_path))
     result = subprocess.run(
         [sys.executable, "-m", "bot", "run"],
         input="is a container a VM?\nquit\n",

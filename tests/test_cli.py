@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.knowledge import KnowledgeBase
+from tests.fixtures.router import seed_router
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,7 +131,8 @@ def test_topics_lists_every_article(kb: KnowledgeBase) -> None:
 
 
 def _env_for(registry_host: str, tmp: Path) -> dict[str, str]:
-    return {"DOCKWISE_INSECURE_REGISTRIES": registry_host, "DOCKWISE_CACHE_DIR": str(tmp)}
+    cache = str(seed_router(tmp))
+    return {"DOCKWISE_INSECURE_REGISTRIES": registry_host, "DOCKWISE_CACHE_DIR": cache}
 
 
 def _run(args: list[str], env: dict[str, str], stdin: str | None = None) -> str:

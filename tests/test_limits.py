@@ -25,6 +25,7 @@ from bot.knowledge import KnowledgeBase
 from bot.limits import Admission, RateLimited, with_timeout
 from bot.reply import ReplyKind
 from tests.fixtures.redis import RedisServer
+from tests.fixtures.router import seed_router
 
 USER_REFUSAL = "You're asking faster than I can answer: try again in a few seconds."
 BUSY = "I'm busy explaining other images: try again shortly."
@@ -273,7 +274,7 @@ def test_a_bad_rate_stops_dockwise_serve_with_one_line(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "DOCKWISE_RATE_LIMIT": "twenty a minute",
-        "DOCKWISE_CACHE_DIR": str(tmp_path),
+        "DOCKWISE_CACHE_DIR": str(seed_router(tmp_path)),
         "SLACK_BOT_TOKEN": "xoxb-test",
         "SLACK_SIGNING_SECRET": "s3cret",
         "DOCKWISE_PORT": "0",

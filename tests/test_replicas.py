@@ -44,6 +44,7 @@ from tests.emulators.slack import (
 from tests.fixtures.gated_proxy import GatedProxy
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.registry import RegistryServer, free_port, make_layer, push_image
+from tests.fixtures.router import seed_router
 
 pytestmark = pytest.mark.services
 
@@ -101,7 +102,7 @@ def start_proc(role: str, env: dict[str, str], tmp: Path, n: int) -> Proc:
     full.update(env)
     full.update(
         DOCKWISE_PORT=str(port),
-        DOCKWISE_CACHE_DIR=str(tmp / f"cache-{role}-{n}"),
+        DOCKWISE_CACHE_DIR=str(seed_router(tmp / f"cache-{role}-{n}")),
         DOCKWISE_LOG_LEVEL="INFO",
     )
     with log.open("wb") as out:

@@ -23,6 +23,7 @@ from bot.retrieval import (
     TextFeatures,
     training_set,
 )
+from tests.fixtures.router import seed_router
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -155,8 +156,7 @@ def test_static_embeddings_equal_model2vec() -> None:
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", b"\x00" * 64])
 def test_a_broken_cache_file_is_refitted(kb: KnowledgeBase, tmp_path: Path, content: bytes) -> None:
-    Router.for_articles(kb.articles, cache=tmp_path)
-    (cached,) = tmp_path.glob("router-*.npz")
+    (cached,) = seed_router(tmp_path).glob("router-*.npz")  # the file a fit writes
     cached.write_bytes(content)
     router = Router.for_articles(kb.articles, cache=tmp_path)
     assert router.decide("is a container a VM?").hits[0].article_id == "containers-vs-vms"

@@ -11,12 +11,13 @@ import pytest
 
 from adapters.shell import PROMPT
 from bot.knowledge import FALLBACK_TITLE, KnowledgeBase
+from tests.fixtures.router import seed_router
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def spawn(cache: Path) -> pexpect.spawn:
-    env = dict(os.environ, DOCKWISE_CACHE_DIR=str(cache), TERM="dumb")
+    env = dict(os.environ, DOCKWISE_CACHE_DIR=str(seed_router(cache)), TERM="dumb")
     child = pexpect.spawn(
         sys.executable,
         ["-m", "bot", "chat"],

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.router import seed_router
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -82,7 +84,9 @@ def test_wheel_contents(installed: Path) -> None:
 
 def test_installed_wheel_answers_from_another_directory(installed: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in {"DOCKWISE_KNOWLEDGE_DIR"}}
-    env["DOCKWISE_CACHE_DIR"] = str(tmp_path / "cache")
+    # The fitted router (tests/fixtures/router.py): its file name hashes the articles, the
+    # model and the training files, which the wheel must still carry to use it.
+    env["DOCKWISE_CACHE_DIR"] = str(seed_router(tmp_path / "cache"))
     env.pop("PYTHONPATH", None)
     result = subprocess.run(
         [str(installed / "bin" / "dockwise"), "ask", "--json", "why FROM ubuntu?"],
