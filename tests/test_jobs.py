@@ -1026,3 +1026,53 @@ async def test_a_discord_interaction_compare_is_finished_by_the_worker(
     ]
     assert len(final_edits) == 1 and final_edits[0].status == 200
     assert interaction.token in final_edits[0].path
+
+
+def test_compare_and_dockerfile_keys_follow_what_the_workers_compute() -> None:
+    """One comparison typed differently (tags spelled out, a pasted `docker pull`) is one
+    key; the order of the pair, the source and the platform make other keys, and no key of
+    one kind is another kind's. A Dockerfile's key is its exact text and source."""
+    same = {
+        compare_key("alpine", "debian:12", "auto", None),
+        compare_key("docker.io/library/alpine:latest", "library/debian:12", "auto", None),
+        compare_key("`docker pull alpine`", "debian:12", "auto", None),
+    }
+    assert len(same) == 1
+    others = {
+        compare_key("debian:12", "alpine", "auto", None),
+        compare_key("alpine", "debian:12", "registry", None),
+        compare_key("alpine", "debian:12", "auto", "linux/arm64"),
+        job_key("alpine", "auto", None),
+        dockerfile_key("FROM alpine\n", "auto"),
+        dockerfile_key("FROM alpine\n", "docker"),
+        dockerfile_key("FROM alpine \n", "auto"),
+    }
+    assert len(others) == 7 and not same & others
+    assert job_key("`docker pull alpine`", "auto", None) == job_key("alpine", "auto", None)
+
+
+@pytest.mark.services
+async def test_pasted_references_pass_the_replica_check_like_in_one_process(
+    own_redis: RedisServer,
+    knowledge_engine: Engine,  # noqa: F811
+    blind_explainer: Explainer,
+) -> None:
+    """What users paste (`docker pull X`, backticks) is read as the explainer reads it, so
+    a replica with a queue does not refuse it as a malformed reference: with no room in
+    the queue (DOCKWISE_QUEUE_MAX=0) the answer is the busy reply, i.e. it got as far as
+    the queue, for an image and for both sides of a comparison."""
+    queue = JobQueue(own_redis.url, queue_max=0)
+    await queue.connect()
+    web = Engine(knowledge=knowledge_engine.knowledge, explainer=blind_explainer, jobs=queue)
+    try:
+        for reply in (
+            await web.explain("docker pull registry.invalid/pasted:1"),
+            await web.compare("`registry.invalid/a:1`", "docker pull registry.invalid/b:1"),
+        ):
+            assert reply.kind is ReplyKind.ERROR and "busy" in reply.body, reply.body
+        bad = await web.compare("registry.invalid/a:1", "docker pull")
+        assert bad.kind is ReplyKind.ERROR and "busy" not in bad.body, bad.body
+        assert await queue.queue.count("incomplete") == 0
+    finally:
+        await web.aclose()
+        await queue.close()
