@@ -14,6 +14,8 @@ kind (saq function)    key (``*_key``)     work on the worker
 ``dockerfile``         ``dockerfile_key``  ``explain_dockerfile`` with its bases read
 =====================  ==================  ===========================================
 
+Comparisons take deliveries as explanations do (``JobQueue.compare_later``, below).
+
 Roles and their parts::
 
     web / gateway replica                   Redis                       worker
@@ -50,20 +52,20 @@ Progress events (``bot.progress.ExplainProgress`` as JSON) go over Redis pub/sub
 ``dockwise:jobs:progress:<key>``; a waiting replica relays them to its ``progress``
 callback so the chat placeholders keep moving.
 
-**Deliveries** (``JobQueue.explain_later``, ``compare_later``): instead of waiting, a
-replica can attach a ``Delivery`` (platform name + a JSON target the platform's adapter
-described, e.g. a webhook URL) to the job and return at once; the worker that finishes
-the job posts the reply through that platform's ``ChatAdapter.deliver``. Deliveries of
-job ``key`` are a Redis list ``dockwise:jobs:deliveries:<key>`` with a ``...:closed``
-marker, both with TTLs. Two Lua scripts make each delivery happen exactly once: *attach*
-pushes only while the list is not closed; *drain* (the worker, once the reply is known)
-takes the whole list and closes it in one step. An attach refused because the job just
-finished is delivered by the submitting replica itself from the job's result
-(``explain``). The drain runs in the job function, before saq stores the result, so a
-worker killed before it leaves the deliveries to the retried job; one killed between
-drain and posting loses them (a window of one HTTP post). When the last attempt crashes,
-its deliveries get the "failed on the workers" error; a last attempt that times out or
-is killed leaves them unanswered.
+**Deliveries** (``JobQueue.explain_later``): instead of waiting, a replica can attach a
+``Delivery`` (platform name + a JSON target the platform's adapter described, e.g. a
+webhook URL) to the job and return at once; the worker that finishes the job posts the
+reply through that platform's ``ChatAdapter.deliver``. Deliveries of job ``key`` are a
+Redis list ``dockwise:jobs:deliveries:<key>`` with a ``...:closed`` marker, both with
+TTLs. Two Lua scripts make each delivery happen exactly once: *attach* pushes only while
+the list is not closed; *drain* (the worker, once the reply is known) takes the whole
+list and closes it in one step. An attach refused because the job just finished is
+delivered by the submitting replica itself from the job's result (``explain``). The
+drain runs in the job function, before saq stores the result, so a worker killed before
+it leaves the deliveries to the retried job; one killed between drain and posting loses
+them (a window of one HTTP post). When the last attempt crashes, its deliveries get the
+"failed on the workers" error; a last attempt that times out or is killed leaves them
+unanswered.
 """
 
 from __future__ import annotations
