@@ -3,7 +3,20 @@
 In the distributed roles (``dockwise serve --role web|gateway``) the engine does not read
 images itself: ``JobQueue.explain`` enqueues one saq job per (reference, source, platform)
 and waits for its result, while ``dockwise serve --role worker`` processes (``JobWorker``)
-run the explanations. Roles and their parts::
+run the explanations. Every piece of work that reads images is a job of its own kind, with
+the same guarantees (one job per key, progress, retries, deliveries, the bound):
+
+=====================  ==================  ===========================================
+kind (saq function)    key (``*_key``)     work on the worker
+=====================  ==================  ===========================================
+``explain``            ``job_key``         ``Explainer.explain`` of one image
+``compare``            ``compare_key``     ``compare_images`` of A and B (in order)
+``dockerfile``         ``dockerfile_key``  ``explain_dockerfile`` with its bases read
+=====================  ==================  ===========================================
+
+Comparisons take deliveries as explanations do (``JobQueue.compare_later``, below).
+
+Roles and their parts::
 
     web / gateway replica                   Redis                       worker
     Engine.explain ─ JobQueue.explain ──▶ saq job (key = hash of ─▶ JobWorker runs
@@ -67,7 +80,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
@@ -86,12 +99,17 @@ if TYPE_CHECKING:
     from bot.image.source import Platform
 
 __all__ = [
+    "COMPARE_FUNCTION",
+    "DOCKERFILE_FUNCTION",
     "EXPLAIN_FUNCTION",
     "QUEUE_NAME",
     "Delivery",
     "JobQueue",
+    "JobSpec",
     "JobWorker",
     "QueueFull",
+    "compare_key",
+    "dockerfile_key",
     "job_key",
 ]
 
@@ -100,8 +118,11 @@ log = logging.getLogger(__name__)
 #: The saq queue's name (its Redis keys are ``saq:dockwise-explain:*`` and
 #: ``saq:job:dockwise-explain:<key>``).
 QUEUE_NAME: Final = "dockwise-explain"
-#: The worker function's name in the queue.
+#: The worker functions' names in the queue: one image, two images compared, a Dockerfile
+#: with its base images read.
 EXPLAIN_FUNCTION: Final = "explain"
+COMPARE_FUNCTION: Final = "compare"
+DOCKERFILE_FUNCTION: Final = "dockerfile"
 PROGRESS_PREFIX: Final = "dockwise:jobs:progress:"
 DELIVERIES_PREFIX: Final = "dockwise:jobs:deliveries:"
 #: Seconds between two progress lines a worker shows one delivery.
@@ -147,21 +168,88 @@ class QueueFull(Busy):
     kind = "queue_full"
 
 
+def _image_name(reference: str) -> str:
+    """``reference`` as the explainer will read it: pasted forms undone
+    (``bot.image.reference.from_paste``) and normalised by ``parse_reference``; anything
+    it cannot parse, such as a local image id, as asked."""
+    from bot.errors import InvalidReference
+    from bot.image.reference import from_paste, parse_reference
+
+    try:
+        return str(parse_reference(from_paste(reference)))
+    except InvalidReference:
+        return reference
+
+
+def _hashed(parts: list[str]) -> str:
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
+
+
 def job_key(reference: str, source: str, platform: str | None) -> str:
     """The saq job key of one explanation: 32 hex digits of SHA-256 over the normalised
     reference (``alpine``, ``alpine:latest`` and ``docker.io/library/alpine`` are one image,
     as ``bot.image.reference.parse_reference`` reads them; anything it cannot parse, such as
     a local image id, as asked), the source choice and the platform (``"None"`` for the
     default), so every replica computes the same key for the same image."""
-    from bot.errors import InvalidReference
-    from bot.image.reference import parse_reference
+    return _hashed([_image_name(reference), source, str(platform)])
 
-    try:
-        image = str(parse_reference(reference))
-    except InvalidReference:
-        image = reference
-    raw = json.dumps([image, source, str(platform)])
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+def compare_key(a: str, b: str, source: str, platform: str | None) -> str:
+    """The saq job key of one comparison: like ``job_key`` over both normalised
+    references in the order asked ("A vs B" and "B vs A" are two replies), the source and
+    the platform; never equal to an explanation's key."""
+    return _hashed([COMPARE_FUNCTION, _image_name(a), _image_name(b), source, str(platform)])
+
+
+def dockerfile_key(text: str, source: str) -> str:
+    """The saq job key of one Dockerfile explanation: over the Dockerfile's exact text
+    and the source its bases are read from."""
+    return _hashed([DOCKERFILE_FUNCTION, text, source])
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One job as a replica asks for it: the worker ``function`` (``EXPLAIN_FUNCTION``,
+    ``COMPARE_FUNCTION`` or ``DOCKERFILE_FUNCTION``), its JSON-ready ``kwargs``, its saq
+    ``key`` and ``what`` names the work in errors (e.g. ``"Explaining alpine"``)."""
+
+    function: str
+    key: str
+    kwargs: dict[str, Any]
+    what: str
+
+    @classmethod
+    def explain(cls, reference: str, source: str, platform: Platform | None) -> JobSpec:
+        chosen = None if platform is None else str(platform)
+        return cls(
+            EXPLAIN_FUNCTION,
+            job_key(reference, source, chosen),
+            {"reference": reference, "source": source, "platform": chosen},
+            f"Explaining {reference[:100]}",
+        )
+
+    @classmethod
+    def compare(cls, a: str, b: str, source: str, platform: Platform | None) -> JobSpec:
+        chosen = None if platform is None else str(platform)
+        return cls(
+            COMPARE_FUNCTION,
+            compare_key(a, b, source, chosen),
+            {"a": a, "b": b, "source": source, "platform": chosen},
+            f"Comparing {a[:60]} and {b[:60]}",
+        )
+
+    @classmethod
+    def dockerfile(cls, text: str, source: str) -> JobSpec:
+        return cls(
+            DOCKERFILE_FUNCTION,
+            dockerfile_key(text, source),
+            {"text": text, "source": source},
+            "Explaining that Dockerfile",
+        )
+
+    def finished(self, result: Reply | DockwiseError) -> Reply:
+        """What a delivery of this job shows: ``job_reply``."""
+        return job_reply(self.function, self.kwargs, result)
 
 
 def progress_channel(key: str) -> str:
@@ -221,6 +309,28 @@ def finished_reply(reference: str, result: Reply | DockwiseError) -> Reply:
             kind=ReplyKind.ERROR, title=f"Couldn't explain {reference[:100]}", body=str(result)
         )
     return with_actions(result, None, image=reference)
+
+
+def job_reply(function: str, kwargs: Mapping[str, Any], result: Reply | DockwiseError) -> Reply:
+    """What a delivery of a ``function`` job with ``kwargs`` shows, as the engine would
+    return it in one process: ``finished_reply`` for an image; a comparison as is, or its
+    one-line error titled like ``Engine.compare``'s; a Dockerfile likewise."""
+    if function == COMPARE_FUNCTION:
+        if isinstance(result, DockwiseError):
+            a, b = str(kwargs.get("a", "")).strip(), str(kwargs.get("b", "")).strip()
+            return _error(f"Couldn't compare {a[:60]} and {b[:60]}", result)
+        return result
+    if function == DOCKERFILE_FUNCTION:
+        if isinstance(result, DockwiseError):
+            return _error("Couldn't explain that Dockerfile", result)
+        return result
+    return finished_reply(str(kwargs.get("reference", "")), result)
+
+
+def _error(title: str, exc: DockwiseError) -> Reply:
+    from bot.reply import ReplyKind
+
+    return Reply(kind=ReplyKind.ERROR, title=title, body=str(exc))
 
 
 async def post_delivery(
@@ -354,8 +464,38 @@ class JobQueue:
         connection). Raises the worker's ``DockwiseError`` (same kind and message),
         ``QueueFull`` when ``queue_max`` jobs wait, ``TimedOut`` when no result came within
         every attempt's timeout plus the sweeps, ``Unreachable`` when Redis fails."""
-        key = job_key(reference, source, None if platform is None else str(platform))
-        entry = self._local.get(key)
+        return await self.run(JobSpec.explain(reference, source, platform), progress=progress)
+
+    async def compare(
+        self,
+        a: str,
+        b: str,
+        *,
+        source: SourceChoice = "auto",
+        platform: Platform | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Reply:
+        """``bot.image.compare.compare_images`` of ``a`` and ``b``, computed by a worker
+        (one job per ``compare_key``, shared as in ``explain``); ``progress`` gets both
+        images' events. Raises as ``explain`` does."""
+        return await self.run(JobSpec.compare(a, b, source, platform), progress=progress)
+
+    async def dockerfile(
+        self,
+        text: str,
+        *,
+        source: SourceChoice = "auto",
+        progress: ProgressCallback | None = None,
+    ) -> Reply:
+        """``bot.dockerfile_explain.explain_dockerfile`` of ``text`` with its base images
+        inspected (their layers read, hadolint run) by a worker: one job per
+        ``dockerfile_key``, shared as in ``explain``; ``progress`` gets the bases' events.
+        Raises as ``explain`` does (``InvalidInput`` for a Dockerfile it cannot read)."""
+        return await self.run(JobSpec.dockerfile(text, source), progress=progress)
+
+    async def run(self, spec: JobSpec, *, progress: ProgressCallback | None = None) -> Reply:
+        """The result of job ``spec`` (joined or enqueued; see ``explain``)."""
+        entry = self._local.get(spec.key)
         if entry is None:  # the first local ask waits on Redis for every ask in this process
             listeners: list[ProgressCallback] = []
 
@@ -364,10 +504,10 @@ class JobQueue:
                     listener(event)
 
             waiting: asyncio.Future[Reply] = asyncio.ensure_future(
-                self._explain_or_fail(key, reference, source, platform, fan_out)
+                self._wait_or_fail(spec, fan_out)
             )
-            entry = self._local[key] = (waiting, listeners)
-            waiting.add_done_callback(functools.partial(self._forget, key, entry))
+            entry = self._local[spec.key] = (waiting, listeners)
+            waiting.add_done_callback(functools.partial(self._forget, spec.key, entry))
         task, listeners = entry
         if progress is not None:
             listeners.append(progress)
@@ -392,17 +532,36 @@ class JobQueue:
         Raises ``QueueFull`` (synchronously) when ``queue_max`` jobs wait and
         ``Unreachable`` when Redis fails; errors of the explanation reach the delivery as
         an error reply."""
-        key = job_key(reference, source, None if platform is None else str(platform))
+        await self.run_later(JobSpec.explain(reference, source, platform), delivery=delivery)
+
+    async def compare_later(
+        self,
+        a: str,
+        b: str,
+        *,
+        source: SourceChoice = "auto",
+        platform: Platform | None = None,
+        delivery: Delivery,
+    ) -> None:
+        """``compare`` with its reply posted to ``delivery`` (as in ``explain_later``):
+        the comparison, or its one-line error titled "Couldn't compare A and B"."""
+        await self.run_later(JobSpec.compare(a, b, source, platform), delivery=delivery)
+
+    async def run_later(self, spec: JobSpec, *, delivery: Delivery) -> None:
+        """Job ``spec``'s reply (``JobSpec.finished``) posted to ``delivery``; see
+        ``explain_later``."""
         try:
-            await self._join_or_enqueue(key, reference, source, platform)
+            await self._join_or_enqueue(spec)
             attached = await self.redis.eval(
-                _ATTACH, 2, *deliveries_keys(key), delivery.to_json(), self._delivery_ttl()
+                _ATTACH, 2, *deliveries_keys(spec.key), delivery.to_json(), self._delivery_ttl()
             )
         except (RedisError, OSError) as exc:
             raise Unreachable(f"The job queue (Redis) failed: {type(exc).__name__}") from None
         if not attached:  # drained already: that job's worker won't post this one
-            log.info("explanation job %s finished before its delivery: posting it here", key)
-            task = asyncio.create_task(self._deliver_here(reference, source, platform, delivery))
+            log.info(
+                "%s job %s finished before its delivery: posting it here", spec.function, spec.key
+            )
+            task = asyncio.create_task(self._deliver_here(spec, delivery))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
@@ -423,20 +582,12 @@ class JobQueue:
         """Seconds deliveries and their closed marker live: a job's whole patience."""
         return int(self._patience()) + self.result_ttl
 
-    async def _deliver_here(
-        self,
-        reference: str,
-        source: SourceChoice,
-        platform: Platform | None,
-        delivery: Delivery,
-    ) -> None:
+    async def _deliver_here(self, spec: JobSpec, delivery: Delivery) -> None:
         try:
-            result: Reply | DockwiseError = await self.explain(
-                reference, source=source, platform=platform
-            )
+            result: Reply | DockwiseError = await self.run(spec)
         except DockwiseError as exc:
             result = exc
-        await post_delivery(self.deliverers, delivery, finished_reply(reference, result))
+        await post_delivery(self.deliverers, delivery, spec.finished(result))
 
     def _forget(
         self, key: str, entry: tuple[asyncio.Future[Reply], Any], done: asyncio.Future[Reply]
@@ -446,52 +597,39 @@ class JobQueue:
         if not done.cancelled():
             done.exception()  # retrieved: no "never retrieved" warning when every asker left
 
-    async def _explain_or_fail(
-        self,
-        key: str,
-        reference: str,
-        source: SourceChoice,
-        platform: Platform | None,
-        progress: ProgressCallback,
-    ) -> Reply:
+    async def _wait_or_fail(self, spec: JobSpec, progress: ProgressCallback) -> Reply:
         try:
-            return await self._explain(key, reference, source, platform, progress)
+            return await self._wait(spec, progress)
         except (RedisError, OSError) as exc:
             raise Unreachable(f"The job queue (Redis) failed: {type(exc).__name__}") from None
 
-    async def _explain(
-        self,
-        key: str,
-        reference: str,
-        source: SourceChoice,
-        platform: Platform | None,
-        progress: ProgressCallback | None,
-    ) -> Reply:
+    async def _wait(self, spec: JobSpec, progress: ProgressCallback | None) -> Reply:
+        key = spec.key
         pubsub = self.redis.pubsub()
         try:
             # Subscribe before the job can start, so no progress event is missed.
             await pubsub.subscribe(progress_channel(key), self.queue.job_id(key))
-            job = await self._join_or_enqueue(key, reference, source, platform)
+            job = await self._join_or_enqueue(spec)
             deadline = time.monotonic() + self._patience()
             while True:
                 stored = await self.queue.job(key)
                 if stored is None:  # expired or swept away: ask again
-                    job = await self._join_or_enqueue(key, reference, source, platform)
+                    job = await self._join_or_enqueue(spec)
                     stored = job
                 if stored.status is Status.COMPLETE:
                     return self._result(stored.result)
                 if stored.status is Status.FAILED:  # crashed or timed out in every attempt
-                    log.warning("explanation job %s failed: %s", key, (stored.error or "")[-200:])
-                    raise Unreachable(
-                        f"Explaining {reference[:100]} failed on the workers; try again."
+                    log.warning(
+                        "%s job %s failed: %s", spec.function, key, (stored.error or "")[-200:]
                     )
+                    raise Unreachable(f"{spec.what} failed on the workers; try again.")
                 if stored.status is Status.ABORTED:
                     # A sweep can abort a job a worker has just dequeued (saq marks it
                     # active a moment later) and queue it again: ask for it again, which
                     # joins the retry or, once saq's abort marker is gone, enqueues anew.
-                    await self._join_or_enqueue(key, reference, source, platform)
+                    await self._join_or_enqueue(spec)
                 if time.monotonic() > deadline:
-                    raise TimedOut(f"Explaining {reference[:100]} took too long; try again.")
+                    raise TimedOut(f"{spec.what} took too long; try again.")
                 await self._relay_until_change(pubsub, key, progress, POLL_INTERVAL)
         finally:
             with contextlib.suppress(RedisError, OSError):
@@ -502,41 +640,33 @@ class JobQueue:
         heartbeat, sweep and saq's 5 s abort wait between attempts."""
         return self.attempts * (self.job_timeout + self.heartbeat + self.sweep + 5) + 5
 
-    async def _join_or_enqueue(
-        self, key: str, reference: str, source: SourceChoice, platform: Platform | None
-    ) -> Job:
-        existing = await self.queue.job(key)
+    async def _join_or_enqueue(self, spec: JobSpec) -> Job:
+        existing = await self.queue.job(spec.key)
         if existing is not None and existing.status in (Status.QUEUED, Status.ACTIVE):
             return existing
         async with self._enqueueing:
-            return await self._enqueue(key, reference, source, platform)
+            return await self._enqueue(spec)
 
-    async def _enqueue(
-        self, key: str, reference: str, source: SourceChoice, platform: Platform | None
-    ) -> Job:
+    async def _enqueue(self, spec: JobSpec) -> Job:
         waiting = await self.depth()
         if waiting >= self.queue_max:
             raise QueueFull(
                 f"I'm busy: {waiting} image explanations are waiting. Try again in a minute."
             )
         job = Job(
-            function=EXPLAIN_FUNCTION,
-            kwargs={
-                "reference": reference,
-                "source": source,
-                "platform": None if platform is None else str(platform),
-            },
-            key=key,
+            function=spec.function,
+            kwargs=dict(spec.kwargs),
+            key=spec.key,
             timeout=self.job_timeout,
             heartbeat=self.heartbeat,
             retries=self.attempts,
             ttl=self.result_ttl,
         )
         # A fresh job takes deliveries again (the last one's drain closed its list).
-        await self.redis.delete(deliveries_keys(key)[1])
+        await self.redis.delete(deliveries_keys(spec.key)[1])
         enqueued = await self.queue.enqueue(job)
         if enqueued is None:  # another replica enqueued it first: join that one
-            joined = await self.queue.job(key)
+            joined = await self.queue.job(spec.key)
             if joined is not None:
                 return joined
         return job
@@ -569,9 +699,10 @@ class JobQueue:
 
 
 class JobWorker:
-    """A worker process's side: a saq ``Worker`` running ``concurrency`` explanations at a
-    time with its own ``Explainer`` (the image caches are shared as configured), touching
-    each job every third of the heartbeat and publishing its progress."""
+    """A worker process's side: a saq ``Worker`` running ``concurrency`` jobs (explanations,
+    comparisons, Dockerfiles) at a time with its own ``Explainer`` (the image caches are
+    shared as configured), touching each job every third of the heartbeat and publishing
+    its progress."""
 
     def __init__(
         self,
@@ -588,7 +719,11 @@ class JobWorker:
             jobs.queue,
             # host-pid-random: which process holds a job (saq's Job.worker_id) at a glance
             id=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
-            functions=[(EXPLAIN_FUNCTION, self._explain_job)],
+            functions=[
+                (EXPLAIN_FUNCTION, self._explain_job),
+                (COMPARE_FUNCTION, self._compare_job),
+                (DOCKERFILE_FUNCTION, self._dockerfile_job),
+            ],
             concurrency=concurrency if concurrency is not None else settings.worker_concurrency,
             timers={"sweep": jobs.sweep, "schedule": 1, "abort": 1, "worker_info": 10},
             dequeue_timeout=1.0,
@@ -639,12 +774,79 @@ class JobWorker:
     async def _explain_job(
         self, ctx: dict[str, Any], *, reference: str, source: SourceChoice, platform: str | None
     ) -> dict[str, Any]:
-        """The saq job function: ``{"reply": Reply JSON}`` or, for a user-caused failure,
-        ``{"error": {"kind", "message"}}`` (a result: not retried). Before returning, the
-        job's deliveries are drained and posted (``post_delivery``); progress lines go to
-        them meanwhile (at most one per ``progress_interval`` seconds)."""
-        from bot.image.source import Platform
+        """The saq job function of ``EXPLAIN_FUNCTION``: ``Explainer.explain``; see
+        ``_run_job`` for the result."""
+        spec = JobSpec.explain(reference, source, None)
 
+        async def work(progress: ProgressCallback) -> Reply:
+            from bot.image.source import Platform
+
+            chosen = Platform.parse(platform) if platform else None
+            return await self.explainer.explain(
+                reference, source=source, platform=chosen, progress=progress
+            )
+
+        return await self._run_job(ctx, spec, work)
+
+    async def _compare_job(
+        self, ctx: dict[str, Any], *, a: str, b: str, source: SourceChoice, platform: str | None
+    ) -> dict[str, Any]:
+        """The saq job function of ``COMPARE_FUNCTION``: ``compare_images`` of ``a`` and
+        ``b`` within ``DOCKWISE_EXPLAIN_TIMEOUT``, as ``Engine.compare`` runs it in one
+        process; see ``_run_job`` for the result."""
+        spec = JobSpec.compare(a, b, source, None)
+
+        async def work(progress: ProgressCallback) -> Reply:
+            from bot.engine import compare_work
+            from bot.image.source import Platform
+
+            chosen = Platform.parse(platform) if platform else None
+            return await compare_work(
+                self.explainer,
+                a,
+                b,
+                source=source,
+                platform=chosen,
+                timeout=self.settings.explain_timeout,
+                progress=progress,
+            )
+
+        return await self._run_job(ctx, spec, work)
+
+    async def _dockerfile_job(
+        self, ctx: dict[str, Any], *, text: str, source: SourceChoice
+    ) -> dict[str, Any]:
+        """The saq job function of ``DOCKERFILE_FUNCTION``: ``explain_dockerfile`` of
+        ``text`` with each base read by ``Explainer.facts`` within
+        ``DOCKWISE_EXPLAIN_TIMEOUT`` (a base that fails is named in the report, as in one
+        process); see ``_run_job`` for the result."""
+        spec = JobSpec.dockerfile(text, source)
+
+        async def work(progress: ProgressCallback) -> Reply:
+            from bot.dockerfile_explain import explain_dockerfile
+            from bot.engine import base_facts_lookup
+
+            facts_for = base_facts_lookup(
+                self.explainer,
+                source=source,
+                timeout=self.settings.explain_timeout,
+                progress=progress,
+            )
+            return await explain_dockerfile(text, facts_for=facts_for)
+
+        return await self._run_job(ctx, spec, work)
+
+    async def _run_job(
+        self,
+        ctx: dict[str, Any],
+        spec: JobSpec,
+        work: Callable[[ProgressCallback], Awaitable[Reply]],
+    ) -> dict[str, Any]:
+        """Run one job's ``work`` (given the progress callback): ``{"reply": Reply JSON}``
+        or, for a user-caused failure, ``{"error": {"kind", "message"}}`` (a result: not
+        retried). Before returning, the job's deliveries are drained and posted
+        (``post_delivery`` of ``spec.finished``); progress lines go to them meanwhile (at
+        most one per ``progress_interval`` seconds)."""
         job: Job = ctx["job"]
         events: asyncio.Queue[ExplainProgress | None] = asyncio.Queue()
         channel = progress_channel(job.key)
@@ -667,15 +869,12 @@ class JobWorker:
 
         helpers = [asyncio.create_task(publish()), asyncio.create_task(beat())]
         result: Reply | DockwiseError = Unreachable(
-            f"Explaining {reference[:100]} failed on the workers; try again."
+            f"{spec.what} failed on the workers; try again."
         )
         crashed: Exception | None = None
         try:
             try:
-                chosen = Platform.parse(platform) if platform else None
-                result = await self.explainer.explain(
-                    reference, source=source, platform=chosen, progress=events.put_nowait
-                )
+                result = await work(events.put_nowait)
             except DockwiseError as exc:
                 result = exc
             except ValueError as exc:  # a platform string no replica would send
@@ -691,9 +890,9 @@ class JobWorker:
             await asyncio.gather(*helpers, return_exceptions=True)
         if crashed is not None:  # saq retries it; after the last attempt nobody else answers
             if not job.retryable:
-                await self._deliver(job.key, reference, result)
+                await self._deliver(job.key, spec.what, result, spec.finished)
             raise crashed
-        await self._deliver(job.key, reference, result)
+        await self._deliver(job.key, spec.what, result, spec.finished)
         if isinstance(result, Reply):
             return {"reply": result.to_json()}
         return {"error": {"kind": result.kind, "message": str(result)}}
@@ -718,15 +917,21 @@ class JobWorker:
             except Exception as exc:
                 log.warning("progress to %s failed: %s", delivery.platform, type(exc).__name__)
 
-    async def _deliver(self, key: str, reference: str, result: Reply | DockwiseError) -> None:
+    async def _deliver(
+        self,
+        key: str,
+        reference: str,
+        result: Reply | DockwiseError,
+        finish: Callable[[Reply | DockwiseError], Reply] | None = None,
+    ) -> None:
         """Drain job ``key``'s deliveries (atomically: each is taken by one worker once)
-        and post the reply to each."""
+        and post the reply (``finish(result)``; by default ``finished_reply``) to each."""
         try:
             drained = await self.jobs.drain_deliveries(key)
         except (RedisError, OSError) as exc:
             log.error("explanation job %s: deliveries unreadable: %s", key, type(exc).__name__)
             return
         if drained:
-            reply = finished_reply(reference, result)
+            reply = finish(result) if finish is not None else finished_reply(reference, result)
             for delivery in drained:
                 await post_delivery(self.jobs.deliverers, delivery, reply)
