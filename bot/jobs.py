@@ -24,9 +24,17 @@ The saq semantics this relies on (saq 0.26, ``saq/queue/redis.py``, ``saq/worker
   (``DOCKWISE_JOB_ATTEMPTS``), queued again for any worker. A worker SIGKILLed mid-job is
   thus replaced within about heartbeat + sweep + 5 s (defaults 15 + 10 + 5 s), and its
   askers are still answered once: they wait for the job's final result, not for a worker.
-  Known saq race: a sweep can also catch a job in the instant between a worker's dequeue
-  and its "active" mark (more likely with short sweeps on starved CPUs); the job is then
-  aborted and run again, and a waiter that sees it aborted asks for it again.
+  saq's sweep also aborts a job caught in the instant between a worker's dequeue
+  (``BLMOVE`` to the active list) and its ACTIVE mark, then retries it from the copy it
+  read, so the job runs twice and shows an attempt more (``attempts == 2``).
+  ``ExplainQueue.sweep`` closes that race: such a job is swept only when it is unchanged
+  since the previous sweep (a dead worker's), never under a live one.
+- **Stopping workers.** SIGTERM (rolling update, scale-down) makes ``JobWorker.stop``
+  take no new job, give running ones ``DOCKWISE_WORKER_GRACE`` seconds, then hand those
+  still explaining back to the queue (``ExplainQueue.hand_back``: one WATCH transaction,
+  only while the job is still ACTIVE on this worker in this attempt; ``attempts - 1``,
+  ``meta["handed_back"]`` counted) for another worker. saq itself would cancel them after
+  its ``shutdown_grace_period_s`` and retry them as a used attempt.
 - **Results with a TTL.** A finished job (its result inside) is kept ``ttl`` seconds
   (``DOCKWISE_JOB_RESULT_TTL``), then Redis drops it.
 
@@ -44,15 +52,25 @@ callback so the chat placeholders keep moving.
 webhook URL) to the job and return at once; the worker that finishes the job posts the
 reply through that platform's ``ChatAdapter.deliver``. Deliveries of job ``key`` are a
 Redis list ``dockwise:jobs:deliveries:<key>`` with a ``...:closed`` marker, both with
-TTLs. Two Lua scripts make each delivery happen exactly once: *attach* pushes only while
-the list is not closed; *drain* (the worker, once the reply is known) takes the whole
-list and closes it in one step. An attach refused because the job just finished is
-delivered by the submitting replica itself from the job's result (``explain``). The
-drain runs in the job function, before saq stores the result, so a worker killed before
-it leaves the deliveries to the retried job; one killed between drain and posting loses
-them (a window of one HTTP post). When the last attempt crashes, its deliveries get the
-"failed on the workers" error; a last attempt that times out or is killed leaves them
-unanswered.
+TTLs. *Attach* (Lua) pushes only while the list is not closed; *drain* (the worker, once
+the reply is known) moves the whole list into the job generation's posting list
+(``posting_keys``: the generation is ``Job.queued``, which retries keep) with the result
+the deliveries get, and closes the list, in one step. An attach refused because the job
+just finished is delivered by the submitting replica itself from the job's result
+(``explain``). The drain runs in the job function, before saq stores the result, so a
+worker killed before it leaves the deliveries to the retried job.
+
+Posting is **at most once per delivery**: each is claimed (``LMOVE`` posting → in-flight)
+right before its post and dropped from the in-flight list after it. A worker killed while
+posting leaves the unclaimed deliveries and the kept result: the job's retry (the sweep
+finds the dead worker's job) posts them without explaining again, and a sweep that gives
+the job up after its last attempt does the same. The one delivery whose post was in
+flight is not posted again (its post may have reached the platform, and a response_url
+or interaction follow-up posted twice shows twice): the window where an answer can be
+lost is one HTTP post of one delivery, logged as "not repeated". When the last attempt
+crashes, its deliveries get the "failed on the workers" error; when it times out (saq's
+job timeout) or is swept, "took too long; try again" (or the kept reply, when an earlier
+attempt had one), once.
 """
 
 from __future__ import annotations
@@ -567,8 +585,9 @@ class JobQueue:
 
     async def drain_deliveries(self, key: str) -> list[Delivery]:
         """Take every delivery attached to job ``key`` and close its list, in one atomic
-        step: later attaches are refused until a fresh job for ``key`` is enqueued. What
-        a worker does when the job's reply is known. Raises RedisError/OSError."""
+        step: later attaches are refused until a fresh job for ``key`` is enqueued (the
+        worker uses ``drain_to_posting``, which keeps them for a retry until posted).
+        Raises RedisError/OSError."""
         drained = await self.redis.eval(_DRAIN, 2, *deliveries_keys(key), self._delivery_ttl())
         out: list[Delivery] = []
         for raw in drained or []:
@@ -686,6 +705,8 @@ class JobQueue:
                     return self._result(stored.result)
                 if stored.status is Status.FAILED:  # crashed or timed out in every attempt
                     log.warning("explanation job %s failed: %s", key, (stored.error or "")[-200:])
+                    if "TimeoutError" in (stored.error or ""):  # saq's job timeout
+                        raise TimedOut(f"Explaining {reference[:100]} took too long; try again.")
                     raise Unreachable(
                         f"Explaining {reference[:100]} failed on the workers; try again."
                     )

@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from saq.job import Status
 
 from adapters.slack_blocks import render_messages
 from bot.errors import DockwiseError
@@ -320,7 +321,7 @@ async def test_a_last_attempt_timing_out_tells_each_asker_once(
         waiting = asyncio.create_task(asking.explain(ref))
         with pytest.raises(DockwiseError) as failed:
             await asyncio.wait_for(waiting, 60)
-        assert "try again" in str(failed.value)
+        assert "took too long; try again" in str(failed.value)
         for url, _ in targets:
             await until(functools.partial(_said, emu, url, "took too long"), "the error reply")
         job = await asking.queue.job(key)
@@ -335,6 +336,84 @@ async def test_a_last_attempt_timing_out_tells_each_asker_once(
             assert BOT_TOKEN not in json.dumps([r.data for r in sent])
     finally:
         await asking.close()
+
+
+async def test_a_job_swept_after_its_last_attempt_tells_each_asker_once(
+    stack: Stack, registry: RegistryServer, own_redis: RedisServer
+) -> None:
+    """The worker running a job's only attempt is SIGKILLed: the other worker's sweep
+    gives the job up and answers its deliveries "took too long", once each."""
+    emu, proxy = stack.emulator, stack.proxy
+    ref = push(registry, proxy, "swept", "debian")
+    key = job_key(ref, "auto", None)
+    asking = JobQueue(own_redis.url, attempts=1, heartbeat=4, sweep=2)
+    await asking.connect()
+    try:
+        proxy.hold("/blobs/")
+        await stack.workers(2)
+        targets = [command_target(emu) for _ in range(2)]
+        for _, target in targets:
+            await asking.explain_later(ref, delivery=Delivery("slack", target))
+        victim = await holder(stack, key, "/blobs/")
+        victim.popen.kill()
+        await exited(victim)
+        await until(
+            functools.partial(_job_status, asking, key, "aborted"), "the job to be given up", 60
+        )
+        for url, _ in targets:
+            await until(functools.partial(_said, emu, url, "took too long"), "the error reply")
+        job = await asking.queue.job(key)
+        assert job is not None and job.attempts == 1
+        proxy.release("/blobs/")
+        for url, _ in targets:
+            sent = posts_to(emu, url)
+            assert len([r for r in sent if "took too long" in json.dumps(r.data)]) == 1, sent
+    finally:
+        await asking.close()
+
+
+async def _job_status(queue: JobQueue, key: str, status: str) -> bool:
+    job = await queue.queue.job(key)
+    return job is not None and job.status.value == status
+
+
+async def test_a_sweep_leaves_a_job_being_dequeued_to_its_worker(own_redis: RedisServer) -> None:
+    """saq's race: a job moved to the active list by a worker's dequeue is still QUEUED
+    until that worker marks it ACTIVE. A sweep then leaves it alone; only when it is
+    unchanged at the next sweep (its worker died in between) is it queued again, its
+    attempt not counted."""
+    from saq import Job
+    from saq.utils import now
+
+    queue = JobQueue(own_redis.url, sweep=1)
+    await queue.connect()
+    saq = queue.queue
+    lock = saq.namespace("sweep")
+    try:
+        for marked in (True, False):
+            key = uuid.uuid4().hex
+            await saq.enqueue(Job(function="explain", key=key, timeout=60, heartbeat=30))
+            dequeued = await saq.dequeue(timeout=1)  # a worker's BLMOVE, no ACTIVE mark yet
+            assert dequeued is not None and dequeued.key == key
+            assert await saq.sweep(lock=1, abort=0.2) == []
+            if marked:  # the live worker marks it, as saq's Worker.process does
+                dequeued.started = now()
+                dequeued.attempts += 1
+                await dequeued.update(status=Status.ACTIVE)
+            await queue.redis.delete(lock)  # the next sweep, without waiting for the lock
+            swept = await saq.sweep(lock=1, abort=0.2)
+            job = await saq.job(key)
+            assert job is not None
+            if marked:
+                assert swept == [] and job.status is Status.ACTIVE and job.attempts == 1
+            else:
+                assert swept == [saq.job_id(key)]
+                assert job.status is Status.QUEUED and job.attempts == 0
+                assert await saq.count("queued") == 1
+                await saq.dequeue(timeout=1)  # out of the way of the next round
+            await queue.redis.delete(lock)
+    finally:
+        await queue.close()
 
 
 async def _said(emu: SlackEmulator, response_url: str, words: str) -> bool:
