@@ -382,16 +382,18 @@ def finished_reply(reference: str, result: Reply | DockwiseError) -> Reply:
 def job_reply(function: str, kwargs: Mapping[str, Any], result: Reply | DockwiseError) -> Reply:
     """What a delivery of a ``function`` job with ``kwargs`` shows, as the engine would
     return it in one process: ``finished_reply`` for an image; a comparison as is, or its
-    one-line error titled like ``Engine.compare``'s; a Dockerfile likewise."""
+    one-line error titled like ``Engine.compare``'s, with its buttons; a Dockerfile likewise."""
+    from bot.actions import DOCKERFILE_SUBJECT, with_actions
+
     if function == COMPARE_FUNCTION:
+        a, b = str(kwargs.get("a", "")).strip(), str(kwargs.get("b", "")).strip()
         if isinstance(result, DockwiseError):
-            a, b = str(kwargs.get("a", "")).strip(), str(kwargs.get("b", "")).strip()
             return _error(f"Couldn't compare {a[:60]} and {b[:60]}", result)
-        return result
+        return with_actions(result, None, image=f"{a} vs {b}")
     if function == DOCKERFILE_FUNCTION:
         if isinstance(result, DockwiseError):
             return _error("Couldn't explain that Dockerfile", result)
-        return result
+        return with_actions(result, None, subject=DOCKERFILE_SUBJECT)
     return finished_reply(str(kwargs.get("reference", "")), result)
 
 

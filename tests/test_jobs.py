@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -787,7 +788,9 @@ async def test_two_replicas_comparing_one_pair_share_one_job_run_by_the_worker(
     assert first == second
     job = await queues[0].queue.job(key)
     assert job is not None and job.attempts == 1 and job.worker_id == worker.worker.id
-    assert Reply.from_json(job.result["reply"]) == first
+    computed = Reply.from_json(job.result["reply"])
+    assert computed.actions == [] and first.actions  # the buttons are the asker's engine's
+    assert replace(computed, actions=first.actions) == first
     for digest in digests:
         assert proxy.count("GET", digest) == 1, digest
     assert any(e.layers >= 1 for e in seen), seen
