@@ -357,3 +357,40 @@ def test_image_built_on_a_one_layer_base(
     added = len(layers[1]) - 1
     assert f"{app} is built on {base}: it keeps its layer and adds {added} more." in flat
     assert "all 1 of" not in flat
+
+
+def test_slim_variant_verdict(
+    pair: ComparePair, docker_client: DockerClient, tmp_path: Path
+) -> None:
+    """The issue's headline verdict: a slim variant built apart (no shared layers: A's
+    filesystem with packages purged and the apt lists removed, copied onto scratch)."""
+    context = tmp_path / "slim"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        "ARG BASE\nFROM ${BASE} AS trim\nARG PURGE\n"
+        "RUN dpkg --purge --force-depends,remove-essential $PURGE >/dev/null"
+        " && rm -rf /var/lib/apt/lists/*\n"
+        'FROM scratch\nCOPY --from=trim / /\nCMD ["bash"]\n'
+    )
+    with cache_lock():
+        slim = docker_build(
+            docker_client,
+            "dockwise-test/cmp-slim:1",
+            context,
+            recipe_hash(context, pair.a.image_id, *PURGED),
+            build_args={"BASE": pair.a.name, "PURGE": " ".join(PURGED)},
+        )
+    result = compare_cli("--source", "docker", pair.a.name, slim.name, cache=tmp_path / "c")
+    assert result.returncode == 0, result.stderr
+    flat = " ".join(result.stdout.split())
+    truth_a = dpkg_truth(docker_client, pair.a.name)
+    truth_slim = dpkg_truth(docker_client, slim.name)
+    fewer = len(truth_a) - len(truth_slim)
+    assert fewer == len(PURGED)
+    libc = truth_a["libc6:amd64"][0] if "libc6:amd64" in truth_a else truth_a["libc6"][0]
+    assert "They share no layers." in flat
+    assert f"with the same glibc ({libc})" in flat
+    assert f"{slim.name} has {fewer} fewer packages than {pair.a.name}" in flat
+    assert f"{slim.name} has no apt lists" in flat
+    assert f"In short: {slim.name} is {pair.a.name}'s slim variant." in flat
+    assert "prefer it" in flat  # a real slim image: fewer packages and smaller
