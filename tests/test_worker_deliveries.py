@@ -112,7 +112,7 @@ async def cluster(
         "DOCKWISE_DISCORD_GATEWAY_URL": discord.gateway_url,
         "DOCKWISE_INSECURE_REGISTRIES": proxy.host,
         "DOCKWISE_EXPLAIN_RATE_LIMIT": "1000/minute",
-        "DOCKWISE_WORKER_CONCURRENCY": "4",
+        "DOCKWISE_WORKER_CONCURRENCY": "8",  # all six jobs run at once
         "DOCKWISE_EXPLAIN_TIMEOUT": "120",
     }
     procs = [start(role, env, tmp_path) for role in ("web", "gateway", "worker")]
@@ -180,19 +180,30 @@ async def test_workers_edit_the_placeholders_of_mentions_and_gateway_commands(
     slack, discord, proxy = cluster.slack, cluster.discord, cluster.proxy
     refs: dict[str, str] = {}
     repos: dict[str, str] = {}
-    for name in ("http", "socket", "mention", "command"):
+    for name in ("http", "dm", "socket", "mention", "command"):
         repo = repos[name] = f"deliver{uuid.uuid4().hex[:8]}/{name}"
         layer = make_layer({"etc/os-release": b"ID=debian\n", "srv/app": name.encode()})
         push_image(registry.pusher(), repo, "1", [layer])
         refs[name] = f"{proxy.host}/{repo}:1"
+    missing = f"nosuch{uuid.uuid4().hex[:8]}/app"  # never pushed: the asker's mistake
+    refs["missing"] = f"{proxy.host}/{missing}:1"
     keys = {name: job_key(ref, "auto", None) for name, ref in refs.items()}
     proxy.hold(BLOBS)  # every job stays inside its image until released
+    proxy.hold(missing)  # ... or, for the missing one, inside its lookup
 
     # The asks: a Slack mention at the web replica (HTTP mode), one over Socket Mode at the
     # gateway, a Discord mention and a Discord slash command over the gateway.
     http_event, http_id = slack.mention(f"explain {refs['http']}", channel="C0HTTP"), new_event_id()
     answer = await slack.http_event(cluster.web.events, http_event, event_id=http_id)
     assert answer.data["status"] == 200
+    dm_event, dm_id = (
+        slack.dm(f"explain {refs['dm']}", channel="D0DAVE", user="U0DAVE"),
+        new_event_id(),
+    )
+    await slack.http_event(cluster.web.events, dm_event, event_id=dm_id)
+    error_event = {**slack.mention(f"explain {refs['missing']}", channel="C0ERR"), "user": "U0ERIN"}
+    error_id = new_event_id()
+    await slack.http_event(cluster.web.events, error_event, event_id=error_id)
     socket_event = {
         **slack.mention(f"explain {refs['socket']}", channel="C0SOCKET"),
         "user": "U0BOB",
@@ -211,14 +222,15 @@ async def test_workers_edit_the_placeholders_of_mentions_and_gateway_commands(
             for key in keys.values():
                 if await client.llen(DELIVERIES_PREFIX + key) != 1:
                     return False
-            states = [await client.get(f"dockwise:delivery:{i}") for i in (http_id, socket_id)]
-            return states == [b"done", b"done"]  # the askers are done with the events
+            ids = (http_id, dm_id, error_id, socket_id)
+            states = [await client.get(f"dockwise:delivery:{i}") for i in ids]
+            return states == [b"done"] * 4  # the askers are done with the events
 
-        await until(handed_over, "four deliveries attached and both Slack events done")
+        await until(handed_over, "six deliveries attached and the Slack events done")
 
     # Each asker posted its placeholder and nothing else.
     placeholders: dict[str, str] = {}
-    for channel in ("C0HTTP", "C0SOCKET"):
+    for channel in ("C0HTTP", "D0DAVE", "C0ERR", "C0SOCKET"):
         (posted,) = slack.posts(channel)
         assert posted.ok and is_progress(posted.data)
         placeholders[channel] = str(posted.data["_ts"])
@@ -251,18 +263,25 @@ async def test_workers_edit_the_placeholders_of_mentions_and_gateway_commands(
     await until(as_check(progressed), "the worker's progress edits", within=60)
 
     async def inside() -> bool:
-        return proxy.held(BLOBS) >= 4
+        return proxy.held(BLOBS) >= 5 and proxy.held(missing) >= 1
 
-    await until(inside, "all four jobs inside their images (held)")
+    await until(inside, "all six jobs inside their images (held)")
     proxy.release(BLOBS)
+    proxy.release(missing)
+
+    answered = {ch: ts for ch, ts in placeholders.items() if ch != "C0ERR"}
+
+    def refusals() -> list[Record]:
+        return [r for r in slack.api_calls("chat.postEphemeral") if r.data["channel"] == "C0ERR"]
 
     def finished() -> bool:
         slack_done = all(
             any(not is_progress(r.data) for r in slack_edits(slack, ch, ts))
-            for ch, ts in placeholders.items()
+            for ch, ts in answered.items()
         )
         return (
             slack_done
+            and bool(refusals())
             and any(c.body.get("embeds") for c in discord_edits(discord, message_path))
             and any(c.body.get("embeds") for c in discord_edits(discord, original_path))
         )
@@ -274,10 +293,10 @@ async def test_workers_edit_the_placeholders_of_mentions_and_gateway_commands(
 
         async def drained() -> bool:
             lengths = [await client.llen(DELIVERIES_PREFIX + k) for k in keys.values()]
-            return lengths == [0, 0, 0, 0]
+            return lengths == [0] * len(keys)
 
         await until(drained, "every delivery taken")
-    for name, channel in (("http", "C0HTTP"), ("socket", "C0SOCKET")):
+    for name, channel in (("http", "C0HTTP"), ("dm", "D0DAVE"), ("socket", "C0SOCKET")):
         ts = placeholders[channel]
         (final,) = [r for r in slack_edits(slack, channel, ts) if not is_progress(r.data)]
         assert final.seq > seq
@@ -289,6 +308,17 @@ async def test_workers_edit_the_placeholders_of_mentions_and_gateway_commands(
         assert not [
             r for r in slack.api_calls("chat.postEphemeral") if r.data.get("channel") == channel
         ]
+    # The asker's mistake (no such image): the placeholder is removed and the one-line
+    # error goes to the asker alone.
+    (refusal,) = refusals()
+    assert refusal.ok and refusal.seq > seq and refusal.data["user"] == "U0ERIN"
+    assert f"Couldn't explain {refs['missing']}" in json.dumps(refusal.data)
+    (removed,) = [r for r in slack.api_calls("chat.delete") if r.data["channel"] == "C0ERR"]
+    assert removed.ok and removed.data["ts"] == placeholders["C0ERR"]
+    assert slack.current("C0ERR") == [] and len(slack.posts("C0ERR")) == 1
+    assert not [
+        r for r in slack_edits(slack, "C0ERR", placeholders["C0ERR"]) if not is_progress(r.data)
+    ]
     (final_message,) = [c for c in discord_edits(discord, message_path) if c.body.get("embeds")]
     (final_original,) = [c for c in discord_edits(discord, original_path) if c.body.get("embeds")]
     for call, name in ((final_message, "mention"), (final_original, "command")):
