@@ -975,7 +975,12 @@ class SlackAdapter:
             )
 
     async def _on_shortcut(
-        self, ack: AsyncAck, shortcut: dict[str, Any], client: AsyncWebClient, respond: Any
+        self,
+        ack: AsyncAck,
+        shortcut: dict[str, Any],
+        client: AsyncWebClient,
+        respond: Any,
+        context: AsyncBoltContext,
     ) -> None:
         await ack()
         message = shortcut.get("message") or {}
@@ -990,6 +995,16 @@ class SlackAdapter:
             return
         thread_ts = str(message.get("thread_ts") or message.get("ts") or "") or None
         asker = Asker("slack", user, channel, _team(shortcut))
+        if self.engine.later_reference(f"explain {reference}") is not None:
+            place = Placeholder(
+                channel,
+                thread_ts,
+                user,
+                team=context.team_id or asker.team,
+                enterprise=context.enterprise_id,
+            )
+            await self._explain_later(client, place, reference, asker)
+            return
         await self._reply_with_progress(
             client,
             channel,

@@ -32,7 +32,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from bot.jobs import DELIVERIES_PREFIX, job_key
+from bot.jobs import DELIVERIES_PREFIX, JobQueue, JobWorker, job_key, progress_channel
 from tests.emulators.discord import DiscordEmulator
 from tests.emulators.slack import (
     APP_TOKEN,
@@ -45,7 +45,21 @@ from tests.emulators.slack import (
 from tests.fixtures.gated_proxy import GatedProxy
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.registry import RegistryServer, free_port, make_layer, push_image
+from tests.test_jobs import (  # noqa: F401  (fixtures)
+    SlackWeb,
+    proxy,
+    queues,
+    slack_web,
+    subscribers,
+    worker,
+)
 from tests.test_replicas import READY_WITHIN, Proc, ready, until
+from tests.test_slack import (  # noqa: F401  (fixtures)
+    catalog,
+    emulator,
+    engine,
+    knowledge_engine,
+)
 
 pytestmark = pytest.mark.services
 
@@ -99,7 +113,7 @@ async def cluster(
     await slack.start()
     discord = DiscordEmulator()
     await discord.start()
-    proxy = await GatedProxy(registry.url).start()
+    gated = await GatedProxy(registry.url).start()
     env = {
         "DOCKWISE_REDIS_URL": own_redis.url,
         "DOCKWISE_HOST": "127.0.0.1",
@@ -110,13 +124,13 @@ async def cluster(
         "DISCORD_TOKEN": discord.token,
         "DOCKWISE_DISCORD_API_URL": discord.api_url,
         "DOCKWISE_DISCORD_GATEWAY_URL": discord.gateway_url,
-        "DOCKWISE_INSECURE_REGISTRIES": proxy.host,
+        "DOCKWISE_INSECURE_REGISTRIES": gated.host,
         "DOCKWISE_EXPLAIN_RATE_LIMIT": "1000/minute",
         "DOCKWISE_WORKER_CONCURRENCY": "8",  # all six jobs run at once
         "DOCKWISE_EXPLAIN_TIMEOUT": "120",
     }
     procs = [start(role, env, tmp_path) for role in ("web", "gateway", "worker")]
-    made = Cluster(procs[0], procs[1], procs[2], slack, discord, proxy, own_redis.url)
+    made = Cluster(procs[0], procs[1], procs[2], slack, discord, gated, own_redis.url)
     try:
         async with aiohttp.ClientSession() as session:
             for proc in procs:
@@ -137,7 +151,7 @@ async def cluster(
             except subprocess.TimeoutExpired:
                 proc.popen.kill()
                 proc.popen.wait()
-        await proxy.stop()
+        await gated.stop()
         await discord.close()
         await slack.stop()
 
@@ -177,7 +191,7 @@ def discord_edits(emu: DiscordEmulator, path: str, after: int = 0) -> list[Any]:
 async def test_workers_edit_the_placeholders_of_mentions_and_gateway_commands(
     cluster: Cluster, registry: RegistryServer
 ) -> None:
-    slack, discord, proxy = cluster.slack, cluster.discord, cluster.proxy
+    slack, discord, proxy = cluster.slack, cluster.discord, cluster.proxy  # noqa: F811
     refs: dict[str, str] = {}
     repos: dict[str, str] = {}
     for name in ("http", "dm", "socket", "mention", "command"):
@@ -332,3 +346,44 @@ async def test_workers_edit_the_placeholders_of_mentions_and_gateway_commands(
     ]
     assert [m["id"] for m in replies] == [placeholder["id"]]
     assert cluster.worker.popen.poll() is None
+
+
+async def test_a_message_shortcut_at_a_web_replica_is_handed_over_too(
+    queues: list[JobQueue],  # noqa: F811
+    worker: JobWorker,  # noqa: F811
+    slack_web: SlackWeb,  # noqa: F811
+    proxy: GatedProxy,  # noqa: F811
+    registry: RegistryServer,
+) -> None:
+    """The "Explain image" message shortcut on a web replica with a queue posts its
+    placeholder in the message's thread and attaches it to the job without waiting (no
+    subscriber on the job's progress); the worker's Slack adapter edits it into the
+    answer, once."""
+    emu = slack_web.emulator
+    repo = f"shortcut{uuid.uuid4().hex[:8]}/app"
+    push_image(registry.pusher(), repo, "1", [make_layer({"etc/os-release": b"ID=debian\n"})])
+    ref = f"{proxy.host}/{repo}:1"
+    key = job_key(ref, "auto", None)
+    proxy.hold(BLOBS)
+    shortcut = emu.message_shortcut(f"our build uses `docker pull {ref}`", channel="C0CUT")
+    await emu.http_interactive(slack_web.url, shortcut)
+
+    async def handed_over() -> bool:
+        attached = await queues[0].redis.llen(DELIVERIES_PREFIX + key)
+        return attached == 1 and proxy.held(BLOBS) >= 1
+
+    await until(handed_over, "the shortcut's delivery attached, the worker inside the image")
+    assert await subscribers(queues[0], progress_channel(key)) == 0  # nobody waits for it
+    (placeholder,) = emu.posts("C0CUT")
+    assert placeholder.data["thread_ts"] == shortcut["message"]["ts"]
+    assert is_progress(placeholder.data)
+    ts = str(placeholder.data["_ts"])
+    proxy.release(BLOBS)
+
+    def answered() -> bool:
+        return any(not is_progress(r.data) for r in slack_edits(emu, "C0CUT", ts))
+
+    await until(as_check(answered), "the worker's edit of the placeholder")
+    (final,) = [r for r in slack_edits(emu, "C0CUT", ts) if not is_progress(r.data)]
+    assert repo in json.dumps(final.data) and "debian" in json.dumps(final.data).lower()
+    assert len(emu.posts("C0CUT")) == 1
