@@ -97,6 +97,8 @@ NO_IMAGE_IN_MESSAGE = (
 EXPIRED_BUTTON = "That button is too old for me to follow: ask the question again."
 PROGRESS_MIN_INTERVAL = 1.0
 PROGRESS_HEARTBEAT = 2.0
+#: Progress edits a job worker makes to one placeholder message.
+MESSAGE_PROGRESS_UPDATES = 10
 
 
 class Buttons(discord.ui.View):
@@ -734,6 +736,12 @@ class DiscordPlatform(ChatAdapter):
 
             self._webhooks = InteractionFollowups(self.settings.discord_api_url)
         return self._webhooks
+
+    def progress_updates(self, target: dict[str, Any]) -> int | None:
+        """A placeholder message: ``MESSAGE_PROGRESS_UPDATES`` edits (Discord allows about
+        5 edits per 5 s in a channel, shared by every answer there); an interaction's
+        original response: no cap (its webhook has its own limit, waited out)."""
+        return MESSAGE_PROGRESS_UPDATES if target.get("message_id") else None
 
     async def _rest_client(self) -> discord.Client:
         """A discord.py client logged in over REST only (no gateway shard): what a worker

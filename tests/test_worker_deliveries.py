@@ -32,6 +32,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from bot.engine import Engine
 from bot.jobs import DELIVERIES_PREFIX, JobQueue, JobWorker, job_key, progress_channel
 from tests.emulators.discord import DiscordEmulator
 from tests.emulators.slack import (
@@ -387,3 +388,28 @@ async def test_a_message_shortcut_at_a_web_replica_is_handed_over_too(
     (final,) = [r for r in slack_edits(emu, "C0CUT", ts) if not is_progress(r.data)]
     assert repo in json.dumps(final.data) and "debian" in json.dumps(final.data).lower()
     assert len(emu.posts("C0CUT")) == 1
+
+
+async def test_only_single_image_explanations_are_handed_over(
+    knowledge_engine: Engine,  # noqa: F811
+) -> None:
+    """``Engine.later_reference``: what an adapter may hand to the queue. Questions,
+    Dockerfiles, comparisons and malformed references are answered in the asking
+    process as before, and without a queue (``--role all``) nothing is handed over."""
+    queued = Engine(knowledge=knowledge_engine.knowledge, jobs=JobQueue("redis://127.0.0.1:9/0"))
+    alone = Engine(knowledge=knowledge_engine.knowledge)
+    try:
+        assert queued.later_reference("explain python:3.12-slim") == "python:3.12-slim"
+        assert queued.later_reference("explain `docker pull nginx:alpine`") == "nginx:alpine"
+        assert alone.later_reference("explain python:3.12-slim") is None
+        for text in (
+            "why do Dockerfiles start FROM ubuntu?",
+            "compare alpine vs debian:bookworm-slim",
+            "```dockerfile\nFROM alpine\n```",
+            "explain Not An Image!!",
+            "",
+        ):
+            assert queued.later_reference(text) is None, text
+    finally:
+        await queued.aclose()
+        await alone.aclose()
