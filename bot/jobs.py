@@ -697,18 +697,26 @@ class JobWorker:
                 result = InvalidInput(str(exc)[:200])
             except Exception as exc:
                 crashed = exc
+        except BaseException:  # cancelled (aborted, shutting down): no more heartbeats
+            helpers[1].cancel()
+            raise
         finally:
             events.put_nowait(None)  # the events before the result are published first
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(helpers[0]), 2.0)
-            for helper in helpers:
-                helper.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
-        if crashed is not None:  # saq retries it; after the last attempt nobody else answers
-            if not job.retryable:
-                await self._deliver(job.key, reference, result)
-            raise crashed
-        await self._deliver(job.key, reference, result)
+            helpers[0].cancel()
+            await asyncio.gather(helpers[0], return_exceptions=True)
+        # Heartbeats go on while the replies are posted (many deliveries take seconds): a
+        # sweep must not take the job for stuck and abort it mid-posting.
+        try:
+            if crashed is not None:  # saq retries it; after the last attempt nobody else answers
+                if not job.retryable:
+                    await self._deliver(job.key, reference, result)
+                raise crashed
+            await self._deliver(job.key, reference, result)
+        finally:
+            helpers[1].cancel()
+            await asyncio.gather(helpers[1], return_exceptions=True)
         if isinstance(result, Reply):
             return {"reply": result.to_json()}
         return {"error": {"kind": result.kind, "message": str(result)}}
