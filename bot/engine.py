@@ -350,6 +350,27 @@ class Engine:
                 self._remember(ref, reply, asker.team)
             return with_actions(reply, self.knowledge, image=ref)
 
+    def later_reference(self, text: str) -> str | None:
+        """The image reference when ``text`` (anything a user typed, read as ``handle``
+        reads it) asks to explain one image and a job queue explains images
+        (``self.jobs``): the adapter may then show its placeholder and hand the ask over
+        with ``explain_later`` instead of waiting. None for everything ``handle`` answers
+        itself: questions, Dockerfiles, comparisons, a malformed reference (``handle``
+        replies with its error), and any ask when this process has no queue. No I/O."""
+        if self.jobs is None:
+            return None
+        try:
+            if parse_dockerfile_or_compare(text) is not None:
+                return None
+            intent = parse_intent(check_input(text))
+            if not isinstance(intent, ExplainIntent):
+                return None
+            reference = check_input(intent.reference)
+            _check_reference(reference)
+        except DockwiseError:
+            return None
+        return reference
+
     async def explain_later(
         self,
         reference: str,

@@ -112,7 +112,7 @@ from saq.queue.redis import RedisQueue
 from saq.utils import now
 
 from bot.errors import Busy, DockwiseError, InvalidInput, TimedOut, Unreachable
-from bot.progress import ExplainProgress, ProgressCallback
+from bot.progress import ExplainProgress, ProgressCallback, ProgressRelay
 from bot.reply import Reply
 
 if TYPE_CHECKING:
@@ -148,8 +148,12 @@ DOCKERFILE_FUNCTION: Final = "dockerfile"
 PROGRESS_PREFIX: Final = "dockwise:jobs:progress:"
 DELIVERIES_PREFIX: Final = "dockwise:jobs:deliveries:"
 POSTING_PREFIX: Final = "dockwise:jobs:posting:"
-#: Seconds between two progress lines a worker shows one delivery.
+#: Seconds between two progress lines a worker shows one delivery (and between its looks
+#: for deliveries attached to a running job).
 DELIVERY_PROGRESS_INTERVAL: Final = 1.0
+#: Seconds after which a delivery's progress line is shown again with the elapsed time
+#: while the job reports nothing new.
+DELIVERY_PROGRESS_HEARTBEAT: Final = 3.0
 
 # KEYS[1] = the deliveries list, KEYS[2] = its closed marker; ARGV = delivery JSON, TTL s.
 # Returns 1 when attached, 0 when the job's deliveries were already drained.
@@ -350,11 +354,10 @@ class Delivery:
 
 class Deliverer(Protocol):
     """Posts to deliveries: the adapter named by a delivery (``bot.chat.ChatAdapter``
-    satisfies this). ``max_progress_updates``: progress lines one delivery may get (None:
-    no cap)."""
+    satisfies this). ``progress_updates(target)``: progress lines that delivery may get
+    (None: no cap)."""
 
-    @property
-    def max_progress_updates(self) -> int | None: ...
+    def progress_updates(self, target: dict[str, Any]) -> int | None: ...
 
     async def deliver(self, target: dict[str, Any], reply: Reply) -> None: ...
 
@@ -1182,14 +1185,26 @@ class JobWorker:
         channel = progress_channel(job.key)
 
         async def publish() -> None:  # in order, until the None that ends the job
-            shown: dict[str, int] = {}
-            last = 0.0
-            while (event := await events.get()) is not None:
-                with contextlib.suppress(RedisError, OSError):
-                    await self.jobs.redis.publish(channel, json.dumps(asdict(event)))
-                    if time.monotonic() - last >= self.progress_interval:
-                        last = time.monotonic()
-                        await self._show_progress(job.key, event.text(), shown)
+            relays: dict[str, ProgressRelay] = {}
+            latest: ExplainProgress | None = None
+            try:
+                while True:
+                    fresh = True
+                    try:  # a new event, or a look for deliveries attached meanwhile
+                        event = await asyncio.wait_for(events.get(), DELIVERY_PROGRESS_INTERVAL)
+                    except TimeoutError:
+                        event, fresh = latest, False
+                    else:
+                        if event is None:
+                            return
+                        latest = event
+                        with contextlib.suppress(RedisError, OSError):
+                            await self.jobs.redis.publish(channel, json.dumps(asdict(event)))
+                    if event is not None:
+                        with contextlib.suppress(RedisError, OSError):
+                            await self._show_progress(job.key, event, relays, fresh=fresh)
+            finally:  # a progress line in flight lands before the reply
+                await asyncio.gather(*(r.close() for r in relays.values()))
 
         async def run() -> Reply | DockwiseError:
             try:
@@ -1270,25 +1285,40 @@ class JobWorker:
                 "%s job %s: deliveries unanswered: %s", job.function, job.key, type(exc).__name__
             )
 
-    async def _show_progress(self, key: str, line: str, shown: dict[str, int]) -> None:
-        """``line`` to every delivery attached to job ``key`` so far, within each
-        adapter's ``max_progress_updates`` (``shown`` counts per delivery)."""
+    async def _show_progress(
+        self,
+        key: str,
+        event: ExplainProgress,
+        relays: dict[str, ProgressRelay],
+        *,
+        fresh: bool = True,
+    ) -> None:
+        """``event`` (the job's latest; ``fresh`` when it just arrived, else only
+        deliveries attached since get it) to every delivery attached to job ``key`` so
+        far, each through its own ``ProgressRelay`` (kept in ``relays`` by delivery): at
+        most one line per ``progress_interval`` seconds, the elapsed time every
+        ``DELIVERY_PROGRESS_HEARTBEAT`` seconds while nothing changes, within the
+        adapter's ``progress_updates(target)``."""
         for raw in await self.jobs.redis.lrange(deliveries_keys(key)[0], 0, -1):
-            try:
-                delivery = Delivery.from_json(raw)
-            except ValueError:
+            relay = relays.get(str(raw))
+            if relay is not None and not fresh:
                 continue
-            adapter = self.jobs.deliverers.get(delivery.platform)
-            count = shown.get(str(raw), 0)
-            if adapter is None or (
-                adapter.max_progress_updates is not None and count >= adapter.max_progress_updates
-            ):
-                continue
-            shown[str(raw)] = count + 1
-            try:
-                await adapter.show_progress(delivery.target, line)
-            except Exception as exc:
-                log.warning("progress to %s failed: %s", delivery.platform, type(exc).__name__)
+            if relay is None:
+                try:
+                    delivery = Delivery.from_json(raw)
+                except ValueError:
+                    continue
+                adapter = self.jobs.deliverers.get(delivery.platform)
+                if adapter is None:
+                    continue
+                relay = relays[str(raw)] = ProgressRelay(
+                    functools.partial(adapter.show_progress, delivery.target),
+                    min_interval=self.progress_interval,
+                    heartbeat=DELIVERY_PROGRESS_HEARTBEAT,
+                    max_updates=adapter.progress_updates(delivery.target),
+                    shown=True,  # the asker's placeholder
+                )
+            relay(event)
 
 
 def _as_result(result: Reply | DockwiseError) -> dict[str, Any]:

@@ -512,7 +512,8 @@ async def test_slash_commands_are_answered_once_by_the_worker_through_response_u
     ref = f"{proxy.host}/{repo}:1"
     key = job_key(ref, "auto", None)
     proxy.hold("/blobs/")
-    commands = [emu.command(ref), emu.command(ref)]
+    # Two people (one person's second ask would be refused while the first is queued).
+    commands = [emu.command(ref), {**emu.command(ref), "user_id": "U0BOB"}]
     for command in commands:
         ack = await emu.http_command(slack_web.url, command)
         assert ack.data["status"] == 200

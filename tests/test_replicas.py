@@ -6,11 +6,13 @@ protocol (signed HTTP events in, Web API calls out).
 Asserted: the same Slack event delivered to both replicas is answered once; a first
 delivery whose answer could not be posted is answered on the retry; a user's rate limit
 holds across replicas; 50 concurrent explanations of one image spread over both replicas
-fetch each blob once; a worker SIGKILLed mid-job still gives exactly one answer, both to
-a mention (a replica waiting) and to a slash command (answered by the worker through its
-response_url). The web replicas reach no registry (their allowlist names only
-registry.invalid): comparisons and Dockerfiles with a base image are computed by the
-workers, proven by a worker SIGKILLed mid-compare and by the job records.
+fetch each blob once (the replicas post their placeholders and hand the asks over: the
+worker edits all 50); a worker SIGKILLed mid-job still gives exactly one answer, both to
+a mention (its placeholder edited by the surviving worker) and to a slash command
+(answered by the worker through its response_url). The web replicas reach no registry
+(their allowlist names only registry.invalid): comparisons and Dockerfiles with a base
+image are computed by the workers, proven by a worker SIGKILLed mid-compare and by the
+job records.
 
 Readiness is polled on ``/readyz``; every wait is a condition with a deadline (records,
 held proxy requests, pub/sub subscribers, job states), never a sleep of a guessed length.
@@ -303,13 +305,15 @@ async def test_explanations_across_replicas_and_a_worker_killed_mid_job(
         )
     )
 
-    async def all_waiting() -> bool:
+    async def all_handed_over() -> bool:
         placeholders = all(emu.posts(ch) for ch in channels)
-        counts = await cluster.queue.redis.pubsub_numsub(progress_channel(key))
-        # one waiter per replica (its asks share it), both on the one job
-        return placeholders and proxy.held(f"/{repo}/blobs/") >= 1 and counts[0][1] == 2
+        attached = await cluster.queue.redis.llen("dockwise:jobs:deliveries:" + key)
+        # every ask is a delivery of the one job; no replica waits for it
+        return placeholders and proxy.held(f"/{repo}/blobs/") >= 1 and attached == 50
 
-    await until(all_waiting, "50 placeholders, a worker reading the image, both replicas waiting")
+    await until(all_handed_over, "50 placeholders, a worker reading the image, 50 deliveries")
+    counts = await cluster.queue.redis.pubsub_numsub(progress_channel(key))
+    assert counts[0][1] == 0
     proxy.release(f"/{repo}/blobs/")
     await emu.wait_for(lambda r: all(final_text(emu, ch) for ch in channels), within=120)
     for ch in channels:
@@ -341,10 +345,10 @@ async def test_explanations_across_replicas_and_a_worker_killed_mid_job(
             job is not None
             and job.worker_id is not None
             and proxy.held(f"/{repo}/blobs/") > 0
-            and attached == 1
+            and attached == 2
         )
 
-    await until(running, "a worker to be reading the slow image, the command attached")
+    await until(running, "a worker to be reading the slow image, mention and command attached")
     job = await cluster.queue.queue.job(key)
     assert job is not None and job.worker_id is not None
     pid = int(job.worker_id.rsplit("-", 2)[1])
