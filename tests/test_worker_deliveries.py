@@ -48,6 +48,7 @@ from tests.fixtures.redis import RedisServer
 from tests.fixtures.registry import RegistryServer, free_port, make_layer, push_image
 from tests.test_jobs import (  # noqa: F401  (fixtures)
     SlackWeb,
+    blind_explainer,
     proxy,
     queues,
     slack_web,
