@@ -24,6 +24,12 @@ The adapter only translates: every answer comes from :class:`bot.engine.Engine`.
   command "Explain image" explains the first image reference in a message.
 * Buttons (custom ids ``dockwise_*:<value>``) come back as component interactions; the
   engine's reply is a follow-up (feedback thanks: ephemeral).
+* With a job queue (the ``gateway`` role) explanations are handed over: a mention's or
+  DM's placeholder reply (``message_target``: channel and message ids) or a slash
+  command's interaction token is attached to the image's job as a delivery, and the
+  worker running the job edits it with the progress and the result
+  (``DiscordPlatform.deliver``: over REST with the bot token, no gateway shard, or on the
+  interaction's webhook).
 
 ``DOCKWISE_DISCORD_API_URL`` (the REST base, like ``https://discord.com/api/v10``) and
 ``DOCKWISE_DISCORD_GATEWAY_URL`` point the client at another Discord, such as the test
@@ -91,6 +97,8 @@ NO_IMAGE_IN_MESSAGE = (
 EXPIRED_BUTTON = "That button is too old for me to follow: ask the question again."
 PROGRESS_MIN_INTERVAL = 1.0
 PROGRESS_HEARTBEAT = 2.0
+#: Progress edits a job worker makes to one placeholder message.
+MESSAGE_PROGRESS_UPDATES = 10
 
 
 class Buttons(discord.ui.View):
@@ -341,11 +349,26 @@ class DockwiseClient(discord.Client):
             log.warning("could not acknowledge interaction (HTTP %s)", exc.status)
             return
 
+        asker = _asker(interaction.user.id, interaction.channel_id, interaction.guild_id)
+        if self.engine.jobs is not None:  # a job worker edits the response (the token's)
+            from adapters.discord_http import Context, delivery_target
+
+            ctx = Context(str(interaction.application_id), interaction.token, asker)
+            try:
+                later = await self.engine.explain_later(
+                    image, asker=asker, delivery_target=delivery_target(ctx)
+                )
+            except Exception:
+                log.exception("the engine failed while answering")
+                later = error_reply(FAILURE_MESSAGE)
+            if later is not None:  # not queued: refused, or a comparison answered here
+                await self._finish_interaction(interaction, later, public_original=True)
+            return
+
         async def show(line: str) -> None:
             await interaction.edit_original_response(content=line)
 
         relay = self._relay(show, shown=True, placeholder_text=placeholder)
-        asker = _asker(interaction.user.id, interaction.channel_id, interaction.guild_id)
         reply = await self.compute(lambda: self.engine.explain(image, asker=asker, progress=relay))
         await relay.close()
         await self._finish_interaction(interaction, reply, public_original=True)
@@ -472,6 +495,10 @@ class DockwiseClient(discord.Client):
         # The first message replies to the question (a plain message if it was deleted
         # meanwhile); the rest continue in the same channel or thread.
         reference = message.to_reference(fail_if_not_exists=False)
+        later = self.engine.later_reference(text)
+        if later is not None:  # a job worker explains it and edits the placeholder
+            await self._explain_later(message, reference, later, asker)
+            return
         placeholder: list[discord.Message] = []
 
         async def show(line: str) -> None:  # an explanation's progress
@@ -490,29 +517,39 @@ class DockwiseClient(discord.Client):
         relay = self._relay(show)
         reply = await self.compute(lambda: self.engine.handle(text, asker=asker, progress=relay))
         await relay.close()
-        if placeholder and reply.kind is ReplyKind.ERROR:
-            with contextlib.suppress(discord.HTTPException):
-                await placeholder.pop().delete()
+        await finish_placeholder(
+            message.channel, reference, placeholder[0] if placeholder else None, reply
+        )
 
-        async def send(index: int, rendered: RenderedMessage, content: str | None) -> None:
-            kwargs: dict[str, Any] = {"allowed_mentions": NO_MENTIONS}
-            if index == 0 and placeholder:
-                if content is None:
-                    await placeholder[0].edit(
-                        content=None, embeds=rendered.embeds, **_view(rendered)
-                    )
-                else:
-                    await placeholder[0].edit(content=content, embeds=[])
-                return
-            if index == 0:
-                kwargs["reference"] = reference
-                kwargs["mention_author"] = False
-            if content is None:
-                await message.channel.send(embeds=rendered.embeds, **kwargs, **_view(rendered))
-            else:
-                await message.channel.send(content, **kwargs)
-
-        await self._deliver(reply, send)
+    async def _explain_later(
+        self,
+        message: discord.Message,
+        reference: discord.MessageReference,
+        image: str,
+        asker: Asker,
+    ) -> None:
+        """Reply "Inspecting IMAGE …" and hand the explanation to the job queue with a
+        delivery naming that message (``message_target``): the worker that ends the job
+        edits it with the progress and the reply over REST (``DiscordPlatform.deliver``);
+        this process does not wait. A refusal (rate limit, busy queue) is sent here."""
+        try:
+            placeholder = await message.channel.send(
+                ExplainProgress(image).text(),
+                reference=reference,
+                mention_author=False,
+                allowed_mentions=NO_MENTIONS,
+            )
+        except discord.HTTPException as exc:
+            log.warning("Discord refused the placeholder (HTTP %s): %s", exc.status, exc.text)
+            return
+        target = message_target(message, placeholder)
+        try:
+            refused = await self.engine.explain_later(image, asker=asker, delivery_target=target)
+        except Exception:
+            log.exception("the engine failed while answering")
+            refused = error_reply(FAILURE_MESSAGE)
+        if refused is not None:
+            await finish_placeholder(message.channel, reference, placeholder, refused)
 
     # -- shared --------------------------------------------------------------------------
 
@@ -527,28 +564,79 @@ class DockwiseClient(discord.Client):
             return error_reply(FAILURE_MESSAGE)
 
     async def _deliver(self, reply: Reply, send: Sender) -> None:
-        """Send the rendered reply; if Discord refuses the embeds, fall back to plain text."""
-        messages = render_reply(reply)
-        sent = 0
-        try:
-            for rendered in messages:
-                await send(sent, rendered, None)
-                sent += 1
-            if messages:
-                return
-        except discord.HTTPException as exc:
-            log.warning("Discord refused a reply embed (HTTP %s): %s", exc.status, exc.text)
-            if sent:
-                return  # part of the answer is out; a plain repeat would duplicate it
-        try:
-            for index, content in enumerate(render_plain(reply)):
-                await send(index, RenderedMessage(), content)
-        except discord.HTTPException as exc:
-            log.warning("Discord refused a plain reply (HTTP %s): %s", exc.status, exc.text)
+        """``deliver_reply``."""
+        await deliver_reply(reply, send)
+
+
+async def deliver_reply(reply: Reply, send: Sender) -> None:
+    """Send the rendered reply; if Discord refuses the embeds, fall back to plain text."""
+    messages = render_reply(reply)
+    sent = 0
+    try:
+        for rendered in messages:
+            await send(sent, rendered, None)
+            sent += 1
+        if messages:
+            return
+    except discord.HTTPException as exc:
+        log.warning("Discord refused a reply embed (HTTP %s): %s", exc.status, exc.text)
+        if sent:
+            return  # part of the answer is out; a plain repeat would duplicate it
+    try:
+        for index, content in enumerate(render_plain(reply)):
+            await send(index, RenderedMessage(), content)
+    except discord.HTTPException as exc:
+        log.warning("Discord refused a plain reply (HTTP %s): %s", exc.status, exc.text)
+
+
+async def finish_placeholder(
+    channel: discord.abc.Messageable,
+    reference: discord.MessageReference | None,
+    placeholder: discord.Message | discord.PartialMessage | None,
+    reply: Reply,
+) -> None:
+    """Send ``reply`` in ``channel``: its first message replaces ``placeholder`` (or,
+    without one, replies to ``reference``), the rest follow. An error deletes the
+    placeholder first (a channel has no private messages)."""
+    if placeholder is not None and reply.kind is ReplyKind.ERROR:
+        with contextlib.suppress(discord.HTTPException):
+            await placeholder.delete()
+        placeholder = None
+
+    async def send(index: int, rendered: RenderedMessage, content: str | None) -> None:
+        kwargs: dict[str, Any] = {"allowed_mentions": NO_MENTIONS}
+        if index == 0 and placeholder is not None:
+            if content is None:
+                await placeholder.edit(content=None, embeds=rendered.embeds, **_view(rendered))
+            else:
+                await placeholder.edit(content=content, embeds=[])
+            return
+        if index == 0 and reference is not None:
+            kwargs["reference"] = reference
+            kwargs["mention_author"] = False
+        if content is None:
+            await channel.send(embeds=rendered.embeds, **kwargs, **_view(rendered))
+        else:
+            await channel.send(content, **kwargs)
+
+    await deliver_reply(reply, send)
 
 
 class DockwiseShardedClient(DockwiseClient, discord.AutoShardedClient):
     """The same bot over several gateway shards (``DISCORD_SHARD_COUNT``)."""
+
+
+def message_target(message: discord.Message, placeholder: discord.Message) -> dict[str, Any]:
+    """A delivery target (``bot.jobs.Delivery``, JSON, no token) for the ``placeholder``
+    answering ``message``: what a worker needs to edit it over REST with the bot token
+    and, for a reply in several messages or an error, to post in the same channel."""
+    return {
+        "channel_id": str(placeholder.channel.id),
+        "message_id": str(placeholder.id),
+        "question_id": str(message.id),
+        "guild_id": str(message.guild.id) if message.guild is not None else None,
+        "user": str(message.author.id),
+    }
 
 
 def _asker(user_id: int, channel_id: int | None, guild_id: int | None = None) -> Asker:
@@ -626,6 +714,9 @@ class DiscordPlatform(ChatAdapter):
         super().__init__(engine, settings)
         self.interactions: DiscordInteractions | None = None
         self._webhooks: InteractionFollowups | None = None  # deliveries from job workers
+        self._rest: discord.Client | None = None  # bot-token REST, for placeholder edits
+        self._rest_endpoints: _Endpoints | None = None
+        self._rest_lock = asyncio.Lock()
         self.gateway = False
 
     @classmethod
@@ -646,17 +737,86 @@ class DiscordPlatform(ChatAdapter):
             self._webhooks = InteractionFollowups(self.settings.discord_api_url)
         return self._webhooks
 
+    def progress_updates(self, target: dict[str, Any]) -> int | None:
+        """A placeholder message: ``MESSAGE_PROGRESS_UPDATES`` edits (Discord allows about
+        5 edits per 5 s in a channel, shared by every answer there); an interaction's
+        original response: no cap (its webhook has its own limit, waited out)."""
+        return MESSAGE_PROGRESS_UPDATES if target.get("message_id") else None
+
+    async def _rest_client(self) -> discord.Client:
+        """A discord.py client logged in over REST only (no gateway shard): what a worker
+        edits placeholders with (discord.py waits out rate limits). Raises InvalidInput
+        without DISCORD_TOKEN, Unauthorized when Discord rejects it."""
+        async with self._rest_lock:
+            if self._rest is None:
+                token = _token(self.settings)
+                endpoints = _Endpoints(
+                    self.settings.discord_api_url, self.settings.discord_gateway_url
+                )
+                client = discord.Client(
+                    intents=discord.Intents.none(), allowed_mentions=NO_MENTIONS
+                )
+                endpoints.apply()
+                try:
+                    await client.login(token)
+                except discord.LoginFailure:
+                    await client.close()
+                    endpoints.restore()
+                    raise Unauthorized(
+                        "Discord rejected DISCORD_TOKEN: copy the bot token again."
+                    ) from None
+                self._rest, self._rest_endpoints = client, endpoints
+            return self._rest
+
+    async def _placeholder_of(
+        self, target: dict[str, Any]
+    ) -> tuple[discord.PartialMessageable, discord.PartialMessage]:
+        """The channel and placeholder message a ``message_target`` names; raises
+        ValueError when it names none."""
+        try:
+            channel_id, message_id = int(target["channel_id"]), int(target["message_id"])
+            guild = int(target["guild_id"]) if target.get("guild_id") else None
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("a Discord message delivery needs channel_id and message_id") from None
+        client = await self._rest_client()
+        channel = client.get_partial_messageable(channel_id, guild_id=guild)
+        return channel, channel.get_partial_message(message_id)
+
     async def deliver(self, target: dict[str, Any], reply: Reply) -> None:
-        """Finish a deferred ``/image-explain`` interaction: ``target`` is
-        ``adapters.discord_http.delivery_target`` (application id, interaction token,
-        asker); the original response is edited (``InteractionFollowups.finish``), no bot
-        token needed. Raises ValueError for a target without application id or token."""
+        """Post a finished explanation to ``target``, from any process (a job worker):
+
+        - an interaction (``adapters.discord_http.delivery_target``: application id,
+          interaction token, asker; HTTP interactions and gateway slash commands): the
+          original response is edited (``InteractionFollowups.finish``), no bot token;
+        - a mention's or DM's placeholder (``message_target``): edited over REST with the
+          bot token into the reply's first message, the rest sent in the same channel;
+          an error deletes it and replies to the question.
+
+        Raises ValueError for a target of neither kind, ``discord.HTTPException`` when
+        Discord refuses the edit."""
+        if target.get("message_id"):
+            channel, placeholder = await self._placeholder_of(target)
+            question = target.get("question_id")
+            reference = (
+                discord.MessageReference(
+                    message_id=int(question), channel_id=channel.id, fail_if_not_exists=False
+                )
+                if question
+                else None
+            )
+            await finish_placeholder(channel, reference, placeholder, reply)
+            return
         from adapters.discord_http import context_of
 
         await self._followups().finish(context_of(target), reply)
 
     async def show_progress(self, target: dict[str, Any], line: str) -> None:
-        """Show ``line`` in the deferred interaction's original response."""
+        """Show ``line`` in the placeholder: an interaction's original response, or a
+        mention's placeholder message (edited over REST)."""
+        if target.get("message_id"):
+            _channel, placeholder = await self._placeholder_of(target)
+            await placeholder.edit(content=line)
+            return
         from adapters.discord_http import NO_MENTIONS as NO_MENTIONS_JSON
         from adapters.discord_http import context_of
 
@@ -709,6 +869,12 @@ class DiscordPlatform(ChatAdapter):
             await self.interactions.close()
         if self._webhooks is not None:
             await self._webhooks.close()
+        if self._rest is not None:
+            await self._rest.close()
+            self._rest = None
+        if self._rest_endpoints is not None:
+            self._rest_endpoints.restore()
+            self._rest_endpoints = None
 
 
 ADAPTER = DiscordPlatform

@@ -22,6 +22,12 @@ business logic.
 - An explanation shows a placeholder ("Inspecting IMAGE …"), edits it while it runs
   (``chat.update``, or the command's ``response_url`` with ``replace_original``) and
   replaces it with the result.
+- With a job queue (roles ``web`` and ``gateway``) an explanation asked by mention or DM
+  is handed over: this process posts the placeholder and attaches a delivery naming it
+  (``Placeholder.target()``: team, channel, placeholder ts, thread, who sees errors) to
+  the image's job, and returns; the worker that runs the job edits the placeholder with
+  the progress and replaces it with the result (``SlackPlatform.deliver``, with the bot
+  token of that workspace). Slash commands hand over their ``response_url`` the same way.
 - Buttons (``block_actions`` with ``dockwise_*`` action ids) go to ``Engine.action``; the
   reply is posted in the thread of the clicked message (feedback thanks: ephemeral).
 - ``app_home_opened`` publishes the Home tab; the message shortcut
@@ -54,6 +60,7 @@ import urllib.parse
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qs
@@ -79,6 +86,10 @@ from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError, SlackTokenRotationError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
 from slack_sdk.oauth.token_rotation.async_rotator import AsyncTokenRotator
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
@@ -234,6 +245,10 @@ PROGRESS_HEARTBEAT = 2.0
 #: response_url takes 5 uses: progress takes at most one, the rest is for the result.
 RESPONSE_URL_USES = 5
 RESPONSE_URL_PROGRESS_UPDATES = 1
+#: Progress edits (chat.update, Tier 3: about 50 a minute per workspace) a job worker makes
+#: to one placeholder, and the times it waits out HTTP 429 on a delivery's call.
+PLACEHOLDER_PROGRESS_UPDATES = 10
+DELIVERY_RATE_LIMIT_RETRIES = 3
 #: How long the explanation waits for the ack to be on its way to Slack (ordering only).
 ACK_GATE_TIMEOUT = 3.0
 SEEN_EVENTS_MAX = 2048
@@ -374,6 +389,52 @@ def _api_base_url(settings: SlackSettings) -> str | None:
 
 def _secret(value: Any) -> str | None:
     return None if value is None else str(value.get_secret_value())
+
+
+@dataclass(frozen=True, slots=True)
+class Placeholder:
+    """Where an explanation's answer goes in a conversation: ``channel``, the thread
+    (``thread_ts``, None at the top level), who sees an error alone (``private_to``; None
+    in a DM), the placeholder message being edited (``ts``, None until posted) and the
+    workspace whose bot token edits it (``team``, ``enterprise`` for org-wide installs)."""
+
+    channel: str
+    thread_ts: str | None = None
+    private_to: str | None = None
+    ts: str | None = None
+    team: str | None = None
+    enterprise: str | None = None
+
+    def target(self) -> dict[str, Any]:
+        """As a delivery target (``bot.jobs.Delivery``): JSON, no token."""
+        return {
+            "channel": self.channel,
+            "thread_ts": self.thread_ts,
+            "private_to": self.private_to,
+            "ts": self.ts,
+            "team": self.team,
+            "enterprise": self.enterprise,
+        }
+
+    @classmethod
+    def of(cls, target: dict[str, Any]) -> Placeholder:
+        """The placeholder a ``target()`` describes; raises ValueError without channel
+        and ts."""
+        if not target.get("channel") or not target.get("ts"):
+            raise ValueError("a Slack placeholder delivery needs channel and ts")
+
+        def text(name: str) -> str | None:
+            value = target.get(name)
+            return str(value) if value else None
+
+        return cls(
+            str(target["channel"]),
+            text("thread_ts"),
+            text("private_to"),
+            str(target["ts"]),
+            text("team"),
+            text("enterprise"),
+        )
 
 
 class SlackAdapter:
@@ -626,7 +687,7 @@ class SlackAdapter:
                 await _done(claim)
                 return
             thread_ts = str(event.get("thread_ts") or event.get("ts") or "") or None
-            await self._answer(event, client, context.bot_user_id, thread_ts, claim)
+            await self._answer(event, client, context, thread_ts, claim)
 
     async def _on_message(
         self, event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
@@ -636,9 +697,7 @@ class SlackAdapter:
                 await _done(claim)
                 return
             thread_ts = event.get("thread_ts")
-            await self._answer(
-                event, client, context.bot_user_id, str(thread_ts) if thread_ts else None, claim
-            )
+            await self._answer(event, client, context, str(thread_ts) if thread_ts else None, claim)
 
     async def _installed(self, args: AsyncSuccessArgs) -> BoltResponse:
         installation = args.installation
@@ -690,7 +749,7 @@ class SlackAdapter:
         self,
         event: dict[str, Any],
         client: AsyncWebClient,
-        bot_user_id: str | None,
+        context: AsyncBoltContext,
         thread_ts: str | None,
         claim: Claim | None = None,
     ) -> None:
@@ -699,17 +758,28 @@ class SlackAdapter:
         if not self.answered.add(message_key):
             await _done(claim)
             return  # the same message delivered as both app_mention and message.im
-        text = slack_to_plain(str(event.get("text") or ""), bot_user_id)
+        text = slack_to_plain(str(event.get("text") or ""), context.bot_user_id)
         user = str(event.get("user") or "")
         asker = Asker("slack", user, channel, _team(event))
         private = event.get("channel_type") != "im"  # a DM is private already
-        delivered = await self._reply_with_progress(
-            client,
-            channel,
-            thread_ts,
-            user if private else None,
-            lambda progress: self.engine.handle(text, asker=asker, progress=progress),
-        )
+        reference = self.engine.later_reference(text)
+        if reference is not None:  # a job worker explains it and edits the placeholder
+            place = Placeholder(
+                channel=channel,
+                thread_ts=thread_ts,
+                private_to=user if private else None,
+                team=context.team_id or asker.team,
+                enterprise=context.enterprise_id,
+            )
+            delivered = await self._explain_later(client, place, reference, asker)
+        else:
+            delivered = await self._reply_with_progress(
+                client,
+                channel,
+                thread_ts,
+                user if private else None,
+                lambda progress: self.engine.handle(text, asker=asker, progress=progress),
+            )
         if delivered:
             await _done(claim)
         else:  # the claim is released too: a retry answers
@@ -764,22 +834,38 @@ class SlackAdapter:
         relay = self._relay(show)
         reply = await self._guarded(work(relay))
         await relay.close()
+        place = Placeholder(channel, thread_ts, private_to, ts=placeholder.get("ts"))
+        return await self.finish_placeholder(client, place, reply, fallback)
+
+    async def finish_placeholder(
+        self,
+        client: AsyncWebClient,
+        place: Placeholder,
+        reply: Reply,
+        fallback: Callable[[Reply], Awaitable[bool]] | None = None,
+    ) -> bool:
+        """Replace the placeholder ``place.ts`` (if any) with ``reply``: its first message
+        by ``chat.update``, the rest in the thread. An error reply removes the placeholder
+        and goes to ``place.private_to`` alone (``chat.postEphemeral``) when set. True
+        when the reply reached Slack (at least its first message); when it did not, the
+        placeholder is removed too and ``fallback`` (if any) gets the reply to send
+        another way (a shortcut's response_url when the bot is not in the channel)."""
+        channel, thread_ts, ts = place.channel, place.thread_ts, place.ts
         messages = render_messages(reply)
         if reply.kind is ReplyKind.ERROR:
-            if "ts" in placeholder:
-                await self._quietly(client.chat_delete(channel=channel, ts=placeholder["ts"]))
-            if private_to is not None:
-                if await self._post_ephemeral(client, channel, private_to, thread_ts, messages):
+            if ts:
+                await self._quietly(client.chat_delete(channel=channel, ts=ts))
+            if place.private_to is not None:
+                if await self._post_ephemeral(
+                    client, channel, place.private_to, thread_ts, messages
+                ):
                     return True
                 return fallback is not None and await fallback(reply)
-        elif "ts" in placeholder:
+        elif ts:
             first, *rest = messages
             try:
                 await client.chat_update(
-                    channel=channel,
-                    ts=placeholder["ts"],
-                    text=first["text"],
-                    blocks=first["blocks"],
+                    channel=channel, ts=ts, text=first["text"], blocks=first["blocks"]
                 )
                 await self._post(client, channel, thread_ts, rest)
                 return True
@@ -787,9 +873,43 @@ class SlackAdapter:
                 log.error("slack: chat.update failed: %s", _describe(exc))
         if await self._post(client, channel, thread_ts, messages):
             return True
-        if "ts" in placeholder:
-            await self._quietly(client.chat_delete(channel=channel, ts=placeholder["ts"]))
+        if ts:
+            await self._quietly(client.chat_delete(channel=channel, ts=ts))
         return fallback is not None and await fallback(reply)
+
+    async def _explain_later(
+        self, client: AsyncWebClient, place: Placeholder, reference: str, asker: Asker
+    ) -> bool:
+        """Post the placeholder ("Inspecting IMAGE …") and hand the explanation to the job
+        queue with a delivery naming it (``Engine.explain_later``): the worker that ends
+        the job edits it with the progress and replaces it with the reply
+        (``SlackPlatform.deliver``); this process does not wait. A refusal (rate limit,
+        busy queue) replaces the placeholder here. True when the ask was handed over or
+        answered, False when nothing reached Slack (a retry answers)."""
+        try:
+            posted = await client.chat_postMessage(
+                channel=place.channel,
+                thread_ts=place.thread_ts,
+                unfurl_links=False,
+                **render_text(ExplainProgress(reference).text()),
+            )
+        except Exception as exc:
+            log.error("slack: chat.postMessage failed: %s", _describe(exc))
+            await self._post_plain_error(client, place.channel, place.thread_ts)
+            return False
+        place = replace(place, ts=str(posted["ts"]))
+        try:
+            refused = await self.engine.explain_later(
+                reference, asker=asker, delivery_target=place.target()
+            )
+        except Exception as exc:
+            log.error("slack: engine failed: %s", type(exc).__name__, exc_info=exc)
+            refused = Reply(
+                kind=ReplyKind.ERROR, title="Sorry, I couldn't answer", body=FRIENDLY_ERROR
+            )
+        if refused is None:
+            return True
+        return await self.finish_placeholder(client, place, refused)
 
     async def _post_ephemeral(
         self,
@@ -872,7 +992,12 @@ class SlackAdapter:
             )
 
     async def _on_shortcut(
-        self, ack: AsyncAck, shortcut: dict[str, Any], client: AsyncWebClient, respond: Any
+        self,
+        ack: AsyncAck,
+        shortcut: dict[str, Any],
+        client: AsyncWebClient,
+        respond: Any,
+        context: AsyncBoltContext,
     ) -> None:
         await ack()
         message = shortcut.get("message") or {}
@@ -891,6 +1016,16 @@ class SlackAdapter:
             return
         thread_ts = str(message.get("thread_ts") or message.get("ts") or "") or None
         asker = Asker("slack", user, channel, _team(shortcut))
+        if self.engine.later_reference(f"explain {reference}") is not None:
+            place = Placeholder(
+                channel,
+                thread_ts,
+                user,
+                team=context.team_id or asker.team,
+                enterprise=context.enterprise_id,
+            )
+            await self._explain_later(client, place, reference, asker)
+            return
         await self._reply_with_progress(
             client,
             channel,
@@ -1324,11 +1459,50 @@ class SlackPlatform(ChatAdapter):
     #: The slash command's response_url takes 5 posts: one progress line, 4 for the reply.
     max_progress_updates = RESPONSE_URL_PROGRESS_UPDATES
 
+    def progress_updates(self, target: dict[str, Any]) -> int | None:
+        """A command's response_url: ``RESPONSE_URL_PROGRESS_UPDATES``; a placeholder
+        message: ``PLACEHOLDER_PROGRESS_UPDATES`` (chat.update is rate limited per
+        workspace)."""
+        if target.get("response_url"):
+            return RESPONSE_URL_PROGRESS_UPDATES
+        return PLACEHOLDER_PROGRESS_UPDATES
+
+    async def _client_for(self, place: Placeholder) -> AsyncWebClient:
+        """A Web API client with the bot token of ``place``'s workspace (the single token,
+        or the installation's in OAuth mode), waiting out rate limits (HTTP 429). Raises
+        Unauthorized when the workspace has no installation (uninstalled, revoked)."""
+        token = await self.adapter.bot_token(place.team, place.enterprise)
+        if not token:
+            raise Unauthorized(f"dockwise is not installed in Slack team {place.team}")
+        base_url = _api_base_url(self.settings)
+        handlers = [
+            AsyncConnectionErrorRetryHandler(),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=DELIVERY_RATE_LIMIT_RETRIES),
+        ]
+        if base_url:
+            return AsyncWebClient(token=token, base_url=base_url, retry_handlers=handlers)
+        return AsyncWebClient(token=token, retry_handlers=handlers)
+
     async def deliver(self, target: dict[str, Any], reply: Reply) -> None:
-        """Post a ``/image-explain`` result to ``target`` = ``{"response_url",
-        "channel_id", "user_id"}`` (what ``_on_command`` queued) as the command would:
-        the placeholder replaced, an error shown to the asker alone. The response_url
-        needs no token; messages beyond its uses go by chat.postMessage (bot token)."""
+        """Post a finished explanation to ``target``, from any process (a job worker):
+
+        - a mention's or DM's placeholder (``Placeholder.target()``, what ``_answer``
+          queued): replaced by the reply's first message (``chat.update``), the rest in
+          the thread, an error shown to the asker alone (``chat.postEphemeral``; in a DM,
+          in the thread); the bot token is the workspace's (``bot_token``);
+        - a ``/image-explain`` command (``{"response_url", "channel_id", "user_id"}``,
+          what ``_on_command`` queued): as the command would, the placeholder replaced,
+          an error shown to the asker alone. The response_url needs no token; messages
+          beyond its uses go by chat.postMessage (bot token).
+
+        Raises Unauthorized when the workspace is no longer installed, Unreachable when
+        Slack did not take the reply, ValueError for a target of neither kind."""
+        if not target.get("response_url"):
+            place = Placeholder.of(target)
+            client = await self._client_for(place)
+            if not await self.adapter.finish_placeholder(client, place, reply):
+                raise Unreachable("Slack did not take the reply")
+            return
         command = {
             "response_url": target.get("response_url"),
             "channel_id": target.get("channel_id"),
@@ -1342,11 +1516,16 @@ class SlackPlatform(ChatAdapter):
         )
 
     async def show_progress(self, target: dict[str, Any], line: str) -> None:
-        """Replace the command's placeholder with ``line`` through its response_url."""
+        """Replace the placeholder with ``line``: a command's through its response_url,
+        a mention's by ``chat.update``."""
         response_url = target.get("response_url")
         if response_url:
             webhook = AsyncWebhookClient(url=str(response_url))
             await webhook.send(replace_original=True, **render_text(line))
+            return
+        place = Placeholder.of(target)
+        client = await self._client_for(place)
+        await client.chat_update(channel=place.channel, ts=str(place.ts), **render_text(line))
 
     @property
     def socket_mode(self) -> bool:

@@ -24,7 +24,7 @@ An adapter (modelled on errbot's ``backends/base.py``: one module per platform) 
   finished explanation (or a progress line) to a ``target`` the adapter described earlier
   (a JSON-ready dict: a webhook URL, an interaction token) from any process, e.g. a job
   worker (``bot.jobs.Delivery``); ``max_progress_updates`` caps the progress lines one
-  target gets (None: no cap);
+  target gets (None: no cap), ``progress_updates(target)`` the cap of one kind of target;
 - optionally ``register_cli(app)``: commands of its own added to the ``dockwise`` CLI
   (typer), e.g. a command printing the URL that installs the bot.
 
@@ -105,6 +105,12 @@ class ChatAdapter(ABC):
 
     async def show_progress(self, target: dict[str, Any], line: str) -> None:  # noqa: B027
         """Show the one-line progress ``line`` at ``target`` (nothing by default)."""
+
+    def progress_updates(self, target: dict[str, Any]) -> int | None:
+        """How many progress lines ``show_progress`` may show ``target`` (None: no cap);
+        ``max_progress_updates`` unless the adapter's targets differ (a webhook with few
+        uses, a message edited within a rate limit)."""
+        return self.max_progress_updates
 
     async def setup(self, web_app: web.Application) -> None:  # noqa: B027 - optional hook
         """Before the HTTP server starts: check credentials, add routes to ``web_app``.

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     job_attempts: int = Field(3, ge=1, validation_alias="DOCKWISE_JOB_ATTEMPTS")
     job_result_ttl: int = Field(600, ge=1, validation_alias="DOCKWISE_JOB_RESULT_TTL")
     worker_concurrency: int = Field(4, ge=1, validation_alias="DOCKWISE_WORKER_CONCURRENCY")
+    # A stopping worker (SIGTERM) lets its running jobs finish for worker_grace seconds,
+    # then hands them back to the queue; keep it under the pod's
+    # terminationGracePeriodSeconds minus 15 s (bot.jobs.HAND_BACK_MARGIN) and a little.
+    worker_grace: float = Field(60.0, ge=0, le=3600, validation_alias="DOCKWISE_WORKER_GRACE")
 
     # Caps on what one explanation may read from an untrusted image (bytes)
     max_manifest_bytes: int = Field(4 << 20, validation_alias="DOCKWISE_MAX_MANIFEST_BYTES")

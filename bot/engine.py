@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
@@ -49,6 +50,7 @@ from bot.reply import (
 )
 
 if TYPE_CHECKING:
+    from bot.dockerfile_explain import FactsLookup
     from bot.image.explain import Explainer
     from bot.image.facts import ImageFacts
     from bot.image.source import Platform
@@ -126,11 +128,75 @@ LOCAL = Asker("shell", "local")
 
 def _check_reference(reference: str) -> None:
     """Raise InvalidReference (one line) for what no worker could explain: not an image
-    ID and not a valid ``[registry/]repository[:tag][@digest]``. No I/O."""
-    from bot.image.reference import is_full_image_id, looks_like_image_id, parse_reference
+    ID and not a valid ``[registry/]repository[:tag][@digest]`` once pasted forms are
+    undone (``from_paste``, as the explainer reads it). No I/O."""
+    from bot.image.reference import (
+        from_paste,
+        is_full_image_id,
+        looks_like_image_id,
+        parse_reference,
+    )
 
-    if not (looks_like_image_id(reference) or is_full_image_id(reference)):
-        parse_reference(reference)
+    pasted = from_paste(reference)
+    if not (looks_like_image_id(pasted) or is_full_image_id(pasted)):
+        parse_reference(pasted)
+
+
+def compare_work(
+    explainer: Explainer,
+    a: str,
+    b: str,
+    *,
+    source: Literal["auto", "registry", "docker"] = "auto",
+    platform: Platform | None = None,
+    timeout: float,
+    progress: ProgressCallback | None = None,
+) -> Awaitable[Reply]:
+    """``compare_images`` of ``a`` and ``b`` within ``timeout`` seconds (TimedOut "comparing
+    A and B took longer than N s"): how ``Engine.compare`` and a queue worker's compare job
+    both run it."""
+    from bot.image.compare import compare_images
+
+    return with_timeout(
+        compare_images(explainer, a, b, source=source, platform=platform, progress=progress),
+        timeout,
+        f"comparing {a[:60]} and {b[:60]}",
+    )
+
+
+def base_facts_lookup(
+    explainer: Explainer,
+    *,
+    source: Literal["auto", "registry", "docker"] = "auto",
+    timeout: float,
+    progress: ProgressCallback | None = None,
+) -> FactsLookup:
+    """The ``facts_for(ref, platform)`` of ``explain_dockerfile``: ``Explainer.facts`` of a
+    base within ``timeout`` seconds (InvalidInput for a platform it cannot parse): how
+    ``Engine.explain_dockerfile`` and a queue worker's Dockerfile job both read bases."""
+    from bot.image.source import Platform
+
+    async def facts_for(ref: str, platform: str | None) -> ImageFacts:
+        try:
+            chosen = Platform.parse(platform) if platform else None
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        extra = {} if progress is None else {"progress": progress}
+        return await with_timeout(
+            explainer.facts(ref, source=source, platform=chosen, **extra),
+            timeout,
+            f"inspecting the base {ref[:100]}",
+        )
+
+    return facts_for
+
+
+def _inspects_a_base(text: str) -> bool:
+    """Whether the Dockerfile ``text`` has a FROM base image to inspect (not only
+    ``scratch`` or earlier stages). Raises InvalidInput as ``explain_dockerfile`` does."""
+    from bot.dockerfile_explain import decode_dockerfile, parse_dockerfile
+
+    return any(s.kind == "image" for s in parse_dockerfile(decode_dockerfile(text)).stages)
 
 
 class Engine:
@@ -189,7 +255,7 @@ class Engine:
                 if isinstance(special, DockerfileIntent):  # may be longer than a question
                     return await self.explain_dockerfile(special.text, asker=asker)
                 if isinstance(special, CompareIntent) and len(text) <= MAX_INPUT_CHARS:
-                    return await self.compare(special.a, special.b, asker=asker)
+                    return await self.compare(special.a, special.b, asker=asker, progress=progress)
                 cleaned = check_input(text)
                 intent = parse_intent(cleaned)
                 if isinstance(intent, ExplainIntent):
@@ -236,7 +302,9 @@ class Engine:
         """
         pair = parse_dockerfile_or_compare(f"/image-explain {reference.strip()}")
         if isinstance(pair, CompareIntent):  # "/image-explain A vs B" in any adapter
-            return await self.compare(pair.a, pair.b, source=source, platform=platform, asker=asker)
+            return await self.compare(
+                pair.a, pair.b, source=source, platform=platform, asker=asker, progress=progress
+            )
         title = f"Couldn't explain {reference.strip()[:100]}"
         with bind_correlation_id(current_correlation_id()):
             try:
@@ -282,6 +350,27 @@ class Engine:
                 self._remember(ref, reply, asker.team)
             return with_actions(reply, self.knowledge, image=ref)
 
+    def later_reference(self, text: str) -> str | None:
+        """The image reference when ``text`` (anything a user typed, read as ``handle``
+        reads it) asks to explain one image and a job queue explains images
+        (``self.jobs``): the adapter may then show its placeholder and hand the ask over
+        with ``explain_later`` instead of waiting. None for everything ``handle`` answers
+        itself: questions, Dockerfiles, comparisons, a malformed reference (``handle``
+        replies with its error), and any ask when this process has no queue. No I/O."""
+        if self.jobs is None:
+            return None
+        try:
+            if parse_dockerfile_or_compare(text) is not None:
+                return None
+            intent = parse_intent(check_input(text))
+            if not isinstance(intent, ExplainIntent):
+                return None
+            reference = check_input(intent.reference)
+            _check_reference(reference)
+        except DockwiseError:
+            return None
+        return reference
+
     async def explain_later(
         self,
         reference: str,
@@ -296,20 +385,29 @@ class Engine:
         to the image's job, and None is returned: the worker that finishes the job posts
         the reply (``bot.jobs.JobQueue.explain_later``). Without a queue, for "A vs B"
         comparisons, and for refusals (bad input, rate limit, busy queue) the reply to
-        post now is returned, as ``explain`` would."""
-        if self.jobs is None or isinstance(
-            parse_dockerfile_or_compare(f"/image-explain {reference.strip()}"), CompareIntent
-        ):
+        post now is returned, as ``explain`` would. "A vs B" is queued as a comparison
+        (``JobQueue.compare_later``), its reply or error posted like ``compare``'s."""
+        if self.jobs is None:
             return await self.explain(reference, asker=asker, progress=progress)
         from bot.jobs import Delivery
 
-        title = f"Couldn't explain {reference.strip()[:100]}"
+        delivery = Delivery(asker.platform, dict(delivery_target))
+        pair = parse_dockerfile_or_compare(f"/image-explain {reference.strip()}")
+        if isinstance(pair, CompareIntent):
+            title = f"Couldn't compare {pair.a.strip()[:60]} and {pair.b.strip()[:60]}"
+        else:
+            title = f"Couldn't explain {reference.strip()[:100]}"
         try:
-            ref = check_input(reference)
-            async with self.admission.explanation(asker.platform, asker.user, asker.channel):
-                await self.jobs.explain_later(
-                    ref, delivery=Delivery(asker.platform, dict(delivery_target))
-                )
+            if isinstance(pair, CompareIntent):
+                ref_a, ref_b = check_input(pair.a), check_input(pair.b)
+                _check_reference(ref_a)
+                _check_reference(ref_b)  # garbage never takes a queue slot
+                async with self.admission.explanation(asker.platform, asker.user, asker.channel):
+                    await self.jobs.compare_later(ref_a, ref_b, delivery=delivery)
+            else:
+                ref = check_input(reference)
+                async with self.admission.explanation(asker.platform, asker.user, asker.channel):
+                    await self.jobs.explain_later(ref, delivery=delivery)
         except DockwiseError as exc:
             log.info("explanation refused", platform=asker.platform, reason=exc.kind)
             return error_reply(str(exc), title=title)
@@ -490,24 +588,18 @@ class Engine:
 
         title = "Couldn't explain that Dockerfile"
         with bind_correlation_id(current_correlation_id()):
-            facts_for = None
-            if inspect_bases:
-
-                async def facts_for(ref: str, platform: str | None) -> ImageFacts:
-                    from bot.image.source import Platform
-
-                    try:
-                        chosen = Platform.parse(platform) if platform else None
-                    except ValueError as exc:
-                        raise InvalidInput(str(exc)) from None
-                    return await with_timeout(
-                        self.explainer.facts(ref, source=source, platform=chosen),
-                        self.explain_timeout,
-                        f"inspecting the base {ref[:100]}",
-                    )
-
             try:
-                work = explain_dockerfile(text, facts_for=facts_for)
+                work: Awaitable[Reply]
+                if self.jobs is not None and inspect_bases and _inspects_a_base(text):
+                    # A worker reads the bases (their layers) and lints: one queue job.
+                    work = self.jobs.dockerfile(text, source=source)
+                else:
+                    facts_for = None
+                    if inspect_bases:
+                        facts_for = base_facts_lookup(
+                            self.explainer, source=source, timeout=self.explain_timeout
+                        )
+                    work = explain_dockerfile(text, facts_for=facts_for)
                 if asker.platform == LOCAL.platform or not inspect_bases:
                     reply = await work
                 else:
@@ -529,21 +621,34 @@ class Engine:
         source: Literal["auto", "registry", "docker"] = "auto",
         platform: Platform | None = None,
         asker: Asker = LOCAL,
+        progress: ProgressCallback | None = None,
     ) -> Reply:
         """Compare two images side by side (both read concurrently, shared layers once).
         ``data`` holds ``{"a", "b", "shared_layers", "shared_bytes", "packages"}``; failures
-        give an ERROR reply with one line."""
-        from bot.image.compare import compare_images
-
+        give an ERROR reply with one line. With a job queue (``self.jobs``) a worker
+        compares (``JobQueue.compare``: one job per pair, its progress relayed to
+        ``progress``); in one process ``progress`` is not called."""
         title = f"Couldn't compare {a.strip()[:60]} and {b.strip()[:60]}"
         with bind_correlation_id(current_correlation_id()):
             try:
                 ref_a, ref_b = check_input(a), check_input(b)
-                work = with_timeout(
-                    compare_images(self.explainer, ref_a, ref_b, source=source, platform=platform),
-                    self.explain_timeout,
-                    f"comparing {ref_a[:60]} and {ref_b[:60]}",
-                )
+                work: Awaitable[Reply]
+                if self.jobs is not None:
+                    _check_reference(ref_a)
+                    _check_reference(ref_b)  # garbage never takes a queue slot
+                    extra = {} if progress is None else {"progress": progress}
+                    work = self.jobs.compare(
+                        ref_a, ref_b, source=source, platform=platform, **extra
+                    )
+                else:
+                    work = compare_work(
+                        self.explainer,
+                        ref_a,
+                        ref_b,
+                        source=source,
+                        platform=platform,
+                        timeout=self.explain_timeout,
+                    )
                 if asker.platform == LOCAL.platform:
                     reply = await work
                 else:

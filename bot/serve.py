@@ -171,8 +171,14 @@ async def serve(settings: Settings, engine: Engine | None = None, *, role: Role 
 
     current = asyncio.current_task()
     loop = asyncio.get_running_loop()
-    if current is not None:
-        loop.add_signal_handler(signal.SIGTERM, current.cancel)
+
+    def stopping() -> None:  # one SIGTERM starts the shutdown; more do not cut it short
+        log.info("SIGTERM: stopping")
+        loop.add_signal_handler(signal.SIGTERM, log.info, "SIGTERM: already stopping")
+        if current is not None:
+            current.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, stopping)
 
     runner = web.AppRunner(app)
     await runner.setup()
@@ -196,7 +202,8 @@ async def serve(settings: Settings, engine: Engine | None = None, *, role: Role 
             f"DOCKWISE_PORT): {exc.strerror or exc}"
         ) from None
     if worker is not None:
-        background.append(worker.start())
+        # shielded: a SIGTERM cancels the gather below, and stop() ends the worker gently
+        background.append(asyncio.shield(worker.start()))
     log.info("serving health and metrics on http://%s:%s", settings.host, settings.port)
     try:
         if background:
@@ -206,14 +213,16 @@ async def serve(settings: Settings, engine: Engine | None = None, *, role: Role 
     except asyncio.CancelledError:
         log.info("shutting down")
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+        if worker is not None:
+            # first, while the adapters can still post: running jobs finish or are handed
+            # back (DOCKWISE_WORKER_GRACE); its task is not cancelled (that would cut them)
+            await worker.stop()
         for task in background:
             if isinstance(task, asyncio.Task):
                 task.cancel()
         await runner.cleanup()
-        if worker is not None:
-            await worker.stop()
         if engine is not None:
             await engine.aclose()
         if queue is not None:
             await queue.close()
+        loop.remove_signal_handler(signal.SIGTERM)

@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,9 +27,20 @@ from aiohttp import web
 
 from adapters.slack import EVENTS_PATH, SlackPlatform
 from bot.config import Settings
-from bot.engine import Engine
+from bot.engine import Asker, Engine
 from bot.errors import ImageNotFound
-from bot.jobs import Delivery, JobQueue, JobWorker, QueueFull, job_key, progress_channel
+from bot.image.explain import Explainer
+from bot.jobs import (
+    Delivery,
+    JobQueue,
+    JobSpec,
+    JobWorker,
+    QueueFull,
+    compare_key,
+    dockerfile_key,
+    job_key,
+    progress_channel,
+)
 from bot.progress import ExplainProgress
 from bot.reply import (
     ACTION_FEEDBACK,
@@ -183,6 +195,26 @@ def worker_settings(proxy: GatedProxy, tmp_path: Path) -> Settings:
     return Settings(
         _env_file=None, cache_dir=tmp_path / "worker-cache", insecure_registries=[proxy.host]
     )
+
+
+def blind_settings(tmp_path: Path) -> Settings:
+    """An asking replica's image settings that reach none of the tests' registries (the
+    allowlist names only registry.invalid): whatever it computed itself would fail."""
+    return Settings(
+        _env_file=None,
+        cache_dir=tmp_path / "web-cache",
+        registry_allowlist=["registry.invalid"],
+    )
+
+
+@pytest.fixture
+async def blind_explainer(tmp_path: Path) -> AsyncIterator[Explainer]:
+    """The ``Explainer`` of asking replicas: no registry access (``blind_settings``)."""
+    made = Explainer(blind_settings(tmp_path))
+    try:
+        yield made
+    finally:
+        await made.aclose()
 
 
 @pytest.fixture
@@ -399,11 +431,15 @@ async def slack_web(
     worker: JobWorker,
     emulator: SlackEmulator,  # noqa: F811
     knowledge_engine: Engine,  # noqa: F811
+    blind_explainer: Explainer,
 ) -> AsyncIterator[SlackWeb]:
-    """Queue 0 is a web replica running the Slack route; the worker (queue 2) has its own
-    Slack adapter in role ``worker`` to deliver results with."""
+    """Queue 0 is a web replica running the Slack route (no registry access of its own);
+    the worker (queue 2) has its own Slack adapter in role ``worker`` to deliver results
+    with."""
     settings = slack_settings(emulator, socket=False)
-    web_engine = Engine(knowledge=knowledge_engine.knowledge, jobs=queues[0])
+    web_engine = Engine(
+        knowledge=knowledge_engine.knowledge, explainer=blind_explainer, jobs=queues[0]
+    )
     web_platform = SlackPlatform(web_engine, settings)
     web_platform.role = "web"
     queues[0].deliverers["slack"] = web_platform
@@ -476,7 +512,8 @@ async def test_slash_commands_are_answered_once_by_the_worker_through_response_u
     ref = f"{proxy.host}/{repo}:1"
     key = job_key(ref, "auto", None)
     proxy.hold("/blobs/")
-    commands = [emu.command(ref), emu.command(ref)]
+    # Two people (one person's second ask would be refused while the first is queued).
+    commands = [emu.command(ref), {**emu.command(ref), "user_id": "U0BOB"}]
     for command in commands:
         ack = await emu.http_command(slack_web.url, command)
         assert ack.data["status"] == 200
@@ -693,3 +730,353 @@ def test_one_image_asked_in_different_words_is_one_job() -> None:
     assert job_key("alpine", "registry", None) not in same
     assert job_key("alpine", "auto", "linux/arm64") not in same
     assert job_key("not a reference!", "auto", None) == job_key("not a reference!", "auto", None)
+
+
+# --- comparisons and Dockerfiles are jobs too ------------------------------------------------
+
+
+def two_images(registry: RegistryServer, proxy: GatedProxy) -> tuple[str, str, set[str]]:
+    """A base image and an app built on it (the base's layer plus one) pushed to the
+    registry: their references through the proxy, and every blob digest."""
+    repo = f"cmp{uuid.uuid4().hex[:8]}/app"
+    base_layer = make_layer({"etc/os-release": b"ID=debian\nVERSION_ID=12\n"})
+    base = push_image(registry.pusher(), repo, "base", [base_layer])
+    app = push_image(
+        registry.pusher(), repo, "app", [base_layer, make_layer({"srv/app": b"a" * 999})]
+    )
+    digests = {base.config_digest, app.config_digest, *base.layer_digests, *app.layer_digests}
+    return f"{proxy.host}/{repo}:base", f"{proxy.host}/{repo}:app", digests
+
+
+@pytest.mark.services
+async def test_two_replicas_comparing_one_pair_share_one_job_run_by_the_worker(
+    queues: list[JobQueue],
+    worker: JobWorker,
+    proxy: GatedProxy,
+    registry: RegistryServer,
+    knowledge_engine: Engine,  # noqa: F811
+    blind_explainer: Explainer,
+) -> None:
+    """ "compare A and B" (a mention) on one replica and "/image-explain A vs B" on another,
+    both with a queue and no registry access of their own: one compare job, computed by the
+    worker (each blob fetched once), the same reply to both, progress relayed."""
+    a, b, digests = two_images(registry, proxy)
+    knowledge = knowledge_engine.knowledge
+    alone = Engine(knowledge=knowledge, explainer=blind_explainer)
+    refused = await alone.compare(a, b)  # without the queue, these replicas cannot compare
+    assert refused.kind is ReplyKind.ERROR and "allowlist" in refused.body
+    webs = [Engine(knowledge=knowledge, explainer=blind_explainer, jobs=q) for q in queues[:2]]
+    asker = Asker("slack", "U0CMP", "C0CMP")
+    key = compare_key(a, b, "auto", None)
+    seen: list[ExplainProgress] = []
+    proxy.hold("/blobs/")
+    asks = [
+        asyncio.create_task(
+            webs[0].handle(f"compare {a} and {b}", asker=asker, progress=seen.append)
+        ),
+        asyncio.create_task(webs[1].explain(f"{a} vs {b}", asker=asker)),
+    ]
+
+    async def both_waiting() -> bool:
+        return (
+            proxy.held("/blobs/") >= 1 and await subscribers(queues[0], progress_channel(key)) == 2
+        )
+
+    await until(both_waiting, "the worker inside the images and both replicas on the job")
+    proxy.release("/blobs/")
+    first, second = await asyncio.gather(*asks)
+    assert first.kind is ReplyKind.IMAGE and (first.data or {}).get("shared_layers") == 1, first
+    assert first == second
+    job = await queues[0].queue.job(key)
+    assert job is not None and job.attempts == 1 and job.worker_id == worker.worker.id
+    computed = Reply.from_json(job.result["reply"])
+    assert computed.actions == [] and first.actions  # the buttons are the asker's engine's
+    assert replace(computed, actions=first.actions) == first
+    for digest in digests:
+        assert proxy.count("GET", digest) == 1, digest
+    assert any(e.layers >= 1 for e in seen), seen
+    assert await queues[0].queue.count("incomplete") == 0
+
+
+@pytest.mark.services
+async def test_a_failing_compare_on_the_worker_is_the_one_process_error(
+    queues: list[JobQueue],
+    worker: JobWorker,
+    proxy: GatedProxy,
+    registry: RegistryServer,
+    knowledge_engine: Engine,  # noqa: F811
+    blind_explainer: Explainer,
+    tmp_path: Path,
+) -> None:
+    """A missing image in a comparison: the asking replica gets the error reply one process
+    would give (title and one line), the queue's caller gets ImageNotFound itself, and the
+    job ends with that error as its result, not retried."""
+    a, _b, _digests = two_images(registry, proxy)
+    missing = f"{proxy.host}/cmp-missing/{uuid.uuid4().hex[:8]}:1"
+    knowledge = knowledge_engine.knowledge
+    web = Engine(knowledge=knowledge, explainer=blind_explainer, jobs=queues[0])
+    reply = await web.compare(a, missing, asker=Asker("slack", "U0CMPERR"))
+    local = Engine(
+        knowledge=knowledge, explainer=Explainer(worker_settings(proxy, tmp_path / "local"))
+    )
+    try:
+        want = await local.compare(a, missing)
+    finally:
+        await local.aclose()
+    assert want.kind is ReplyKind.ERROR and "not found" in want.body.lower(), want
+    assert reply == want
+    job = await queues[0].queue.job(compare_key(a, missing, "auto", None))
+    assert job is not None and job.attempts == 1 and job.worker_id == worker.worker.id
+    assert job.result["error"]["kind"] == ImageNotFound.kind
+    with pytest.raises(ImageNotFound) as raised:
+        await queues[1].compare(a, missing)
+    assert str(raised.value) == want.body
+
+
+@pytest.mark.services
+async def test_a_dockerfile_with_an_inspectable_base_is_explained_by_the_worker(
+    queues: list[JobQueue],
+    worker: JobWorker,
+    proxy: GatedProxy,
+    registry: RegistryServer,
+    knowledge_engine: Engine,  # noqa: F811
+    blind_explainer: Explainer,
+    tmp_path: Path,
+) -> None:
+    """A Dockerfile whose FROM is a registry image, asked on a replica with a queue and no
+    registry access: the worker reads the base (its blobs once) and the reply is the one a
+    single process with registry access gives; a Dockerfile with no base to inspect takes
+    no job."""
+    base, _app, _digests = two_images(registry, proxy)
+    text = f'FROM {base}\nRUN apt-get update && apt-get install -y curl\nCMD ["app"]\n'
+    knowledge = knowledge_engine.knowledge
+    blind = await Engine(knowledge=knowledge, explainer=blind_explainer).explain_dockerfile(text)
+    assert "allowlist" in str((blind.data or {})["stages"][0]["base_error"])
+    web = Engine(knowledge=knowledge, explainer=blind_explainer, jobs=queues[0])
+    reply = await web.explain_dockerfile(text, asker=Asker("slack", "U0DF", "C0DF"))
+    (stage,) = (reply.data or {})["stages"]
+    assert stage["base_error"] is None and str(stage["base_summary"]).startswith("debian 12, "), (
+        stage
+    )
+    job = await queues[0].queue.job(dockerfile_key(text, "auto"))
+    assert job is not None and job.attempts == 1 and job.worker_id == worker.worker.id
+    fetched = [d for d in _digests if proxy.count("GET", d)]
+    assert fetched and all(proxy.count("GET", d) == 1 for d in fetched), fetched
+    local = Engine(
+        knowledge=knowledge, explainer=Explainer(worker_settings(proxy, tmp_path / "local"))
+    )
+    try:
+        assert await local.explain_dockerfile(text) == reply
+    finally:
+        await local.aclose()
+    jobs_before = await queues[0].redis.keys("saq:job:*")
+    plain = await web.explain_dockerfile('FROM scratch\nCOPY app /app\nCMD ["/app"]\n')
+    assert (
+        plain.kind is not ReplyKind.ERROR
+        and (plain.data or {})["stages"][0]["base_kind"] == "scratch"
+    )
+    assert sorted(await queues[0].redis.keys("saq:job:*")) == sorted(jobs_before)
+
+
+@pytest.mark.services
+async def test_a_full_queue_refuses_compares_and_dockerfiles_with_the_busy_reply(
+    own_redis: RedisServer,
+    knowledge_engine: Engine,  # noqa: F811
+    blind_explainer: Explainer,
+) -> None:
+    small = JobQueue(own_redis.url, queue_max=1)
+    await small.connect()
+    waiting = asyncio.create_task(small.explain("registry.invalid/occupied:1"))  # no worker
+    web = Engine(knowledge=knowledge_engine.knowledge, explainer=blind_explainer, jobs=small)
+    try:
+        await until(lambda: _depth_is(small, 1), "the first job to be queued")
+        replies = [
+            await web.compare("registry.invalid/a:1", "registry.invalid/b:1"),
+            await web.explain("registry.invalid/a:1 vs registry.invalid/c:1"),
+            await web.explain_dockerfile("FROM registry.invalid/d:1\nRUN true\n"),
+        ]
+        later = await web.explain_later(
+            "registry.invalid/a:1 vs registry.invalid/e:1",
+            asker=Asker("slack", "U0BUSY"),
+            delivery_target={"response_url": "http://127.0.0.1:9/never"},
+        )
+        assert later is not None
+        for reply in [*replies, later]:
+            assert reply.kind is ReplyKind.ERROR, reply
+            assert "busy" in reply.body and "Try again in a minute" in reply.body, reply.body
+        assert replies[0].title.startswith("Couldn't compare") and later.title.startswith(
+            "Couldn't compare"
+        )
+        assert await small.depth() == 1
+    finally:
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        await web.aclose()
+        await small.close()
+
+
+@pytest.mark.services
+async def test_a_slash_command_compare_is_answered_by_the_worker_through_response_url(
+    queues: list[JobQueue],
+    worker: JobWorker,
+    slack_web: SlackWeb,
+    proxy: GatedProxy,
+    registry: RegistryServer,
+) -> None:
+    """ "/image-explain A vs B" on a web replica that cannot post deliveries itself (no
+    Slack deliverer) nor read images: the compare job's worker posts the comparison through
+    the response_url, once, after a progress line."""
+    emu = slack_web.emulator
+    del queues[0].deliverers["slack"]
+    a, b, _digests = two_images(registry, proxy)
+    key = compare_key(a, b, "auto", None)
+    proxy.hold("/blobs/")
+    command = emu.command(f"{a} vs {b}")
+    ack = await emu.http_command(slack_web.url, command)
+    assert ack.data["status"] == 200 and ack.data["json"]["response_type"] == "in_channel"
+
+    async def attached() -> bool:
+        return (
+            proxy.held("/blobs/") >= 1
+            and await queues[0].redis.llen("dockwise:jobs:deliveries:" + key) == 1
+        )
+
+    await until(attached, "the worker inside the images and the command attached")
+    worker.progress_interval = 0
+    proxy.release("/blobs/")
+    await until(lambda: _job_done(queues[0], key), "the compare job to complete")
+    from adapters.slack_blocks import render_messages
+
+    job = await queues[0].queue.job(key)
+    assert job is not None and job.attempts == 1 and job.worker_id == worker.worker.id
+    reply = Reply.from_json(job.result["reply"])
+    assert reply.kind is ReplyKind.IMAGE and reply.title == f"{a} vs {b}", reply.title
+    final = str(render_messages(JobSpec.compare(a, b, "auto", None).finished(reply))[0]["text"])
+    url = str(command["response_url"])
+    await until(functools.partial(_answered, emu, url, final), "the worker's answer")
+    (answer,) = _answers(emu, url, final)
+    assert answer.ok and answer.data["replace_original"] is True
+    assert answer.data["response_type"] == "in_channel"
+    rid = url.rsplit("/", 1)[-1]
+    sent = [r for r in emu.records if r.kind == "response_url" and r.name == rid]
+    assert sent[-1].seq == answer.seq and len(sent) == 2, sent
+    assert sent[0].ok and sent[0].data["text"].startswith("Inspecting `")
+
+
+@pytest.mark.services
+async def test_a_discord_interaction_compare_is_finished_by_the_worker(
+    queues: list[JobQueue],
+    worker: JobWorker,
+    knowledge_engine: Engine,  # noqa: F811
+    blind_explainer: Explainer,
+    proxy: GatedProxy,
+    registry: RegistryServer,
+) -> None:
+    """``/image-explain image:"A vs B"`` over HTTP interactions on a blind web replica:
+    deferred, queued as a compare job, and the worker's Discord adapter edits the original
+    response into the comparison, once."""
+    from adapters.discord import DiscordPlatform
+    from adapters.discord_embeds import render_reply
+    from tests.emulators.discord import DiscordEmulator
+    from tests.test_discord_interactions import serving, settings_for, webhook_calls
+
+    a, b, _digests = two_images(registry, proxy)
+    key = compare_key(a, b, "auto", None)
+    discord = DiscordEmulator()
+    await discord.start()
+    delivering = DiscordPlatform(
+        Engine(knowledge=knowledge_engine.knowledge), settings_for(discord)
+    )
+    delivering.role = "worker"
+    queues[2].deliverers["discord"] = delivering
+    web_engine = Engine(
+        knowledge=knowledge_engine.knowledge, explainer=blind_explainer, jobs=queues[0]
+    )
+    try:
+        async with serving(discord, web_engine, role="web"):
+            proxy.hold("/blobs/")
+            interaction = await discord.slash_command("image-explain", {"image": f"{a} vs {b}"})
+            assert interaction.acknowledged == 5  # deferred
+
+            async def attached() -> bool:
+                return (
+                    proxy.held("/blobs/") >= 1
+                    and await queues[0].redis.llen("dockwise:jobs:deliveries:" + key) == 1
+                )
+
+            await until(attached, "the worker inside the images and the delivery attached")
+            proxy.release("/blobs/")
+            await until(lambda: _job_done(queues[0], key), "the compare job to complete")
+            job = await queues[0].queue.job(key)
+            assert job is not None and job.worker_id == worker.worker.id
+            reply = JobSpec.compare(a, b, "auto", None).finished(
+                Reply.from_json(job.result["reply"])
+            )
+            want = render_reply(reply)[0].to_dict()
+
+            async def shown() -> bool:
+                original = interaction.original or {}
+                return bool(original.get("embeds") == want["embeds"])
+
+            await until(shown, "the worker's edit of the original response")
+    finally:
+        await delivering.stop()
+        await discord.close()
+    assert reply.kind is ReplyKind.IMAGE and "shared_layers" in (reply.data or {})
+    final_edits = [
+        c
+        for c in webhook_calls(discord)
+        if c.method == "PATCH" and c.body and c.body.get("embeds") == want["embeds"]
+    ]
+    assert len(final_edits) == 1 and final_edits[0].status == 200
+    assert interaction.token in final_edits[0].path
+
+
+def test_compare_and_dockerfile_keys_follow_what_the_workers_compute() -> None:
+    """One comparison typed differently (tags spelled out, a pasted `docker pull`) is one
+    key; the order of the pair, the source and the platform make other keys, and no key of
+    one kind is another kind's. A Dockerfile's key is its exact text and source."""
+    same = {
+        compare_key("alpine", "debian:12", "auto", None),
+        compare_key("docker.io/library/alpine:latest", "library/debian:12", "auto", None),
+        compare_key("`docker pull alpine`", "debian:12", "auto", None),
+    }
+    assert len(same) == 1
+    others = {
+        compare_key("debian:12", "alpine", "auto", None),
+        compare_key("alpine", "debian:12", "registry", None),
+        compare_key("alpine", "debian:12", "auto", "linux/arm64"),
+        job_key("alpine", "auto", None),
+        dockerfile_key("FROM alpine\n", "auto"),
+        dockerfile_key("FROM alpine\n", "docker"),
+        dockerfile_key("FROM alpine \n", "auto"),
+    }
+    assert len(others) == 7 and not same & others
+    assert job_key("`docker pull alpine`", "auto", None) == job_key("alpine", "auto", None)
+
+
+@pytest.mark.services
+async def test_pasted_references_pass_the_replica_check_like_in_one_process(
+    own_redis: RedisServer,
+    knowledge_engine: Engine,  # noqa: F811
+    blind_explainer: Explainer,
+) -> None:
+    """What users paste (`docker pull X`, backticks) is read as the explainer reads it, so
+    a replica with a queue does not refuse it as a malformed reference: with no room in
+    the queue (DOCKWISE_QUEUE_MAX=0) the answer is the busy reply, i.e. it got as far as
+    the queue, for an image and for both sides of a comparison."""
+    queue = JobQueue(own_redis.url, queue_max=0)
+    await queue.connect()
+    web = Engine(knowledge=knowledge_engine.knowledge, explainer=blind_explainer, jobs=queue)
+    try:
+        for reply in (
+            await web.explain("docker pull registry.invalid/pasted:1"),
+            await web.compare("`registry.invalid/a:1`", "docker pull registry.invalid/b:1"),
+        ):
+            assert reply.kind is ReplyKind.ERROR and "busy" in reply.body, reply.body
+        bad = await web.compare("registry.invalid/a:1", "docker pull")
+        assert bad.kind is ReplyKind.ERROR and "busy" not in bad.body, bad.body
+        assert await queue.queue.count("incomplete") == 0
+    finally:
+        await web.aclose()
+        await queue.close()

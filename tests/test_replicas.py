@@ -6,9 +6,13 @@ protocol (signed HTTP events in, Web API calls out).
 Asserted: the same Slack event delivered to both replicas is answered once; a first
 delivery whose answer could not be posted is answered on the retry; a user's rate limit
 holds across replicas; 50 concurrent explanations of one image spread over both replicas
-fetch each blob once; a worker SIGKILLed mid-job still gives exactly one answer, both to
-a mention (a replica waiting) and to a slash command (answered by the worker through its
-response_url).
+fetch each blob once (the replicas post their placeholders and hand the asks over: the
+worker edits all 50); a worker SIGKILLed mid-job still gives exactly one answer, both to
+a mention (its placeholder edited by the surviving worker) and to a slash command
+(answered by the worker through its response_url). The web replicas reach no registry
+(their allowlist names only registry.invalid): comparisons and Dockerfiles with a base
+image are computed by the workers, proven by a worker SIGKILLed mid-compare and by the
+job records.
 
 Readiness is polled on ``/readyz``; every wait is a condition with a deadline (records,
 held proxy requests, pub/sub subscribers, job states), never a sleep of a guessed length.
@@ -34,7 +38,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from bot.jobs import JobQueue, job_key, progress_channel
+from bot.jobs import JobQueue, compare_key, job_key, progress_channel
 from tests.emulators.slack import (
     BOT_TOKEN,
     SIGNING_SECRET,
@@ -148,7 +152,9 @@ async def cluster(
         "DOCKWISE_JOB_SWEEP": "2",
         "DOCKWISE_EXPLAIN_TIMEOUT": "60",
     }
-    procs = [start_proc("web", env, tmp_path, n) for n in range(2)]
+    # The web replicas cannot read images themselves: only the workers reach the registry.
+    blind = {**env, "DOCKWISE_REGISTRY_ALLOWLIST": "registry.invalid"}
+    procs = [start_proc("web", blind, tmp_path, n) for n in range(2)]
     procs += [start_proc("worker", env, tmp_path, n) for n in range(2)]
     queue = JobQueue(own_redis.url)
     await queue.connect()
@@ -300,13 +306,15 @@ async def test_explanations_across_replicas_and_a_worker_killed_mid_job(
         )
     )
 
-    async def all_waiting() -> bool:
+    async def all_handed_over() -> bool:
         placeholders = all(emu.posts(ch) for ch in channels)
-        counts = await cluster.queue.redis.pubsub_numsub(progress_channel(key))
-        # one waiter per replica (its asks share it), both on the one job
-        return placeholders and proxy.held(f"/{repo}/blobs/") >= 1 and counts[0][1] == 2
+        attached = await cluster.queue.redis.llen("dockwise:jobs:deliveries:" + key)
+        # every ask is a delivery of the one job; no replica waits for it
+        return placeholders and proxy.held(f"/{repo}/blobs/") >= 1 and attached == 50
 
-    await until(all_waiting, "50 placeholders, a worker reading the image, both replicas waiting")
+    await until(all_handed_over, "50 placeholders, a worker reading the image, 50 deliveries")
+    counts = await cluster.queue.redis.pubsub_numsub(progress_channel(key))
+    assert counts[0][1] == 0
     proxy.release(f"/{repo}/blobs/")
     await emu.wait_for(lambda r: all(final_text(emu, ch) for ch in channels), within=120)
     for ch in channels:
@@ -338,10 +346,10 @@ async def test_explanations_across_replicas_and_a_worker_killed_mid_job(
             job is not None
             and job.worker_id is not None
             and proxy.held(f"/{repo}/blobs/") > 0
-            and attached == 1
+            and attached == 2
         )
 
-    await until(running, "a worker to be reading the slow image, the command attached")
+    await until(running, "a worker to be reading the slow image, mention and command attached")
     job = await cluster.queue.queue.job(key)
     assert job is not None and job.worker_id is not None
     pid = int(job.worker_id.rsplit("-", 2)[1])
@@ -370,3 +378,86 @@ async def test_explanations_across_replicas_and_a_worker_killed_mid_job(
     (answer,) = command_answers()  # the job is over: no second answer is coming
     assert answer.ok and answer.data["replace_original"] is True
     assert answer.data["response_type"] == "in_channel" and repo in json.dumps(answer.data)
+
+
+async def test_compares_and_dockerfiles_run_on_the_workers(
+    cluster: Cluster, registry: RegistryServer
+) -> None:
+    emu, proxy, (a, b) = cluster.emulator, cluster.proxy, cluster.web
+    repo = f"replicas{uuid.uuid4().hex[:8]}/cmp"
+    base_layer = make_layer({"etc/os-release": b"ID=debian\nVERSION_ID=12\n"})
+    push_image(registry.pusher(), repo, "base", [base_layer])
+    push_image(registry.pusher(), repo, "app", [base_layer, make_layer({"srv/a": b"a" * 999})])
+    first, second = f"{proxy.host}/{repo}:base", f"{proxy.host}/{repo}:app"
+    key = compare_key(first, second, "auto", None)
+
+    # 1. "compare A and B" mentioned at one replica, "/image-explain A vs B" at the other:
+    # one job; the worker running it is SIGKILLed; the other worker runs it again, and the
+    # mention and the command are each answered once.
+    proxy.hold(f"/{repo}/blobs/")
+    mention = from_user(emu.mention(f"compare {first} and {second}", channel="C0CMP"), "U0CMP")
+    await emu.http_event(a.events, mention)
+    command = emu.command(f"{first} vs {second}", channel="C0CMPCMD")
+    ack = await emu.http_command(b.events, command)
+    assert ack.data["status"] == 200 and ack.data["json"]["response_type"] == "in_channel"
+
+    async def running() -> bool:
+        job = await cluster.queue.queue.job(key)
+        attached = await cluster.queue.redis.llen("dockwise:jobs:deliveries:" + key)
+        counts = await cluster.queue.redis.pubsub_numsub(progress_channel(key))
+        return (
+            job is not None
+            and job.worker_id is not None
+            and proxy.held(f"/{repo}/blobs/") > 0
+            and attached == 1
+            and counts[0][1] == 1  # the mention's replica waits for the job
+        )
+
+    await until(running, "a worker comparing, the command attached, the mention waiting")
+    job = await cluster.queue.queue.job(key)
+    assert job is not None and job.worker_id is not None
+    pid = int(job.worker_id.rsplit("-", 2)[1])
+    (victim,) = [w for w in cluster.workers if w.popen.pid == pid]
+    os.kill(pid, signal.SIGKILL)
+    await asyncio.to_thread(victim.popen.wait, 30)
+    proxy.release(f"/{repo}/blobs/")
+    await emu.wait_for(lambda r: final_text(emu, "C0CMP") is not None, within=120)
+    text = final_text(emu, "C0CMP")
+    assert text is not None and f"{first} vs {second}" in text, text
+    assert len(emu.posts("C0CMP")) == 1
+    rid = str(command["response_url"]).rsplit("/", 1)[-1]
+
+    def command_answers() -> list[Any]:
+        return [
+            r
+            for r in emu.records
+            if r.kind == "response_url"
+            and r.name == rid
+            and f"{first} vs {second}" in json.dumps(r.data)
+        ]
+
+    await emu.wait_for(lambda r: bool(command_answers()), within=120)
+    job = await cluster.queue.queue.job(key)
+    assert job is not None and job.attempts == 2 and job.worker_id is not None
+    (survivor,) = [w for w in cluster.workers if w is not victim]
+    assert job.worker_id.rsplit("-", 2)[1] == str(survivor.popen.pid)
+    (answer,) = command_answers()
+    assert answer.ok and answer.data["replace_original"] is True
+    assert answer.data["response_type"] == "in_channel"
+
+    # 2. A Dockerfile whose base is in the registry, mentioned at a web replica: the
+    # worker reads the base, so the answer carries its summary (a web replica reading it
+    # would have said it is not on the allowlist).
+    dockerfile = f"```FROM {first}\nRUN apt-get update && apt-get install -y curl\n```"
+    asked = from_user(emu.mention(f"what does this do?\n{dockerfile}", channel="C0DF"), "U0DF")
+    await emu.http_event(b.events, asked)
+    await emu.wait_for(lambda r: bool(ok_posts(emu, "C0DF")), within=120)
+    shown = json.dumps(emu.current("C0DF"))
+    assert "debian 12" in shown and "allowlist" not in shown, shown[:2000]
+    jobs = [
+        await cluster.queue.queue.job(k.decode().rsplit(":", 1)[-1])
+        for k in await cluster.queue.redis.keys("saq:job:*")
+    ]
+    (made,) = [j for j in jobs if j is not None and j.function == "dockerfile"]
+    assert made.worker_id is not None and made.attempts == 1
+    assert made.worker_id.rsplit("-", 2)[1] == str(survivor.popen.pid)

@@ -654,3 +654,49 @@ async def test_the_default_database_is_sqlite_in_the_cache_dir(
     assert (tmp_path / "cache" / "slack.db").is_file()
     assert json.dumps(sorted(p.name for p in (tmp_path / "cache").iterdir())) == '["slack.db"]'
     assert re.search(r"api\.test", " ".join(r.name for r in emulator.api_calls("api.test")))
+
+
+# --- a job worker's deliveries ----------------------------------------------------------------
+
+
+async def test_a_worker_edits_each_workspace_s_placeholder_with_that_workspace_s_token(
+    oauth_bot: OAuthBot, database_url: str, knowledge_engine: Engine
+) -> None:
+    """A worker process (role ``worker``: no routes, no listener) finds the bot token of
+    the placeholder's workspace in the installation store by team id, edits the
+    placeholder with the progress and replaces it with the reply; a workspace that
+    uninstalled meanwhile gets nothing and the delivery fails with one line."""
+    from adapters.slack import Placeholder
+    from bot.errors import Unauthorized
+    from bot.reply import Reply, ReplyKind
+
+    emulator = oauth_bot.emulator
+    for team in (ACME, BETA):
+        assert (await oauth_bot.install(team))[0] == 200
+    worker = SlackPlatform(knowledge_engine, oauth_settings(emulator, database_url))
+    worker.role = "worker"
+    reply = Reply(kind=ReplyKind.IMAGE, title="acme/app:1: Debian user space", body="Debian 12.")
+    try:
+        for team, channel in ((ACME, "C0ACME"), (BETA, "C0BETA")):
+            # The asking replica's placeholder, posted with the workspace's own token.
+            asker = AsyncWebClient(token=emulator.tokens_of(team)[-1], base_url=emulator.api_url)
+            posted = await asker.chat_postMessage(channel=channel, text="Inspecting `acme/app:1` …")
+            place = Placeholder(channel, None, "U0ALICE", str(posted["ts"]), team)
+            assert worker.progress_updates(place.target()) == 10
+            await worker.show_progress(place.target(), "Inspecting `acme/app:1` … looking up")
+            await worker.deliver(place.target(), reply)
+            edits = [r for r in emulator.api_calls("chat.update") if r.data["ts"] == place.ts]
+            assert [r.ok for r in edits] == [True, True]
+            assert [r.data["_team"] for r in edits] == [team, team]
+            (current,) = emulator.current(channel)
+            assert (
+                "Debian user space" in json.dumps(current) and "Inspecting" not in current["text"]
+            )
+        # Beta uninstalls while its explanation runs: nothing is posted with a dead token.
+        await emulator.http_event(oauth_bot.events, emulator.uninstall(BETA), team_id=BETA)
+        gone = Placeholder("C0BETA", None, "U0ALICE", "1700000099.000099", BETA).target()
+        with pytest.raises(Unauthorized, match=f"not installed in Slack team {BETA}"):
+            await worker.deliver(gone, reply)
+        assert not emulator.refused()
+    finally:
+        await worker.stop()

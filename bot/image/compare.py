@@ -29,6 +29,7 @@ from bot.reply import Fact, Reply, ReplyKind, Section
 
 if TYPE_CHECKING:
     from bot.image.explain import Explainer, SourceChoice
+    from bot.progress import ProgressCallback
 
 TOP = 10
 MAX_LISTED = 5000  # packages per list in the JSON (largest first)
@@ -114,9 +115,13 @@ def _apt_lists(scans: list[Any]) -> bool:
 
 
 async def _side(
-    explainer: Explainer, ref: str, source: SourceChoice, platform: Platform | None
+    explainer: Explainer,
+    ref: str,
+    source: SourceChoice,
+    platform: Platform | None,
+    progress: ProgressCallback | None = None,
 ) -> tuple[ResolvedImage, ImageFacts]:
-    return await explainer.inspect(ref, source=source, platform=platform)
+    return await explainer.inspect(ref, source=source, platform=platform, progress=progress)
 
 
 def _libc(side: Side) -> tuple[str, str] | None:
@@ -436,13 +441,16 @@ async def compare_images(
     *,
     source: SourceChoice = "auto",
     platform: Platform | None = None,
+    progress: ProgressCallback | None = None,
 ) -> Reply:
-    """Inspect ``a`` and ``b`` concurrently and compare them. Raises the explainer's
+    """Inspect ``a`` and ``b`` concurrently and compare them; ``progress`` gets both
+    images' ``ExplainProgress`` events (each names its image). Raises the explainer's
     DockwiseErrors (InvalidReference, ImageNotFound, Unreachable, ...)."""
     from bot.image.render import finish
 
     (ra, fa), (rb, fb) = await asyncio.gather(
-        _side(explainer, a, source, platform), _side(explainer, b, source, platform)
+        _side(explainer, a, source, platform, progress),
+        _side(explainer, b, source, platform, progress),
     )
     lists = await package_lists(explainer, [ra, rb])
     sides = []
