@@ -129,6 +129,7 @@ __all__ = [
     "JobQueue",
     "JobSpec",
     "JobWorker",
+    "NoWorker",
     "QueueFull",
     "compare_key",
     "dockerfile_key",
@@ -204,8 +205,17 @@ POLL_INTERVAL: Final = 1.0
 #: saq cancels what is left.
 HAND_BACK_MARGIN: Final = 15
 
-#: Seconds between a worker's updates of ``QUEUE_JOBS``.
+#: Seconds between a worker's updates of ``QUEUE_JOBS`` (and of ``WORKERS_SEEN_KEY``).
 DEPTH_INTERVAL: Final = 5.0
+
+#: Set by every running worker each ``DEPTH_INTERVAL`` seconds with a TTL of
+#: ``WORKER_SEEN_TTL``: while it is missing no worker runs, and a replica refuses new jobs
+#: with ``NoWorker`` instead of queueing them where nothing would ever take them.
+WORKERS_SEEN_KEY: Final = "dockwise:jobs:worker_seen"
+
+#: Seconds a worker counts as seen after its last mark: covers a worker restarting (a
+#: rolling update, a pod rescheduled) without refusing the asks made meanwhile.
+WORKER_SEEN_TTL: Final = 120
 
 SourceChoice = Literal["auto", "registry", "docker"]
 
@@ -223,6 +233,19 @@ class QueueFull(Busy):
     again in a minute."""
 
     kind = "queue_full"
+
+
+class NoWorker(Busy):
+    """No worker marked ``WORKERS_SEEN_KEY`` within ``WORKER_SEEN_TTL`` seconds: a new job
+    would wait in the queue with nothing to run it, so the asker is told at once."""
+
+    kind = "no_worker"
+
+
+NO_WORKER_MESSAGE: Final = (
+    "No worker is running to explain images right now, so I can't start this one. "
+    "Try again in a few minutes."
+)
 
 
 def _image_name(reference: str) -> str:
@@ -582,6 +605,7 @@ class JobQueue:
         sweep: int = 10,
         attempts: int = 3,
         result_ttl: int = 600,
+        need_worker: bool = False,
     ) -> None:
         self.queue = ExplainQueue(redis_asyncio.from_url(redis_url), name=QUEUE_NAME)
         self.queue_max = queue_max
@@ -590,6 +614,9 @@ class JobQueue:
         self.sweep = sweep
         self.attempts = attempts
         self.result_ttl = result_ttl
+        #: Refuse a new job with ``NoWorker`` when no worker was seen (replicas built by
+        #: ``from_settings``); off for a bare handle that only looks at the queue.
+        self.need_worker = need_worker
         # job key -> (the one local wait on Redis, progress callbacks of its askers)
         self._local: dict[str, tuple[asyncio.Future[Reply], list[ProgressCallback]]] = {}
         #: The adapters of this process by platform name, for deliveries it posts itself
@@ -615,6 +642,7 @@ class JobQueue:
             sweep=settings.job_sweep,
             attempts=settings.job_attempts,
             result_ttl=settings.job_result_ttl,
+            need_worker=True,
         )
 
     @property
@@ -893,7 +921,17 @@ class JobQueue:
 
     async def _join_or_enqueue(self, spec: JobSpec) -> Job:
         existing = await self.queue.job(spec.key)
-        if existing is not None and existing.status in (Status.QUEUED, Status.ACTIVE):
+        if existing is not None and existing.status is Status.ACTIVE:
+            return existing
+        if self.need_worker and not await self.redis.exists(WORKERS_SEEN_KEY):
+            log.warning(
+                "no worker seen for %d s: refusing a new %s job (start `dockwise serve "
+                "--role worker` on this DOCKWISE_REDIS_URL)",
+                WORKER_SEEN_TTL,
+                spec.function,
+            )
+            raise NoWorker(NO_WORKER_MESSAGE)
+        if existing is not None and existing.status is Status.QUEUED:
             return existing
         async with self._enqueueing:
             return await self._enqueue(spec)
@@ -1020,6 +1058,8 @@ class JobWorker:
     async def _report_depth(self) -> None:
         while True:
             with contextlib.suppress(RedisError, OSError):
+                if not self._stopping.is_set():
+                    await self.jobs.redis.set(WORKERS_SEEN_KEY, self.worker.id, ex=WORKER_SEEN_TTL)
                 for state in ("queued", "active"):
                     QUEUE_JOBS.labels(state=state).set(await self.jobs.queue.count(state))
             await asyncio.sleep(DEPTH_INTERVAL)

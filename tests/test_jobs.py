@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import pytest
 from aiohttp import web
+from pydantic import SecretStr
 
 from adapters.slack import EVENTS_PATH, SlackPlatform
 from bot.config import Settings
@@ -31,10 +32,13 @@ from bot.engine import Asker, Engine
 from bot.errors import ImageNotFound
 from bot.image.explain import Explainer
 from bot.jobs import (
+    WORKER_SEEN_TTL,
+    WORKERS_SEEN_KEY,
     Delivery,
     JobQueue,
     JobSpec,
     JobWorker,
+    NoWorker,
     QueueFull,
     compare_key,
     dockerfile_key,
@@ -324,6 +328,61 @@ async def test_a_full_queue_refuses_new_images_with_a_busy_reply(
         await asyncio.gather(waiting, return_exceptions=True)
         await small.close()
         await other.close()
+
+
+@pytest.mark.services
+async def test_with_no_worker_running_a_replica_refuses_new_jobs_at_once(
+    own_redis: RedisServer,
+    knowledge_engine: Engine,  # noqa: F811
+    blind_explainer: Explainer,
+    proxy: GatedProxy,
+    registry: RegistryServer,
+    tmp_path: Path,
+) -> None:
+    """A web replica with no worker running: the asker hears so at once (nothing is
+    queued to wait forever under a placeholder); once a worker runs, the same ask is
+    answered."""
+    settings = blind_settings(tmp_path).model_copy(update={"redis_url": SecretStr(own_redis.url)})
+    replica = JobQueue.from_settings(settings)
+    await replica.connect()
+    web = Engine(knowledge=knowledge_engine.knowledge, explainer=blind_explainer, jobs=replica)
+    repo = f"jobs{uuid.uuid4().hex[:8]}/app"
+    push_image(registry.pusher(), repo, "1", [make_layer({"etc/os-release": b"ID=debian\n"})])
+    ref = f"{proxy.host}/{repo}:1"
+    running: JobWorker | None = None
+    try:
+        with pytest.raises(NoWorker, match="No worker is running"):
+            await replica.explain(ref)
+        later = await web.explain_later(
+            f"explain {ref}",
+            asker=Asker("slack", "U0NOWORKER"),
+            delivery_target={"response_url": "http://127.0.0.1:9/never"},
+        )
+        assert later is not None and later.kind is ReplyKind.ERROR
+        assert "No worker is running" in later.body, later.body
+        compared = await web.compare(ref, f"{proxy.host}/{repo}:2")
+        assert compared.kind is ReplyKind.ERROR and "No worker is running" in compared.body
+        assert await replica.depth() == 0
+        assert await replica.queue.job(job_key(ref, "auto", None)) is None
+
+        worker_queue = JobQueue(own_redis.url)
+        await worker_queue.connect()
+        running = JobWorker(worker_queue, worker_settings(proxy, tmp_path), concurrency=1)
+        running.start()
+
+        async def seen() -> bool:
+            return bool(await replica.redis.exists(WORKERS_SEEN_KEY))
+
+        await until(seen, "the worker to mark itself seen")
+        assert 0 < await replica.redis.ttl(WORKERS_SEEN_KEY) <= WORKER_SEEN_TTL
+        reply = await replica.explain(ref)
+        assert reply.kind is ReplyKind.IMAGE and repo in reply.title
+    finally:
+        if running is not None:
+            await running.stop()
+            await running.jobs.close()
+        await web.aclose()
+        await replica.close()
 
 
 @pytest.mark.services
