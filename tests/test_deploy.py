@@ -271,6 +271,35 @@ def test_env_example_names_only_real_settings() -> None:
             pytest.fail(f"env.example sets a secret: {line.split('=')[0]}")
 
 
+def test_job_queue_settings_are_documented_with_the_codes_defaults() -> None:
+    """deploy/README.md's job queue table and env.example name every DOCKWISE_QUEUE_MAX /
+    DOCKWISE_JOB_* / DOCKWISE_WORKER_* setting with the default the code has."""
+    by_alias = {
+        str(f.validation_alias): f.default
+        for f in Settings.model_fields.values()
+        if isinstance(f.validation_alias, str)
+    }
+    queue_settings = {
+        name
+        for name in by_alias
+        if name.startswith(("DOCKWISE_QUEUE_", "DOCKWISE_JOB_", "DOCKWISE_WORKER_"))
+    }
+    table = dict(
+        re.findall(
+            r"^\| `(DOCKWISE_\w+)` \| .*?\((\d+)\)",
+            (DEPLOY / "README.md").read_text(),
+            re.M,
+        )
+    )
+    example = dict(
+        re.findall(r"^#?(DOCKWISE_\w+)=(.*)$", (DEPLOY / "env.example").read_text(), re.M)
+    )
+    assert set(table) == queue_settings
+    for name in sorted(queue_settings):
+        assert float(table[name]) == by_alias[name], (name, table[name], by_alias[name])
+        assert float(example[name]) == by_alias[name], (name, example.get(name))
+
+
 def test_templates_name_what_a_tokenless_discord_and_the_scale_profile_need() -> None:
     """Discord interactions without a bot token need DISCORD_PUBLIC_KEY and
     DISCORD_APPLICATION_ID together; compose's ${...} variables (POSTGRES_PASSWORD, which
