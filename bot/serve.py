@@ -158,6 +158,17 @@ async def serve(settings: Settings, engine: Engine | None = None, *, role: Role 
 
         checks[adapter.name] = adapter_ready
 
+    if worker is not None and queue is not None and not queue.deliverers:
+        # It would take jobs and drop their replies: the askers' placeholders stay.
+        if engine is not None:
+            await engine.aclose()
+        await queue.close()
+        raise InvalidInput(
+            "--role worker needs the chat settings to post its results (SLACK_BOT_TOKEN "
+            "or SLACK_CLIENT_ID/SLACK_CLIENT_SECRET, DISCORD_TOKEN), as the web and "
+            "gateway replicas have"
+        )
+
     if settings.redis_url is not None:
         from bot.cache.redis import redis_ping
 

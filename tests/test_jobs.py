@@ -25,6 +25,7 @@ from typing import Any, cast
 import pytest
 from aiohttp import web
 from pydantic import SecretStr
+from saq.job import Status
 
 from adapters.slack import EVENTS_PATH, SlackPlatform
 from bot.config import Settings
@@ -55,7 +56,7 @@ from bot.reply import (
     Section,
     Source,
 )
-from tests.emulators.slack import BOT_TOKEN, Record, SlackEmulator
+from tests.emulators.slack import BOT_TOKEN, SIGNING_SECRET, Record, SlackEmulator
 from tests.fixtures.gated_proxy import GatedProxy
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.registry import RegistryServer, make_layer, push_image
@@ -164,6 +165,35 @@ def test_distributed_roles_refuse_an_unusable_redis_in_one_line(
         assert "not-the-password" not in done.stderr and secret not in done.stderr
 
 
+async def test_a_worker_without_chat_settings_is_one_line_and_takes_no_job(
+    own_redis: RedisServer,
+) -> None:
+    """A worker with no chat platform configured could not post the replies of the asks
+    handed over to it (their placeholders would stay): it stops at start-up with one line
+    naming the settings, and the queued job stays for a worker that can answer."""
+    queue = JobQueue(own_redis.url)
+    await queue.connect()
+    ref = "registry.invalid/tokenless:1"
+    asked = asyncio.create_task(queue.explain(ref))
+    try:
+        await until(lambda: _depth_is(queue, 1), "the job to be queued")
+        env = {"DOCKWISE_REDIS_URL": own_redis.url, "DOCKWISE_PORT": "0"}
+        done = await asyncio.to_thread(_serve, "--role", "worker", env=env, timeout=60)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode != 0, done.stderr[-400:]
+        assert len(lines) == 1 and lines[0].startswith("dockwise: error: --role worker needs"), (
+            lines[-3:]
+        )
+        assert "SLACK_BOT_TOKEN" in lines[0] and "DISCORD_TOKEN" in lines[0]
+        job = await queue.queue.job(job_key(ref, "auto", None))
+        assert job is not None and job.status is Status.QUEUED and job.attempts == 0
+        assert not asked.done()
+    finally:
+        asked.cancel()
+        await asyncio.gather(asked, return_exceptions=True)
+        await queue.close()
+
+
 def test_a_busy_port_is_one_line_and_no_worker_starts(own_redis: RedisServer) -> None:
     """DOCKWISE_PORT already taken: the operator reads which address and why in one line
     (exit 1, not "internal error"), and no worker joined the queue meanwhile (it could have
@@ -174,7 +204,12 @@ def test_a_busy_port_is_one_line_and_no_worker_starts(own_redis: RedisServer) ->
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {"DOCKWISE_REDIS_URL": own_redis.url, "DOCKWISE_PORT": str(port)}
+        env = {
+            "DOCKWISE_REDIS_URL": own_redis.url,
+            "DOCKWISE_PORT": str(port),
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        }
         done = _serve("--role", "worker", env=env, timeout=60)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1, done.stderr[-400:]
