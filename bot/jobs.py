@@ -236,8 +236,9 @@ class QueueFull(Busy):
 
 
 class NoWorker(Busy):
-    """No worker marked ``WORKERS_SEEN_KEY`` within ``WORKER_SEEN_TTL`` seconds: a new job
-    would wait in the queue with nothing to run it, so the asker is told at once."""
+    """No worker marked ``WORKERS_SEEN_KEY`` within ``WORKER_SEEN_TTL`` seconds (and Redis
+    has been up longer than two marking intervals): a new job would wait in the queue with
+    nothing to run it, so the asker is told at once."""
 
     kind = "no_worker"
 
@@ -923,7 +924,7 @@ class JobQueue:
         existing = await self.queue.job(spec.key)
         if existing is not None and existing.status is Status.ACTIVE:
             return existing
-        if self.need_worker and not await self.redis.exists(WORKERS_SEEN_KEY):
+        if self.need_worker and not await self._worker_seen():
             log.warning(
                 "no worker seen for %d s: refusing a new %s job (start `dockwise serve "
                 "--role worker` on this DOCKWISE_REDIS_URL)",
@@ -935,6 +936,15 @@ class JobQueue:
             return existing
         async with self._enqueueing:
             return await self._enqueue(spec)
+
+    async def _worker_seen(self) -> bool:
+        """A worker marked ``WORKERS_SEEN_KEY`` lately, or Redis (re)started too recently
+        for the running workers to have marked it again (a restart without persistence
+        drops the mark). Raises RedisError/OSError."""
+        if await self.redis.exists(WORKERS_SEEN_KEY):
+            return True
+        server = await self.redis.info("server")
+        return int(server.get("uptime_in_seconds", 0)) <= 2 * DEPTH_INTERVAL
 
     async def _enqueue(self, spec: JobSpec) -> Job:
         waiting = await self.depth()

@@ -33,6 +33,7 @@ from bot.engine import Asker, Engine
 from bot.errors import ImageNotFound
 from bot.image.explain import Explainer
 from bot.jobs import (
+    DEPTH_INTERVAL,
     WORKER_SEEN_TTL,
     WORKERS_SEEN_KEY,
     Delivery,
@@ -385,7 +386,13 @@ async def test_with_no_worker_running_a_replica_refuses_new_jobs_at_once(
     push_image(registry.pusher(), repo, "1", [make_layer({"etc/os-release": b"ID=debian\n"})])
     ref = f"{proxy.host}/{repo}:1"
     running: JobWorker | None = None
+
+    async def redis_up_a_while() -> bool:  # a fresh Redis gives the workers time to mark
+        server = await replica.redis.info("server")
+        return int(server["uptime_in_seconds"]) > 2 * DEPTH_INTERVAL
+
     try:
+        await until(redis_up_a_while, "Redis to be up longer than two marking intervals")
         with pytest.raises(NoWorker, match="No worker is running"):
             await replica.explain(ref)
         later = await web.explain_later(
