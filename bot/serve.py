@@ -164,9 +164,9 @@ async def serve(settings: Settings, engine: Engine | None = None, *, role: Role 
             await engine.aclose()
         await queue.close()
         raise InvalidInput(
-            "--role worker needs the chat settings to post its results (SLACK_BOT_TOKEN "
-            "or SLACK_CLIENT_ID/SLACK_CLIENT_SECRET, DISCORD_TOKEN), as the web and "
-            "gateway replicas have"
+            "--role worker needs the chat settings of the web and gateway replicas to post "
+            "its results: SLACK_BOT_TOKEN (or SLACK_CLIENT_ID/SLACK_CLIENT_SECRET) with "
+            "SLACK_SIGNING_SECRET or SLACK_APP_TOKEN, and/or DISCORD_TOKEN"
         )
 
     if settings.redis_url is not None:

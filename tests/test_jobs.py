@@ -178,14 +178,18 @@ async def test_a_worker_without_chat_settings_is_one_line_and_takes_no_job(
     asked = asyncio.create_task(queue.explain(ref))
     try:
         await until(lambda: _depth_is(queue, 1), "the job to be queued")
-        env = {"DOCKWISE_REDIS_URL": own_redis.url, "DOCKWISE_PORT": "0"}
-        done = await asyncio.to_thread(_serve, "--role", "worker", env=env, timeout=60)
-        lines = done.stderr.strip().splitlines()
-        assert done.returncode != 0, done.stderr[-400:]
-        assert len(lines) == 1 and lines[0].startswith("dockwise: error: --role worker needs"), (
-            lines[-3:]
-        )
-        assert "SLACK_BOT_TOKEN" in lines[0] and "DISCORD_TOKEN" in lines[0]
+        bare = {"DOCKWISE_REDIS_URL": own_redis.url, "DOCKWISE_PORT": "0"}
+        # a Slack bot token alone is no Slack platform (it needs the signing secret or
+        # the app token as well): that worker could not post to Slack either
+        for env in (bare, {**bare, "SLACK_BOT_TOKEN": BOT_TOKEN}):
+            done = await asyncio.to_thread(_serve, "--role", "worker", env=env, timeout=60)
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode != 0, done.stderr[-400:]
+            assert len(lines) == 1, lines[-3:]
+            assert lines[0].startswith("dockwise: error: --role worker needs"), lines
+            for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "DISCORD_TOKEN"):
+                assert name in lines[0], lines
+            assert BOT_TOKEN not in done.stderr
         job = await queue.queue.job(job_key(ref, "auto", None))
         assert job is not None and job.status is Status.QUEUED and job.attempts == 0
         assert not asked.done()
