@@ -1047,9 +1047,6 @@ class JobWorker:
         self._task: asyncio.Task[None] | None = None
         self._gauges: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        #: Deliveries each running job (by saq job id) showed progress to: who asked, should
-        #: Redis lose the job's lists (a restart without persistence) before it finished.
-        self._seen: dict[str, list[Delivery]] = {}
         self._stopped_at = 0.0
         self._answering: set[asyncio.Task[None]] = set()
 
@@ -1201,9 +1198,7 @@ class JobWorker:
                     await _cancelled(beat)
                     return await self._hand_back(ctx, job, "the worker stopped (grace ran out)")
                 kept = done
-                moved = await self.jobs.drain_to_posting(job.key, job.queued, kept)
-                if moved == 0 and await self.jobs.kept_result(job.key, job.queued) == kept:
-                    await self._post_seen(job, spec, kept)
+                await self.jobs.drain_to_posting(job.key, job.queued, kept)
             else:
                 await self._note_in_flight(job)
             await self.jobs.post_drained(job.key, job.queued, spec.finished)
@@ -1224,25 +1219,6 @@ class JobWorker:
             raise
         finally:
             beat.cancel()
-            self._seen.pop(job.id, None)
-
-    async def _post_seen(self, job: Job, spec: JobSpec, kept: dict[str, Any]) -> None:
-        """Redis lost the deliveries of ``job`` while it ran (none to drain, and no other
-        attempt kept a result: a Redis restart without persistence): post ``kept`` to the
-        deliveries this attempt showed progress to, which nobody else knows any more."""
-        seen = self._seen.get(job.id, [])
-        if not seen:
-            return
-        log.warning(
-            "%s job %s: its deliveries vanished from Redis (restarted?); posting to the %d "
-            "it showed progress to",
-            spec.function,
-            job.key,
-            len(seen),
-        )
-        reply = spec.finished(_outcome(kept))
-        for delivery in seen:
-            await post_delivery(self.jobs.deliverers, delivery, reply)
 
     async def _beat(self, job: Job) -> None:
         while True:
@@ -1257,8 +1233,6 @@ class JobWorker:
         out first (the work is cancelled). Raises what a bug raises."""
         events: asyncio.Queue[ExplainProgress | None] = asyncio.Queue()
         channel = progress_channel(job.key)
-
-        seen = self._seen[job.id] = []
 
         async def publish() -> None:  # in order, until the None that ends the job
             relays: dict[str, ProgressRelay] = {}
@@ -1278,9 +1252,7 @@ class JobWorker:
                             await self.jobs.redis.publish(channel, json.dumps(asdict(event)))
                     if event is not None:
                         with contextlib.suppress(RedisError, OSError):
-                            await self._show_progress(
-                                job.key, event, relays, fresh=fresh, seen=seen
-                            )
+                            await self._show_progress(job.key, event, relays, fresh=fresh)
             finally:  # a progress line in flight lands before the reply
                 await asyncio.gather(*(r.close() for r in relays.values()))
 
@@ -1370,7 +1342,6 @@ class JobWorker:
         relays: dict[str, ProgressRelay],
         *,
         fresh: bool = True,
-        seen: list[Delivery] | None = None,
     ) -> None:
         """``event`` (the job's latest; ``fresh`` when it just arrived, else only
         deliveries attached since get it) to every delivery attached to job ``key`` so
@@ -1390,8 +1361,6 @@ class JobWorker:
                 adapter = self.jobs.deliverers.get(delivery.platform)
                 if adapter is None:
                     continue
-                if seen is not None:
-                    seen.append(delivery)
                 relay = relays[str(raw)] = ProgressRelay(
                     functools.partial(adapter.show_progress, delivery.target),
                     min_interval=self.progress_interval,

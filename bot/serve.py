@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from bot.chat import ROLES, ChatAdapter, Role
+from bot.chat import ROLES, ChatAdapter, Role, adapters
 from bot.config import Settings
 from bot.engine import Engine
 from bot.errors import InvalidInput
@@ -163,10 +163,10 @@ async def serve(settings: Settings, engine: Engine | None = None, *, role: Role 
         if engine is not None:
             await engine.aclose()
         await queue.close()
+        hints = "; ".join(a.how_to_configure for a in adapters().values())
         raise InvalidInput(
             "--role worker needs the chat settings of the web and gateway replicas to post "
-            "its results: SLACK_BOT_TOKEN (or SLACK_CLIENT_ID/SLACK_CLIENT_SECRET) with "
-            "SLACK_SIGNING_SECRET or SLACK_APP_TOKEN, and/or DISCORD_TOKEN"
+            f"its results: {hints}"
         )
 
     if settings.redis_url is not None:

@@ -27,7 +27,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
 from saq.job import Status
 
 from adapters.slack_blocks import render_messages
@@ -211,72 +210,6 @@ async def test_a_sigterm_lets_the_running_job_finish_and_takes_no_new_job(
     assert untouched is not None and untouched.status.value == "queued"
     assert untouched.attempts == 0, untouched  # taken in the instant of the stop: handed back
     assert "worker stopping" in worker.tail()
-
-
-async def test_a_redis_restart_mid_job_still_answers_its_asker_once(
-    stack: Stack, registry: RegistryServer, own_redis: RedisServer
-) -> None:
-    """Redis (no persistence, as deploy/ runs it) restarts while a worker reads the image:
-    the job's deliveries are gone from Redis, and the worker answers the asker it showed
-    progress to, once, instead of leaving the placeholder at "Inspecting" for ever."""
-    emu, proxy = stack.emulator, stack.proxy
-    ref = push(registry, proxy, "restart", "debian")
-    key = job_key(ref, "auto", None)
-    proxy.hold("/blobs/")
-    (worker,) = await stack.workers(1)
-    url, target = command_target(emu)
-    await stack.queue.explain_later(ref, delivery=Delivery("slack", target))
-    assert await holder(stack, key, "/blobs/") is worker
-
-    async def progress_shown() -> bool:
-        return bool(posts_to(emu, url))
-
-    await until(progress_shown, "the worker to show progress to the asker")
-    own_redis.stop()
-    own_redis.start()
-    assert own_redis.command("DBSIZE") == ":0"  # everything the job had in Redis is gone
-
-    async def reconnected() -> bool:  # the test's own client drops its stale connection
-        try:
-            return bool(await stack.queue.redis.ping())
-        except RedisConnectionError:
-            return False
-
-    await until(reconnected, "the test's Redis client to reconnect")
-    # A replica asking at once is not told "no worker": the restart dropped the workers'
-    # mark, not the workers.
-    replica = JobQueue(stack.redis_url, need_worker=True)
-    await replica.connect()
-    other = push(registry, proxy, "afterrestart", "alpine")
-    other_url, other_target = command_target(emu)
-    try:
-        await replica.explain_later(other, delivery=Delivery("slack", other_target))
-    finally:
-        await replica.close()
-    proxy.release("/blobs/")
-
-    def finals() -> list[Record]:
-        return [r for r in posts_to(emu, url) if "debian" in str(r.data.get("text", "")).lower()]
-
-    async def answered() -> bool:
-        return bool(finals())
-
-    await until(answered, "the asker's answer after the restart")
-
-    async def finished() -> bool:
-        job = await stack.queue.queue.job(key)
-        return job is not None and job.status is Status.COMPLETE
-
-    await until(finished, "the job to be recorded complete")
-    (answer,) = finals()
-    assert answer.ok
-
-    async def other_answered() -> bool:
-        texts = [str(r.data.get("text", "")).lower() for r in posts_to(emu, other_url)]
-        return any("alpine" in text for text in texts)
-
-    await until(other_answered, "the ask made right after the restart to be answered")
-    assert "vanished from Redis" in worker.log.read_text()
 
 
 async def test_a_sigterm_past_the_grace_hands_the_job_to_another_worker(
